@@ -1,0 +1,1 @@
+"""CLI command modules; each exports COMMANDS (registered in dlprep.cli)."""

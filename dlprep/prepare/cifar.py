@@ -1,0 +1,78 @@
+"""CIFAR-10/100 from the *binary* archives, read member by member (nothing is extracted or
+unpickled). Recipe: ``[splits] train = ["dir/data_batch_1.bin", ...]``, ``test = [...]``,
+``classes_member = "dir/batches.meta.txt"`` optional (else ``classes`` from the recipe)."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError, RecipeError
+from ..formats.cifar import parse_cifar_records
+from ..store.hdf5 import ImageTensorWriter
+from .core import PrepareContext
+from .params import Param
+
+PARAMS = (Param("label", "str", "fine", "CIFAR-100 only: which label becomes `labels`",
+                ("fine", "coarse")),)
+
+
+def _read_members(archive: Path, wanted: set[str]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                if member.name in wanted and member.isfile():
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        found[member.name] = fh.read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise FormatError(archive, -1, f"corrupt tar archive: {exc}") from exc
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise FormatError(archive, -1, f"archive lacks member(s): {', '.join(missing)}")
+    return found
+
+
+def build(ctx: PrepareContext, out: Path) -> None:
+    recipe = ctx.recipe
+    cifar100 = recipe.parser == "cifar100-bin"
+    label_bytes, limits = (2, (20, 100)) if cifar100 else (1, (10,))
+    name_keys = ("classes_member", "coarse_classes_member")
+    split_members = {k: v for k, v in recipe.splits.items() if k not in name_keys}
+    if not split_members or not all(isinstance(v, list) for v in split_members.values()):
+        raise RecipeError(f"{recipe.path}: splits: expected <split> = [member, ...] lists")
+    (archive,) = ctx.files.values()
+    wanted = {m for members in split_members.values() for m in members}
+    wanted |= {recipe.splits[k] for k in name_keys if k in recipe.splits}
+    data = _read_members(archive, wanted)
+    parts = []
+    for split, members in split_members.items():
+        imgs, labs = zip(*(parse_cifar_records(data[m], label_bytes, f"{archive}:{m}", limits)
+                           for m in members), strict=True)
+        parts.append((split, np.concatenate(imgs), np.concatenate(labs)))
+    column = 1 if cifar100 and ctx.options["label"] == "fine" else 0
+    key = "coarse_classes_member" if cifar100 and column == 0 else "classes_member"
+    if key in recipe.splits:
+        text = data[recipe.splits[key]].decode("utf-8")
+        classes = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    else:
+        classes = list(recipe.classes or []) or [str(i) for i in range(limits[column])]
+    total = sum(len(p[1]) for p in parts)
+    writer = ImageTensorWriter(out, total, (32, 32, 3))
+    try:
+        splits: dict[str, np.ndarray] = {}
+        coarse = []
+        for split, images, labels in parts:
+            splits[split] = np.arange(writer.pos, writer.pos + len(images), dtype=np.int64)
+            writer.write(images, labels[:, column])
+            if cifar100:
+                coarse.append(labels[:, 1 - column])
+        meta = {("coarse_labels" if column == 1 else "fine_labels"): np.concatenate(coarse)} \
+            if cifar100 else None
+        writer.finish(splits=splits, classes=classes, meta=meta,
+                      **ctx.finish_kwargs())
+    finally:
+        writer.close()

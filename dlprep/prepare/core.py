@@ -1,0 +1,189 @@
+"""Orchestrate recipe -> fetch -> parse/normalize -> HDF5, idempotently and atomically.
+
+Each recipe names a *builder*: ``parser = "idx"`` (a file-based format) or
+``connector = "gutenberg"`` (a parameterized source). A builder module exports ``PARAMS`` (its
+options), optionally ``collect(ctx) -> list[Path]`` (connectors: fetch what the options select),
+and ``build(ctx, out_path)`` (write the HDF5 file with the store writers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from filelock import FileLock
+
+from ..cache import Cache, safe_component
+from ..errors import DlprepError, OfflineError
+from ..fetch.download import FileSpec, fetch_file, hash_file
+from ..recipes import Recipe
+from ..store.hdf5 import FORMAT_VERSION, atomic_output
+from .params import resolve_options
+
+log = logging.getLogger("dlprep")
+
+# builder id -> module. Add a line here when adding a format or a source.
+BUILDERS: dict[str, str] = {
+    "idx": "dlprep.prepare.idx",
+    "cifar10-bin": "dlprep.prepare.cifar",
+    "cifar100-bin": "dlprep.prepare.cifar",
+}
+
+
+def builder_module(recipe: Recipe) -> ModuleType:
+    key = recipe.parser or recipe.connector or ""
+    target = BUILDERS.get(key)
+    if target is None:
+        what = "parser" if recipe.parser else "connector"
+        raise DlprepError(f"{recipe.path}: {what}: unknown {what} {key!r}; known: "
+                          f"{', '.join(sorted(BUILDERS))}")
+    return importlib.import_module(target)
+
+
+@dataclass
+class PrepareContext:
+    """What a builder sees: the recipe, resolved options, the cache and how to fetch."""
+
+    recipe: Recipe
+    options: dict[str, Any]
+    cache: Cache
+    name: str
+    mirrors: Sequence[str] = ()
+    offline: bool = False
+    force_download: bool = False
+    progress: bool | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    extra_inputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.cache.raw_dir(self.recipe.name)
+
+    def fetch(self, spec: FileSpec, subdir: str | None = None) -> Path:
+        """Fetch one file into ``raw/<recipe>[/subdir]`` and record it as a source."""
+        dest = self.raw_dir / subdir if subdir else self.raw_dir
+        path = fetch_file(spec, dest, mirrors=self.mirrors, offline=self.offline,
+                          force=self.force_download, lock_dir=self.cache.locks_dir)
+        self.sources.append({"name": spec.name if not subdir else f"{subdir}/{spec.name}",
+                             "url": spec.urls[0] if spec.urls else "",
+                             "sha256": spec.sha256 or file_sha256(path)})
+        return path
+
+    def finish_kwargs(self) -> dict[str, Any]:
+        """Provenance keyword arguments for the store writers' ``finish``."""
+        return {"recipe": self.name, "recipe_version": self.recipe.version,
+                "sources": self.sources, "license": self.recipe.license,
+                "citation": self.recipe.citation, "config": self.config()}
+
+    def config(self) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, "recipe": self.recipe.name, "name": self.name,
+                "version": self.recipe.version,
+                "builder": self.recipe.parser or self.recipe.connector,
+                "options": self.options, "inputs": self.extra_inputs,
+                "sources": sorted((s["name"], s["sha256"]) for s in self.sources)}
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.config(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a cached raw file, memoised in a ``.sha256`` sidecar keyed by size and mtime."""
+    st = path.stat()
+    side = path.with_name(path.name + ".sha256")
+    key = f"{st.st_size}:{st.st_mtime_ns}"
+    try:
+        stored_key, digest = side.read_text().split()
+        if stored_key == key:
+            return digest
+    except (OSError, ValueError):
+        pass
+    digest = hash_file(path, "sha256")
+    try:
+        side.write_text(f"{key} {digest}\n")
+    except OSError:
+        pass
+    return digest
+
+
+def latest_pointer(cache: Cache, name: str) -> Path:
+    return cache.prepared_dir(name) / "latest"
+
+
+def find_prepared(cache: Cache, name: str) -> Path | None:
+    """The most recently prepared file for ``name`` (a recipe or a ``--name``), if present."""
+    pointer = latest_pointer(cache, name)
+    try:
+        target = cache.prepared_dir(name) / pointer.read_text().strip()
+    except OSError:
+        return None
+    return target if target.is_file() else None
+
+
+def _write_latest(cache: Cache, name: str, out: Path) -> None:
+    pointer = latest_pointer(cache, name)
+    tmp = pointer.with_name(".latest.tmp")
+    tmp.write_text(out.name + "\n")
+    tmp.replace(pointer)
+
+
+def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None = None,
+            name: str | None = None, mirrors: Sequence[str] = (), offline: bool = False,
+            force: bool = False, progress: bool | None = None) -> Path:
+    """Fetch, verify and prepare ``recipe``; return the prepared HDF5 path (idempotent).
+
+    ``force`` re-downloads the files and rebuilds the HDF5 file. ``name`` stores the result
+    under another dataset name (for parameterized sources such as ``gutenberg --name nietzsche``).
+    """
+    module = builder_module(recipe)
+    where = f"dataset {recipe.name}"
+    resolved = resolve_options(getattr(module, "PARAMS", ()), recipe.options, options or {}, where)
+    ctx = PrepareContext(recipe=recipe, options=resolved, cache=cache,
+                         name=safe_component(name or recipe.name, "dataset name"),
+                         mirrors=mirrors, offline=offline, force_download=force, progress=progress)
+    if hasattr(module, "collect"):
+        module.collect(ctx)
+    else:
+        for spec in recipe.files:
+            ctx.files[spec.name] = ctx.fetch(spec)
+    out_dir = cache.prepared_dir(ctx.name)
+    out = out_dir / f"{ctx.config_hash()}.h5"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache.locks_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache.locks_dir / f"prepare.{ctx.name}.{out.stem}.lock")):
+        if out.is_file() and not force:
+            log.info("already prepared: %s", out)
+        else:
+            log.info("preparing %s -> %s", ctx.name, out)
+            with atomic_output(out) as tmp:
+                module.build(ctx, tmp)
+        _write_latest(cache, ctx.name, out)
+    return out
+
+
+def prepared_or_prepare(name_or_path: str, cache: Cache, *, offline: bool = False) -> Path:
+    """Resolve a path or a dataset name to a prepared file, preparing with defaults if needed."""
+    from ..recipes import find_recipe
+
+    p = Path(name_or_path)
+    if p.suffix in {".h5", ".hdf5"} or p.is_file():
+        return p
+    found = find_prepared(cache, name_or_path)
+    if found is not None:
+        return found
+    try:
+        recipe = find_recipe(name_or_path)
+    except DlprepError:
+        raise
+    try:
+        return prepare(recipe, cache, offline=offline)
+    except OfflineError:
+        raise

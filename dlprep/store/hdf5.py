@@ -1,0 +1,314 @@
+"""Writers and reader for prepared datasets (``dlprep-hdf5/1``; the spec is docs/FORMAT.md).
+
+Files are written to a temporary name in the target folder and renamed into place only after
+the writer finished, so a reader never sees a half-written file (even after ``kill -9``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .._version import __version__
+from ..errors import StoreError
+
+FORMAT_VERSION = "dlprep-hdf5/1"
+_STR = h5py.string_dtype(encoding="utf-8")
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_output(target: Path) -> Iterator[Path]:
+    """Yield a temp path next to ``target``; rename it to ``target`` if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _provenance_attrs(
+    f: h5py.File, kind: str, recipe: str, recipe_version: str, sources: Sequence[Mapping[str, Any]],
+    license: str, citation: str, config: Mapping[str, Any], extra: Mapping[str, Any] | None,
+) -> None:
+    f.attrs["format"] = FORMAT_VERSION
+    f.attrs["kind"] = kind
+    f.attrs["recipe"] = recipe
+    f.attrs["recipe_version"] = recipe_version
+    f.attrs["dlprep_version"] = __version__
+    f.attrs["created"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    f.attrs["command"] = " ".join(sys.argv)
+    f.attrs["sources"] = json.dumps(list(sources), sort_keys=True)
+    f.attrs["license"] = license
+    f.attrs["citation"] = citation
+    f.attrs["config"] = json.dumps(dict(config), sort_keys=True)
+    for key, value in (extra or {}).items():
+        f.attrs[key] = value
+
+
+def _label_axes(dset: h5py.Dataset, labels: Sequence[str]) -> None:
+    for i, label in enumerate(labels):
+        dset.dims[i].label = label
+
+
+def _write_common(f: h5py.File, splits: Mapping[str, np.ndarray], classes: Sequence[str] | None,
+                  meta: Mapping[str, Sequence[Any]] | None, n: int) -> None:
+    grp = f.create_group("splits")
+    for name, idx in splits.items():
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise StoreError(f"split {name!r} has indices outside [0, {n})")
+        grp.create_dataset(name, data=idx)
+    if classes is not None:
+        f.create_dataset("classes", data=np.array(list(classes), dtype=object), dtype=_STR)
+    if meta:
+        mgrp = f.create_group("meta")
+        for key, values in meta.items():
+            arr = np.asarray(values)
+            if len(arr) != n:
+                raise StoreError(f"meta/{key} has {len(arr)} entries for {n} samples")
+            if arr.dtype.kind in "OUS":
+                mgrp.create_dataset(key, data=np.array([str(v) for v in arr], dtype=object),
+                                    dtype=_STR)
+            else:
+                mgrp.create_dataset(key, data=arr)
+
+
+class ImageTensorWriter:
+    """Stream images into ``images`` uint8 (N, H, W, C) + ``labels`` int64 (N,).
+
+    ``n`` is known up front, so ``images`` is one contiguous, uncompressed block (loaders can
+    memory-map it); pass ``compression="gzip"`` for a chunked, compressed layout instead.
+    Call :meth:`write` with consecutive batches, then :meth:`finish` (inside
+    :func:`atomic_output`) with the splits; ``mean``/``std`` of the train split are computed here.
+    """
+
+    def __init__(self, path: Path, n: int, shape: tuple[int, int, int], *, kind: str = "image",
+                 compression: str | None = None, chunk_rows: int = 256) -> None:
+        if len(shape) != 3:
+            raise StoreError(f"image shape must be (H, W, C), got {shape}")
+        self.path = Path(path)
+        self.n = int(n)
+        self.shape = tuple(int(s) for s in shape)
+        self.f = h5py.File(self.path, "w")
+        kwargs: dict[str, Any] = {}
+        if compression:
+            kwargs = {"chunks": (min(chunk_rows, max(self.n, 1)), *self.shape),
+                      "compression": compression}
+        self.images = self.f.create_dataset("images", shape=(self.n, *self.shape), dtype=np.uint8,
+                                            **kwargs)
+        _label_axes(self.images, ("batch", "height", "width", "channel"))
+        self.labels = self.f.create_dataset("labels", shape=(self.n,), dtype=np.int64)
+        _label_axes(self.labels, ("batch",))
+        self.pos = 0
+
+    def write(self, images: np.ndarray, labels: np.ndarray | None = None) -> None:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self.shape:
+            raise StoreError(f"batch must be uint8 (*, {self.shape}); got {images.dtype} "
+                             f"{images.shape}")
+        end = self.pos + len(images)
+        if end > self.n:
+            raise StoreError(f"more images than announced ({end} > {self.n})")
+        self.images[self.pos:end] = images
+        if labels is not None:
+            self.labels[self.pos:end] = np.asarray(labels, dtype=np.int64)
+        self.pos = end
+
+    def _channel_stats(self, index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean/std of pixels scaled to [0, 1], exact, from 256-bin histograms."""
+        c = self.shape[2]
+        hist = np.zeros((c, 256), np.int64)
+        block = max(1, (64 << 20) // max(1, int(np.prod(self.shape))))
+        rows = np.arange(self.n) if index is None else np.sort(np.asarray(index, np.int64))
+        for start in range(0, len(rows), block):
+            sel = rows[start:start + block]
+            if len(sel) and sel[-1] - sel[0] + 1 == len(sel):
+                x = self.images[sel[0]:sel[-1] + 1]
+            else:
+                x = self.images[sel]
+            for ch in range(c):
+                hist[ch] += np.bincount(x[..., ch].ravel(), minlength=256)
+        count = hist.sum(1)
+        if not count.all():
+            return np.zeros(c, np.float32), np.ones(c, np.float32)
+        levels = np.arange(256, dtype=np.float64) / 255.0
+        mean = hist @ levels / count
+        var = hist @ (levels * levels) / count - mean * mean
+        return mean.astype(np.float32), np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
+
+    def finish(self, *, recipe: str, recipe_version: str, splits: Mapping[str, np.ndarray],
+               classes: Sequence[str] | None, sources: Sequence[Mapping[str, Any]] = (),
+               license: str = "", citation: str = "", config: Mapping[str, Any] | None = None,
+               meta: Mapping[str, Sequence[Any]] | None = None,
+               extra_attrs: Mapping[str, Any] | None = None) -> None:
+        if self.pos != self.n:
+            raise StoreError(f"{self.path}: wrote {self.pos} images, announced {self.n}")
+        _write_common(self.f, splits, classes, meta, self.n)
+        train = splits.get("train")
+        mean, std = self._channel_stats(None if train is None else np.asarray(train))
+        self.f.create_dataset("mean", data=mean)
+        self.f.create_dataset("std", data=std)
+        _provenance_attrs(self.f, "image", recipe, recipe_version, sources, license, citation,
+                          config or {}, extra_attrs)
+        self.f.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.f.close()
+
+
+class SequenceWriter:
+    """Ragged sequences: ``tokens`` int32 (T,) or ``values`` float32 (T, F) + ``offsets`` (N+1,).
+
+    Append one sample at a time (or many with :meth:`extend`); storage grows in chunks, and
+    ``finish`` trims and writes ``offsets``, optional ``labels``/``classes``, ``vocab`` and the
+    tokenizer config (JSON attribute ``tokenizer``).
+    """
+
+    def __init__(self, path: Path, *, features: int | None = None, chunk: int = 1 << 16) -> None:
+        self.path = Path(path)
+        self.f = h5py.File(self.path, "w")
+        self.features = features
+        if features is None:
+            self.data = self.f.create_dataset("tokens", shape=(0,), maxshape=(None,),
+                                              dtype=np.int32, chunks=(chunk,))
+            _label_axes(self.data, ("time",))
+        else:
+            self.data = self.f.create_dataset("values", shape=(0, features),
+                                              maxshape=(None, features), dtype=np.float32,
+                                              chunks=(chunk, features))
+            _label_axes(self.data, ("time", "feature"))
+        self.offsets: list[int] = [0]
+        self._buf: list[np.ndarray] = []
+        self._buffered = 0
+        self._flush_at = chunk * 16
+
+    def append(self, seq: np.ndarray) -> None:
+        arr = np.asarray(seq, dtype=np.int32 if self.features is None else np.float32)
+        if self.features is not None and (arr.ndim != 2 or arr.shape[1] != self.features):
+            raise StoreError(f"values must be (T, {self.features}), got {arr.shape}")
+        self._buf.append(arr)
+        self._buffered += len(arr)
+        self.offsets.append(self.offsets[-1] + len(arr))
+        if self._buffered >= self._flush_at:
+            self._flush()
+
+    def extend(self, seqs: Sequence[np.ndarray]) -> None:
+        for s in seqs:
+            self.append(s)
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        block = np.concatenate(self._buf)
+        start = self.data.shape[0]
+        self.data.resize(start + len(block), axis=0)
+        self.data[start:] = block
+        self._buf.clear()
+        self._buffered = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.offsets) - 1
+
+    def finish(self, *, recipe: str, recipe_version: str, splits: Mapping[str, np.ndarray],
+               labels: Sequence[int] | None = None, classes: Sequence[str] | None = None,
+               vocab: Sequence[str] | None = None, tokenizer: Mapping[str, Any] | None = None,
+               sources: Sequence[Mapping[str, Any]] = (), license: str = "", citation: str = "",
+               config: Mapping[str, Any] | None = None,
+               meta: Mapping[str, Sequence[Any]] | None = None,
+               extra_attrs: Mapping[str, Any] | None = None) -> None:
+        self._flush()
+        n = self.count
+        off = self.f.create_dataset("offsets", data=np.asarray(self.offsets, dtype=np.int64))
+        _label_axes(off, ("batch",))
+        if labels is not None:
+            if len(labels) != n:
+                raise StoreError(f"{len(labels)} labels for {n} sequences")
+            self.f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
+        if vocab is not None:
+            self.f.create_dataset("vocab", data=np.array(list(vocab), dtype=object), dtype=_STR)
+        if tokenizer is not None:
+            self.f.attrs["tokenizer"] = json.dumps(dict(tokenizer), sort_keys=True)
+        _write_common(self.f, splits, classes, meta, n)
+        _provenance_attrs(self.f, "sequence", recipe, recipe_version, sources, license, citation,
+                          config or {}, extra_attrs)
+        self.f.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.f.close()
+
+
+def open_prepared(path: str | os.PathLike[str]) -> h5py.File:
+    """Open a prepared file read-only after checking it is ``dlprep-hdf5/1``."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no such prepared file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise StoreError(f"{path}: not an HDF5 file ({exc})") from exc
+    version = f.attrs.get("format")
+    if isinstance(version, bytes):
+        version = version.decode()
+    if version != FORMAT_VERSION:
+        f.close()
+        raise StoreError(f"{path}: format {version!r} is not {FORMAT_VERSION!r}; re-prepare it "
+                         f"with this dlprep (dlprep fetch NAME --force)")
+    return f
+
+
+def _str_list(dset: h5py.Dataset) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in dset[()]]
+
+
+def dataset_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Shapes, dtypes, splits, class counts and provenance of a prepared file (JSON-able)."""
+    with open_prepared(path) as f:
+        out: dict[str, Any] = {"path": str(path)}
+        for key, value in f.attrs.items():
+            out[key] = value.decode() if isinstance(value, bytes) else (
+                value.item() if hasattr(value, "item") else value)
+        for key in ("sources", "config", "tokenizer"):
+            if isinstance(out.get(key), str):
+                out[key] = json.loads(out[key])
+        arrays = {}
+        for key in ("images", "labels", "tokens", "values", "offsets", "mean", "std", "vocab"):
+            if key in f:
+                arrays[key] = {"shape": list(f[key].shape), "dtype": str(f[key].dtype)}
+        out["arrays"] = arrays
+        out["splits"] = {k: int(v.shape[0]) for k, v in f["splits"].items()} if "splits" in f else {}
+        if "offsets" in f:
+            out["samples"] = int(f["offsets"].shape[0] - 1)
+        elif "images" in f:
+            out["samples"] = int(f["images"].shape[0])
+        if "classes" in f:
+            classes = _str_list(f["classes"])
+            out["classes"] = classes
+            if "labels" in f:
+                counts = np.bincount(f["labels"][()], minlength=len(classes))
+                out["class_counts"] = {c: int(k) for c, k in zip(classes, counts, strict=False)}
+        if "mean" in f:
+            out["mean"] = [round(float(v), 6) for v in f["mean"][()]]
+            out["std"] = [round(float(v), 6) for v in f["std"][()]]
+        return out
