@@ -179,11 +179,4 @@ def prepared_or_prepare(name_or_path: str, cache: Cache, *, offline: bool = Fals
     found = find_prepared(cache, name_or_path)
     if found is not None:
         return found
-    try:
-        recipe = find_recipe(name_or_path)
-    except DlprepError:
-        raise
-    try:
-        return prepare(recipe, cache, offline=offline)
-    except OfflineError:
-        raise
+    return prepare(find_recipe(name_or_path), cache, offline=offline)
