@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from .common import State, common_options
 from ..errors import DlprepError
+from .common import State, common_options
 
 
 def _size(path: Path) -> int:

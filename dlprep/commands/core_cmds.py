@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .common import State, common_options, echo_json, emit_path
 from ..errors import DlprepError
+from .common import State, common_options, echo_json, emit_path
 
 
 @click.command("list")

@@ -21,7 +21,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..cache import Cache, safe_component
-from ..errors import DlprepError, OfflineError
+from ..errors import DlprepError
 from ..fetch.download import FileSpec, fetch_file, hash_file
 from ..recipes import Recipe
 from ..store.hdf5 import FORMAT_VERSION, atomic_output
