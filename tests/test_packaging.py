@@ -1,0 +1,43 @@
+"""A non-editable install (a built wheel) still finds the built-in recipes and bundled data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_carries_recipes_and_runs_offline(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+         "-q", "-w", str(wheels)], capture_output=True, text=True, cwd=tmp_path)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheels.glob("dlprep-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for recipe in (ROOT / "recipes").glob("*.toml"):
+        assert f"dlprep/builtin_recipes/{recipe.name}" in names
+    assert "dlprep/_data/mnist-sample/train-images-idx3-ubyte.gz" in names
+
+    target = tmp_path / "site"
+    inst = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                           "--target", str(target), str(wheel)], capture_output=True, text=True)
+    assert inst.returncode == 0, inst.stderr
+    env = dict(os.environ, PYTHONPATH=str(target), DLPREP_CACHE=str(tmp_path / "cache"))
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    listed = subprocess.run([sys.executable, "-m", "dlprep", "list"], capture_output=True,
+                            text=True, env=env, cwd=work)
+    assert listed.returncode == 0, listed.stderr
+    assert "mnist-sample" in listed.stdout and "cifar10" in listed.stdout
+    where = subprocess.run([sys.executable, "-c", "import dlprep, sys; print(dlprep.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=work)
+    assert where.stdout.strip().startswith(str(target))  # the installed copy, not the checkout
+    fetched = subprocess.run([sys.executable, "-m", "dlprep", "--offline", "fetch",
+                              "mnist-sample"], capture_output=True, text=True, env=env, cwd=work)
+    assert fetched.returncode == 0, fetched.stderr
+    assert Path(fetched.stdout.strip().splitlines()[-1]).is_file()
