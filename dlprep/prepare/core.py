@@ -34,6 +34,9 @@ BUILDERS: dict[str, str] = {
     "idx": "dlprep.prepare.idx",
     "cifar10-bin": "dlprep.prepare.cifar",
     "cifar100-bin": "dlprep.prepare.cifar",
+    "image-folder": "dlprep.prepare.images",
+    "quickdraw": "dlprep.prepare.quickdraw",
+    "oxford-pets": "dlprep.prepare.pets",
 }
 
 
@@ -62,6 +65,10 @@ class PrepareContext:
     files: dict[str, Path] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
     extra_inputs: dict[str, Any] = field(default_factory=dict)
+    # not in the config hash: options in the builder's RUNTIME_OPTIONS (how, not what, e.g.
+    # workers) and scratch state that collect() hands to build()
+    runtime: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def raw_dir(self) -> Path:
@@ -146,9 +153,11 @@ def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None =
     module = builder_module(recipe)
     where = f"dataset {recipe.name}"
     resolved = resolve_options(getattr(module, "PARAMS", ()), recipe.options, options or {}, where)
+    runtime = {k: resolved.pop(k) for k in getattr(module, "RUNTIME_OPTIONS", ()) if k in resolved}
     ctx = PrepareContext(recipe=recipe, options=resolved, cache=cache,
                          name=safe_component(name or recipe.name, "dataset name"),
-                         mirrors=mirrors, offline=offline, force_download=force, progress=progress)
+                         mirrors=mirrors, offline=offline, force_download=force, progress=progress,
+                         runtime=runtime)
     if hasattr(module, "collect"):
         module.collect(ctx)
     else:
