@@ -1,0 +1,1 @@
+"""Source connectors: parameterized public sources (catalogs, APIs, mirror layouts, politeness)."""
