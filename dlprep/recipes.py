@@ -25,7 +25,8 @@ _TOP_KEYS = {
     "citation": str, "description": str, "parser": str, "connector": str, "files": list,
     "splits": dict, "classes": list, "options": dict, "baselines": list, "notes": str,
 }
-_FILE_KEYS = {"name": str, "urls": list, "sha256": str, "md5": str, "size": int, "note": str}
+_FILE_KEYS = {"name": str, "urls": list, "sha256": str, "md5": str, "size": int, "note": str,
+              "content_sha256": str, "content_md5": str}
 _REQUIRED = ("name", "title", "version", "kind")
 _LOCAL_SCHEMES = ("file://", "pkgdata:")
 
@@ -92,7 +93,7 @@ def _parse_file(path: Path, index: int, raw: Any) -> FileSpec:
                        f"{url}: remote URLs in recipes must be https (pass --mirror for others)")
         if not (url.startswith("https://") or url.startswith(_LOCAL_SCHEMES)):
             raise _err(path, f"{key}.urls[{i}]", f"{url}: unsupported URL scheme")
-    for alg, length in (("sha256", 64), ("md5", 32)):
+    for alg, length in (("sha256", 64), ("md5", 32), ("content_sha256", 64), ("content_md5", 32)):
         value = raw.get(alg)
         if value is not None and (len(value) != length or not _HEX.match(value)):
             raise _err(path, f"{key}.{alg}", f"expected {length} lowercase hex digits, got {value!r}")
@@ -100,7 +101,8 @@ def _parse_file(path: Path, index: int, raw: Any) -> FileSpec:
     if size is not None and size < 0:
         raise _err(path, f"{key}.size", f"must be >= 0, got {size}")
     return FileSpec(name=name, urls=list(urls), sha256=raw.get("sha256"), md5=raw.get("md5"),
-                    size=size, note=raw.get("note", ""))
+                    size=size, note=raw.get("note", ""), content_sha256=raw.get("content_sha256"),
+                    content_md5=raw.get("content_md5"))
 
 
 def parse_recipe(data: dict[str, Any], path: Path) -> Recipe:

@@ -1,29 +1,46 @@
-"""Download one upstream file into the raw cache, verified, atomically.
+"""Download upstream files into the raw cache: mirrors, verification, locks, offline mode.
 
-(Initial version: mirrors, local/file/pkgdata sources, streaming to ``.part``, size + hash check
-before the atomic rename, a per-target file lock. Resume/retry/HTML detection are layered on top.)
+``fetch_file`` makes ``dest_dir/<name>`` present and verified: user mirrors first, then the
+recipe's URLs (https, ``file://``, a local path or ``pkgdata:``); each is streamed into
+``<name>.part`` next to the target (HTTP resumes and retries, see ``fetch.http``), its size and
+hash are checked, and only then is it renamed into place. A per-target file lock makes two
+processes share one download. ``fetch_many`` does the same for many files on a thread pool.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from ..errors import ChecksumError, FetchError, OfflineError
+from ..cache import offline_from_env
+from ..errors import ChecksumError, DlprepError, FetchError, OfflineError
+from .http import RetryPolicy, discard_partial, download_url, shared_session
+from .progress import progress_bar, progress_enabled
+from .verify import CHUNK, has_checksum, hash_file, primary_algorithm, verify_file
 
-CHUNK = 1 << 20
+__all__ = ["FileSpec", "fetch_file", "fetch_many", "hash_file", "verify_file", "local_source",
+           "mirror_urls", "pkgdata_path"]
+
+log = logging.getLogger("dlprep")
 
 
 @dataclass
 class FileSpec:
-    """One upstream file: its cache name, ordered mirror URLs and published size/hashes."""
+    """One upstream file: its cache name, ordered mirror URLs and published size/hashes.
+
+    ``content_sha256``/``content_md5``: hash of the decompressed gzip/bz2/xz content, accepted
+    when a mirror re-compressed the file. ``checksum_optional``: a connector's file with no
+    published checksum (no warning when it has none).
+    """
 
     name: str
     urls: list[str] = field(default_factory=list)
@@ -31,6 +48,9 @@ class FileSpec:
     md5: str | None = None
     size: int | None = None
     note: str = ""
+    content_sha256: str | None = None
+    content_md5: str | None = None
+    checksum_optional: bool = False
 
 
 def pkgdata_path(url: str) -> Path:
@@ -56,52 +76,39 @@ def local_source(url: str) -> Path | None:
 
 def mirror_urls(spec: FileSpec, mirrors: Sequence[str]) -> list[str]:
     """User mirrors first (each looked up as ``BASE/<file name>``), then the recipe's URLs."""
-    urls = []
-    for base in mirrors:
-        urls.append(base.rstrip("/") + "/" + spec.name)
+    urls = [base.rstrip("/") + "/" + spec.name for base in mirrors]
     urls.extend(spec.urls)
     return urls
 
 
-def hash_file(path: Path, algorithm: str = "sha256") -> str:
+def _copy_local(src: Path, part: Path, *, algorithm: str, progress: bool) -> str:
+    """Copy a local file into ``part``, hashing on the way; return the hex digest."""
+    if not src.is_file():
+        raise FetchError(f"{src}: no such file")
+    discard_partial(part)
     h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
+    with open(src, "rb") as fin, open(part, "wb") as fout, \
+            progress_bar(progress, desc=src.name, total=src.stat().st_size) as bar:
+        while chunk := fin.read(CHUNK):
+            fout.write(chunk)
             h.update(chunk)
+            bar.update(len(chunk))
     return h.hexdigest()
 
 
-def verify_file(path: Path, spec: FileSpec, source: str) -> None:
-    """Check size, then sha256 (or md5 where only that is published); raise naming both hashes."""
-    actual_size = path.stat().st_size
-    if spec.size is not None and actual_size != spec.size:
-        raise ChecksumError(
-            f"{source}: size mismatch for {spec.name}: expected {spec.size} bytes, got {actual_size}"
-        )
-    for alg in ("sha256", "md5"):
-        expected = getattr(spec, alg)
-        if expected:
-            actual = hash_file(path, alg)
-            if actual != expected:
-                raise ChecksumError(
-                    f"{source}: {alg} mismatch for {spec.name}: expected {expected}, got {actual}"
-                )
-            return
+def _lock_path(target: Path, lock_dir: Path | None) -> Path:
+    if lock_dir is None:
+        return target.with_name(f".{target.name}.lock")
+    key = hashlib.sha1(str(target.resolve()).encode()).hexdigest()[:12]
+    return lock_dir / f"fetch.{key}.{target.name[:80]}.lock"
 
 
-def _copy_local(src: Path, part: Path) -> None:
-    if not src.is_file():
-        raise FileNotFoundError(str(src))
-    shutil.copyfile(src, part)
-
-
-def _download_http(url: str, part: Path, session) -> None:  # type: ignore[no-untyped-def]
-    with session.get(url, stream=True, timeout=(10, 60)) as resp:
-        if resp.status_code != 200:
-            raise FetchError(f"{url}: HTTP {resp.status_code}")
-        with open(part, "wb") as fh:
-            for chunk in resp.iter_content(CHUNK):
-                fh.write(chunk)
+def _offline_error(spec: FileSpec, target: Path, urls: Sequence[str]) -> OfflineError:
+    remote = next((u for u in urls if local_source(u) is None), None)
+    how = f"run without --offline (and unset DLPREP_OFFLINE) to download it from {remote}, " \
+        if remote else ""
+    return OfflineError(f"offline: {spec.name} is not in the cache ({target}); {how}"
+                        f"or pass --mirror DIR holding {spec.name}")
 
 
 def fetch_file(
@@ -111,46 +118,149 @@ def fetch_file(
     mirrors: Sequence[str] = (),
     offline: bool = False,
     force: bool = False,
-    session=None,  # type: ignore[no-untyped-def]
+    session: Any = None,
     lock_dir: Path | None = None,
+    retry: RetryPolicy | None = None,
+    progress: bool | None = None,
 ) -> Path:
-    """Make ``dest_dir/spec.name`` present and verified; return its path."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / spec.name
-    lock_dir = lock_dir or dest_dir
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_dir / f"{dest_dir.name}.{spec.name}.lock")):
-        if target.exists() and not force:
-            return target
-        urls = mirror_urls(spec, mirrors)
-        if offline:
-            urls = [u for u in urls if local_source(u) is not None]
-            if not urls:
-                raise OfflineError(
-                    f"offline: {spec.name} is not in the cache ({target}); run without --offline "
-                    f"or pass --mirror DIR holding it"
-                )
-        part = target.with_name(target.name + ".part")
-        errors = []
-        for url in urls:
-            try:
-                src = local_source(url)
-                if src is not None:
-                    _copy_local(src, part)
-                else:
-                    if session is None:
-                        import requests
+    """Make ``dest_dir/spec.name`` present and verified; return its path.
 
-                        session = requests.Session()
-                    _download_http(url, part, session)
-                verify_file(part, spec, url)
-            except ChecksumError:
-                part.unlink(missing_ok=True)
-                raise
-            except (OSError, FetchError) as exc:
-                part.unlink(missing_ok=True)
-                errors.append(f"{url}: {exc}")
-                continue
-            os.replace(part, target)
+    Tries ``mirrors`` (``BASE/<name>``) then ``spec.urls`` in order; a checksum mismatch, an
+    HTTP error or an HTML page moves on to the next one. ``offline`` (or ``DLPREP_OFFLINE=1``)
+    uses only the cache and local mirrors and never opens a socket. ``force`` downloads again
+    even if cached. ``retry`` sets retries/timeouts (and the sleep/clock, for tests);
+    ``progress``: True/False, or None for a bar only on a TTY outside CI.
+    Raises ``OfflineError``, ``ChecksumError`` (naming expected and actual hash) or ``FetchError``.
+    """
+    dest_dir = Path(dest_dir)
+    target = dest_dir / spec.name
+    if target.is_file() and not force:
+        return target
+    offline = offline or offline_from_env()
+    urls = mirror_urls(spec, mirrors)
+    if offline and not any(local_source(u) is not None for u in urls):
+        raise _offline_error(spec, target, urls)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    lock_file = _lock_path(target, lock_dir)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=1)
+    except Timeout:
+        log.info("%s: waiting for another dlprep process that is downloading it", spec.name)
+        lock.acquire()
+    try:
+        if target.is_file() and not force:  # another process finished it while we waited
             return target
-        raise FetchError(f"could not fetch {spec.name}: " + "; ".join(errors))
+        return _fetch_locked(spec, target, urls, offline=offline, session=session,
+                             retry=retry or RetryPolicy(), progress=progress_enabled(progress))
+    finally:
+        lock.release()
+
+
+def _fetch_locked(spec: FileSpec, target: Path, urls: Sequence[str], *, offline: bool,
+                  session: Any, retry: RetryPolicy, progress: bool) -> Path:
+    part = target.with_name(target.name + ".part")
+    algorithm = primary_algorithm(spec)
+    errors: list[str] = []
+    mismatch = False
+    for url in urls:
+        src = local_source(url)
+        if src is None and offline:
+            errors.append(f"{url}: skipped (offline)")
+            continue
+        try:
+            if src is not None:
+                digest = _copy_local(src, part, algorithm=algorithm, progress=progress)
+            else:
+                digest = download_url(url, part, name=spec.name,
+                                      session=session or shared_session(), retry=retry,
+                                      algorithm=algorithm, progress=progress)
+            verify_file(part, spec, url, digest=digest)
+        except ChecksumError as exc:
+            mismatch = True
+            errors.append(str(exc))
+            discard_partial(part)
+            log.warning("%s; trying the next source", exc)
+            continue
+        except FetchError as exc:
+            errors.append(str(exc))
+            log.info("%s", exc)
+            continue
+        os.replace(part, target)
+        discard_partial(part)  # the resume sidecar
+        if not has_checksum(spec) and not spec.checksum_optional:
+            sha = digest if algorithm == "sha256" else hash_file(target, "sha256")
+            log.warning("%s: the recipe has no checksum for %s; downloaded from %s, sha256 %s, "
+                        "%d bytes (add them with `dlprep recipes checksum RECIPE_FILE`)",
+                        spec.name, spec.name, url, sha, target.stat().st_size)
+        return target
+    if not urls:
+        raise FetchError(f"could not fetch {spec.name}: no URL and no mirror given")
+    message = f"could not fetch {spec.name}: " + "; ".join(errors)
+    if offline:
+        message += " (offline: only the cache and local mirrors were tried)"
+    raise (ChecksumError if mismatch else FetchError)(message)
+
+
+def fetch_many(
+    specs: Sequence[FileSpec],
+    dest_dir: Path,
+    *,
+    mirrors: Sequence[str] = (),
+    offline: bool = False,
+    force: bool = False,
+    session: Any = None,
+    lock_dir: Path | None = None,
+    retry: RetryPolicy | None = None,
+    progress: bool | None = None,
+    max_workers: int = 8,
+) -> list[Path]:
+    """Fetch many files concurrently (thread pool, one shared session, a lock per file).
+
+    Same guarantees as ``fetch_file`` for each file; returns the paths in the order of
+    ``specs``. Every file is attempted; if some fail, raises the error of the single failure,
+    or a ``FetchError`` counting the failures and naming the first few.
+    """
+    specs = list(specs)
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise FetchError(f"fetch_many: duplicate file names {', '.join(dupes[:5])}")
+    offline = offline or offline_from_env()
+    if session is None and not offline:
+        session = shared_session()
+    results: list[Path | None] = [None] * len(specs)
+    failures: list[tuple[int, DlprepError]] = []
+    todo: list[int] = []
+    for i, spec in enumerate(specs):
+        cached = Path(dest_dir) / spec.name
+        if cached.is_file() and not force:
+            results[i] = cached
+        else:
+            todo.append(i)
+    enabled = progress_enabled(progress)
+    with progress_bar(enabled and len(todo) > 1, desc="files", total=len(todo), unit="file") as bar, \
+            ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo) or 1))) as pool:
+        futures = {
+            pool.submit(fetch_file, specs[i], dest_dir, mirrors=mirrors, offline=offline,
+                        force=force, session=session, lock_dir=lock_dir, retry=retry,
+                        progress=enabled and len(todo) == 1): i
+            for i in todo
+        }
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except DlprepError as exc:
+                failures.append((i, exc))
+            bar.update(1)
+    if failures:
+        failures.sort(key=lambda item: item[0])
+        if len(failures) == 1:
+            raise failures[0][1]
+        shown = "; ".join(str(exc) for _, exc in failures[:3])
+        more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+        raise FetchError(f"{len(failures)} of {len(specs)} files could not be fetched: "
+                         f"{shown}{more}")
+    return [p for p in results if p is not None]

@@ -78,7 +78,8 @@ class PrepareContext:
         """Fetch one file into ``raw/<recipe>[/subdir]`` and record it as a source."""
         dest = self.raw_dir / subdir if subdir else self.raw_dir
         path = fetch_file(spec, dest, mirrors=self.mirrors, offline=self.offline,
-                          force=self.force_download, lock_dir=self.cache.locks_dir)
+                          force=self.force_download, lock_dir=self.cache.locks_dir,
+                          progress=self.progress)
         self.sources.append({"name": spec.name if not subdir else f"{subdir}/{spec.name}",
                              "url": spec.urls[0] if spec.urls else "",
                              "sha256": spec.sha256 or file_sha256(path)})

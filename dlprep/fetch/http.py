@@ -1,0 +1,304 @@
+"""HTTP downloads: one shared session, resume (Range + If-Range), retries, HTML-page rejection.
+
+``download_url`` streams one URL into ``<name>.part``. The validator of the response (ETag, else
+Last-Modified) and the URL are kept in ``<name>.part.json`` so that a later attempt (or a later
+process, after a crash) resumes with ``Range: bytes=<size>-`` + ``If-Range: <validator>``. A server
+that answers 200 instead of 206, or a ``Content-Range`` that does not start where the part ends,
+makes it restart cleanly from byte 0.
+
+Retries: connection errors other than DNS failure/refusal, timeouts, a connection cut mid-body,
+HTTP 5xx and 429; exponential backoff with jitter, ``Retry-After`` (seconds or HTTP-date)
+honoured. ``RetryPolicy`` carries the injectable ``sleep``/``clock`` so tests never really wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..errors import FetchError
+from .progress import progress_bar
+from .verify import hash_prefix
+
+log = logging.getLogger("dlprep")
+
+USER_AGENT = f"dlprep/{__version__} (+https://github.com/dlprep/dlprep)"
+CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_HTML_STARTS = (b"<!doctype html", b"<html")
+
+_session: Any = None
+_session_lock = threading.Lock()
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how long to retry one URL. ``sleep``/``clock`` are injectable for tests.
+
+    ``attempts``: tries per URL (consecutive failures; a try that received bytes resets the
+    count). Delays: ``backoff * 2**(n-1)`` seconds capped at ``max_delay``, plus up to
+    ``jitter`` of that at random; a ``Retry-After`` header replaces the delay (a server asking
+    for more than ``max_retry_after`` seconds makes us move on to the next mirror).
+    """
+
+    attempts: int = 5
+    backoff: float = 1.0
+    max_delay: float = 60.0
+    jitter: float = 0.5
+    max_retry_after: float = 600.0
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before try ``failures + 1``."""
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        base = min(self.max_delay, self.backoff * 2 ** max(0, failures - 1))
+        return base + base * self.jitter * self.rng.random()
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def shared_session() -> Any:
+    """The process-wide ``requests.Session``: dlprep User-Agent, no transport compression, a
+    connection pool big enough for ``fetch_many``; no urllib3 retries (we retry ourselves)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = new_session()
+        return _session
+
+
+def new_session(pool_size: int = 32) -> Any:
+    """A fresh session configured like ``shared_session``."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    session.headers["Accept-Encoding"] = "identity"
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None,
+                 progressed: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.progressed = progressed
+
+
+class _Restart(Exception):
+    """The partial file cannot be continued: start again from byte 0 at once."""
+
+
+def looks_like_html(first_bytes: bytes) -> bool:
+    """True if a body starts like an HTML document (``<!DOCTYPE html`` or ``<html``)."""
+    head = first_bytes[:256].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith(_HTML_STARTS)
+
+
+def expects_html(name: str) -> bool:
+    return name.lower().endswith((".html", ".htm"))
+
+
+def _sidecar(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def discard_partial(part: Path) -> None:
+    """Remove a ``.part`` file and its resume sidecar."""
+    part.unlink(missing_ok=True)
+    _sidecar(part).unlink(missing_ok=True)
+
+
+def _resume_point(part: Path, url: str) -> tuple[int, str | None]:
+    """(bytes already there, validator) for resuming ``url``; (0, None) if not resumable."""
+    try:
+        meta = json.loads(_sidecar(part).read_text())
+        size = part.stat().st_size
+    except (OSError, ValueError):
+        discard_partial(part)
+        return 0, None
+    if meta.get("url") != url or not meta.get("validator") or size == 0:
+        discard_partial(part)
+        return 0, None
+    return size, str(meta["validator"])
+
+
+def _save_validator(part: Path, url: str, headers: Any) -> None:
+    validator = headers.get("ETag") or headers.get("Last-Modified")
+    if validator and not validator.startswith("W/"):  # weak ETags cannot be used with If-Range
+        _sidecar(part).write_text(json.dumps({"url": url, "validator": validator}))
+    else:
+        _sidecar(part).unlink(missing_ok=True)
+
+
+def _connection_problem(exc: BaseException) -> tuple[str, bool]:
+    """A short description of a requests/urllib3 connection error, and whether to retry it."""
+    import requests
+
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS error: {text[:200]}", False
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timed out", True
+    if ("NameResolutionError" in text or "Name or service not known" in text
+            or "name resolution" in text or "nodename nor servname" in text
+            or "getaddrinfo failed" in text):
+        return "cannot resolve the host name (DNS lookup failed)", False
+    if "Connection refused" in text or "Errno 111" in text or "ConnectionRefusedError" in text:
+        return "connection refused", False
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema
+                  | requests.exceptions.InvalidSchema):
+        return f"invalid URL: {text[:200]}", False
+    return f"connection error: {text[:200]}", True
+
+
+def download_url(url: str, part: Path, *, name: str, session: Any, retry: RetryPolicy,
+                 algorithm: str = "sha256", progress: bool = False) -> str:
+    """Stream ``url`` into ``part`` (resuming what is there), retrying per ``retry``.
+
+    Returns the hex digest (``algorithm``) of the whole part file. Raises ``FetchError`` naming
+    the URL for HTTP errors, DNS failure, refused connections, an HTML page where data was
+    expected, or when the retries are used up.
+    """
+    failures = 0
+    restarts = 0
+    while True:
+        try:
+            return _attempt(url, part, name=name, session=session, retry=retry,
+                            algorithm=algorithm, progress=progress)
+        except FetchError:
+            discard_partial(part)  # HTTP error or HTML page: nothing worth resuming
+            raise
+        except _Restart as exc:
+            discard_partial(part)
+            restarts += 1
+            log.info("%s: %s; restarting from byte 0", url, exc)
+            if restarts > retry.attempts:
+                raise FetchError(f"{url}: {exc} (gave up after {restarts} restarts)") from None
+        except _Retryable as exc:
+            failures = 1 if exc.progressed else failures + 1
+            if failures >= retry.attempts:
+                raise FetchError(f"{url}: {exc.reason} (gave up after {failures} "
+                                 f"attempt{'s' if failures > 1 else ''})") from None
+            if exc.retry_after is not None and exc.retry_after > retry.max_retry_after:
+                raise FetchError(f"{url}: {exc.reason}; the server asks to retry after "
+                                 f"{exc.retry_after:.0f} s") from None
+            wait = retry.delay(failures, exc.retry_after)
+            log.info("%s: %s; retrying in %.1f s (attempt %d of %d)", url, exc.reason, wait,
+                     failures + 1, retry.attempts)
+            retry.sleep(wait)
+
+
+def _attempt(url: str, part: Path, *, name: str, session: Any, retry: RetryPolicy,
+             algorithm: str, progress: bool) -> str:
+    import requests
+
+    offset, validator = _resume_point(part, url)
+    headers = {"Range": f"bytes={offset}-", "If-Range": validator} if offset else {}
+    try:
+        resp = session.get(url, headers=headers, stream=True,
+                           timeout=(retry.connect_timeout, retry.read_timeout))
+    except requests.exceptions.RequestException as exc:
+        what, retryable = _connection_problem(exc)
+        if retryable:
+            raise _Retryable(what) from None
+        raise FetchError(f"{url}: {what}") from None
+    with resp:
+        status = resp.status_code
+        if status == 429 or 500 <= status < 600:
+            wait = parse_retry_after(resp.headers.get("Retry-After"), retry.clock())
+            raise _Retryable(f"HTTP {status} {resp.reason}", retry_after=wait)
+        if status == 416 and offset:
+            raise _Restart("the server cannot continue the partial file (HTTP 416)")
+        if status not in (200, 206):
+            raise FetchError(f"{url}: HTTP {status} {resp.reason}")
+        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype in ("text/html", "application/xhtml+xml") and not expects_html(name):
+            raise FetchError(f"{url}: got an HTML page (Content-Type {ctype}) where {name} was "
+                             f"expected; the server may be showing an error or login page")
+        if status == 206:
+            m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", "").strip())
+            if not offset or not m or int(m.group(1)) != offset:
+                raise _Restart(f"unexpected Content-Range {resp.headers.get('Content-Range')!r} "
+                               f"for a resume at byte {offset}")
+        else:
+            if offset:
+                log.info("%s: the server sent the whole file (changed or no range support); "
+                         "restarting", url)
+                offset = 0
+            _save_validator(part, url, resp.headers)
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        return _stream_body(resp, url, part, name=name, offset=offset, expected=expected,
+                            algorithm=algorithm, progress=progress)
+
+
+def _stream_body(resp: Any, url: str, part: Path, *, name: str, offset: int,
+                 expected: int | None, algorithm: str, progress: bool) -> str:
+    import requests
+    import urllib3
+
+    hasher = hash_prefix(part, algorithm, offset) if offset else hashlib.new(algorithm)
+    received = 0
+    sniff = not offset and not expects_html(name)
+    total = offset + expected if expected is not None else None
+    with open(part, "r+b" if offset else "wb") as fh, \
+            progress_bar(progress, desc=name, total=total, initial=offset) as bar:
+        if offset:
+            fh.seek(offset)
+            fh.truncate()
+        try:
+            for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                if sniff:
+                    sniff = False
+                    if looks_like_html(chunk):
+                        raise FetchError(f"{url}: got an HTML page where {name} was expected "
+                                         f"(body starts {chunk[:15]!r}); the server may be "
+                                         f"showing an error page")
+                fh.write(chunk)
+                hasher.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException,
+                ConnectionError, TimeoutError) as exc:
+            raise _Retryable(f"connection lost after {offset + received} bytes "
+                             f"({type(exc).__name__})", progressed=received > 0) from None
+    if expected is not None and received < expected:
+        raise _Retryable(f"connection closed after {offset + received} of {offset + expected} "
+                         f"bytes", progressed=received > 0)
+    return hasher.hexdigest()
