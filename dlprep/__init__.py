@@ -6,4 +6,13 @@
 from ._version import __version__
 from .errors import DlprepError, FormatError
 
-__all__ = ["DlprepError", "FormatError", "__version__"]
+__all__ = ["DlprepError", "FormatError", "__version__", "batches", "load"]
+
+
+def __getattr__(name: str) -> object:
+    """``dlprep.load`` / ``dlprep.batches`` come from ``dlprep.data``, imported on first use."""
+    if name in ("load", "batches"):
+        from . import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module 'dlprep' has no attribute {name!r}")
