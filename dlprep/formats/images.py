@@ -221,8 +221,11 @@ class ImageRef:
     size: int = -1
     member: str = ""
     data: bytes | None = None
+    missing: str = ""  # why there are no bytes (e.g. "not in images.tar.gz"): reported as a skip
 
     def read(self) -> bytes:
+        if self.missing:
+            raise ImageDecodeError(self.name, -1, self.missing)
         if self.data is not None:
             return self.data
         if self.member:

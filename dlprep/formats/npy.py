@@ -91,19 +91,23 @@ def read_npy_header(path: Path) -> NpyHeader:
     return header
 
 
-def read_npy_rows(path: Path, max_rows: int | None = None) -> np.ndarray:
-    """Read the first ``max_rows`` rows (all when None) of a C-order .npy file, header-checked.
+def read_npy_rows(path: Path, max_rows: int | None = None, start: int = 0,
+                  header: NpyHeader | None = None) -> np.ndarray:
+    """Read rows ``start .. start + max_rows`` (to the end when None) of a C-order .npy file,
+    header-checked; only those bytes are read.
 
-    Returns an array of the header's dtype and shape ``(min(N, max_rows), *shape[1:])``.
+    Returns an array of the header's dtype, shape ``(rows, *shape[1:])``.
     """
-    header = read_npy_header(path)
+    header = header or read_npy_header(path)
     if header.fortran_order and len(header.shape) > 1:
         raise FormatError(path, header.data_offset, "Fortran-order .npy arrays are not supported")
     n = header.shape[0] if header.shape else 1
-    rows = n if max_rows is None else min(n, max_rows)
-    count = rows * (header.row_bytes if header.shape else header.dtype.itemsize)
+    start = min(max(start, 0), n)
+    rows = n - start if max_rows is None else min(n - start, max_rows)
+    row_bytes = header.row_bytes if header.shape else header.dtype.itemsize
+    count = rows * row_bytes
     with open(path, "rb") as fh:
-        fh.seek(header.data_offset)
+        fh.seek(header.data_offset + start * row_bytes)
         data = fh.read(count)
     if len(data) < count:
         raise FormatError(path, header.data_offset + len(data), "truncated .npy data")
