@@ -37,6 +37,9 @@ BUILDERS: dict[str, str] = {
     "image-folder": "dlprep.prepare.images",
     "quickdraw": "dlprep.prepare.quickdraw",
     "oxford-pets": "dlprep.prepare.pets",
+    "text-files": "dlprep.prepare.text",
+    "csv-text": "dlprep.prepare.text_csv",
+    "gutenberg": "dlprep.prepare.gutenberg",
 }
 
 
