@@ -1,0 +1,218 @@
+"""Text datasets -> ragged token sequences (``kind = "sequence"``), and the ``text-files`` builder.
+
+The shared pipeline (:func:`write_text_dataset`): clean (NFC, control characters) -> optional
+paragraph chunks -> drop identical documents -> split by document (stratified when labelled)
+-> fit the tokenizer on the train split -> ``tokens``/``offsets``/``vocab`` + tokenizer config.
+Language-model windows are cut at load time, so a window never spans two documents and no
+document is in two splits.
+
+``text-files``: each recipe file is one document (a Project Gutenberg header/footer is stripped
+when present); used by ``gutenberg-sample`` and ``nietzsche``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DlprepError, FetchError, FormatError, OfflineError
+from ..fetch.download import FileSpec
+from ..sources import gutenberg
+from ..store.hdf5 import SequenceWriter
+from ..text.clean import (
+    NORMAL_FORMS,
+    chunk_paragraphs,
+    clean_text,
+    first_occurrences,
+    strip_gutenberg,
+)
+from ..text.tokenizers import KINDS, fit_tokenizer
+from .core import PrepareContext
+from .params import Param
+
+log = logging.getLogger("dlprep")
+
+TEXT_PARAMS: tuple[Param, ...] = (
+    Param("tokenizer", "str", "char", "token unit: char, word (regex words + symbols) or bpe "
+                                      "(byte-level BPE, needs the 'text' extra)", KINDS),
+    Param("lowercase", "bool", False, "lowercase the text before tokenizing"),
+    Param("min_freq", "int", 1, "drop tokens seen fewer times in the train split (-> <unk>)"),
+    Param("max_vocab", "int", 0, "vocabulary size cap incl. the 4 special tokens (0: none; "
+                                 "bpe: 8000)"),
+    Param("keep_whitespace", "bool", True, "word tokenizer: keep whitespace runs as tokens so "
+                                           "decode() round-trips the text"),
+    Param("normalize", "str", "NFC", "Unicode normalisation form (or none)", NORMAL_FORMS),
+    Param("clean_control", "bool", True, "CRLF/CR -> LF, drop other control characters"),
+    Param("dedupe", "bool", True, "drop documents identical to an earlier one"),
+    Param("chunk_chars", "int", 0, "cut each text at paragraph breaks into documents of about "
+                                   "this many characters (0: one document per text)"),
+    Param("val_fraction", "float", 0.1, "share of documents in the val split"),
+    Param("test_fraction", "float", 0.1, "share of documents in the test split"),
+    Param("seed", "int", 0, "seed of the document split"),
+)
+
+PARAMS: tuple[Param, ...] = TEXT_PARAMS + (
+    Param("strip_gutenberg", "str", "auto", "remove a Project Gutenberg header/footer: auto "
+                                            "(when markers are found), yes, no",
+          ("auto", "yes", "no")),
+)
+
+
+def split_documents(n: int, *, val_fraction: float, test_fraction: float, seed: int,
+                    labels: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """Deterministic split of ``n`` documents into sorted index arrays ``train``/``val``/``test``
+    (stratified by ``labels`` when given). Every split with a non-zero fraction gets at least
+    one document when there are enough; ``train`` always keeps at least one."""
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= frac < 1:
+            raise DlprepError(f"--{name.replace('_', '-')}: must be in [0, 1), got {frac}")
+    if val_fraction + test_fraction >= 1:
+        raise DlprepError("--val-fraction + --test-fraction must be below 1")
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if labels is None else [
+        np.flatnonzero(np.asarray(labels) == c) for c in np.unique(np.asarray(labels))]
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for idx in groups:
+        idx = idx[rng.permutation(len(idx))]
+        m = len(idx)
+        n_test = int(round(m * test_fraction))
+        n_val = int(round(m * val_fraction))
+        if labels is None:  # small unlabelled sets: one document per requested split
+            n_test = max(n_test, 1 if test_fraction and m >= 2 else 0)
+            n_val = max(n_val, 1 if val_fraction and m >= 3 else 0)
+        while n_test + n_val >= m and (n_test or n_val):
+            if n_val >= n_test and n_val:
+                n_val -= 1
+            else:
+                n_test -= 1
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test:n_test + n_val])
+        parts["train"].append(idx[n_test + n_val:])
+    out = {}
+    for name, chunks in parts.items():
+        arr = np.sort(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
+        if len(arr) or name == "train":
+            out[name] = arr.astype(np.int64)
+    return out
+
+
+def write_text_dataset(ctx: PrepareContext, out: Path, texts: Sequence[str],
+                       meta: Mapping[str, Sequence[Any]] | None = None, *,
+                       labels: Sequence[str] | None = None,
+                       classes: Sequence[str] | None = None) -> None:
+    """Clean, chunk, dedupe, split, tokenize ``texts`` and write the sequence HDF5 ``out``.
+
+    ``meta`` holds per-text values (kept per document; chunks repeat their text's values and
+    get ``meta/chunk``). ``labels`` are class names; ``classes`` fixes their order (else
+    sorted). Raises ``DlprepError`` when nothing is left or a label is not in ``classes``.
+    """
+    o = ctx.options
+    meta = {k: list(v) for k, v in (meta or {}).items()}
+    docs: list[str] = []
+    source_of: list[int] = []
+    chunk_no: list[int] = []
+    for i, text in enumerate(texts):
+        text = clean_text(text, normalize=o["normalize"], control=o["clean_control"])
+        pieces = chunk_paragraphs(text, o["chunk_chars"]) if o["chunk_chars"] > 0 else [text]
+        for k, piece in enumerate(pieces):
+            if piece.strip():
+                docs.append(piece)
+                source_of.append(i)
+                chunk_no.append(k)
+    keep = first_occurrences(docs) if o["dedupe"] else list(range(len(docs)))
+    if len(keep) < len(docs):
+        log.info("dropped %d duplicate documents", len(docs) - len(keep))
+    docs = [docs[i] for i in keep]
+    if not docs:
+        raise DlprepError(f"dataset {ctx.name}: no text left after cleaning (empty input?)")
+    rows = [source_of[i] for i in keep]
+    doc_meta: dict[str, list[Any]] = {k: [v[r] for r in rows] for k, v in meta.items()}
+    if o["chunk_chars"] > 0:
+        doc_meta["chunk"] = [chunk_no[i] for i in keep]
+    label_ids = None
+    if labels is not None:
+        names = list(classes) if classes else sorted({str(x) for x in labels})
+        index = {c: k for k, c in enumerate(names)}
+        unknown = sorted({str(labels[r]) for r in rows} - set(index))
+        if unknown:
+            raise DlprepError(f"dataset {ctx.name}: labels {unknown[:5]} are not among the "
+                              f"recipe's classes {names}")
+        label_ids = [index[str(labels[r])] for r in rows]
+        classes = names
+    splits = split_documents(len(docs), val_fraction=o["val_fraction"],
+                             test_fraction=o["test_fraction"], seed=o["seed"], labels=label_ids)
+    train_docs = [docs[i] for i in splits["train"]]
+    tok = fit_tokenizer(o["tokenizer"], train_docs, lowercase=o["lowercase"],
+                        min_freq=o["min_freq"], max_vocab=o["max_vocab"],
+                        keep_whitespace=o["keep_whitespace"])
+    writer = SequenceWriter(out)
+    try:
+        for doc in docs:
+            writer.append(tok.encode_array(doc))
+        writer.finish(splits=splits, labels=label_ids, classes=classes, vocab=tok.vocab,
+                      tokenizer=tok.config, meta=doc_meta or None, **ctx.finish_kwargs())
+    finally:
+        writer.close()
+
+
+def read_text_file(path: Path) -> str:
+    """Decode a UTF-8 text file; ``FormatError`` naming the byte offset if it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, exc.start, f"not UTF-8 text ({exc.reason})") from exc
+
+
+def document_from_text(text: str, name: str, mode: str, recipe_license: str = "") -> tuple[str, dict[str, Any]]:
+    """Body and metadata (id, title, author, language, license) of one text file."""
+    pg = strip_gutenberg(text) if mode != "no" else None
+    if mode == "yes" and pg is not None and not pg.found_start:
+        raise FormatError(name, -1, "no Project Gutenberg START marker found (use "
+                                    "--strip-gutenberg auto or no)")
+    if pg is not None and pg.found_start:
+        meta = {"id": str(pg.ebook_id or name), "title": pg.title, "author": pg.author,
+                "language": pg.language, "license": pg.license or recipe_license}
+        return pg.body, meta
+    return text, {"id": name, "title": "", "author": "", "language": "",
+                  "license": recipe_license}
+
+
+def fetch_politely(ctx: PrepareContext, spec: FileSpec) -> Path:
+    """``ctx.fetch(spec)``, with URLs on Gutenberg hosts tried last, only if robots.txt allows
+    them, and no sooner than 2 s after the previous Gutenberg request."""
+    pg_urls = [u for u in spec.urls if gutenberg.is_gutenberg_host(u)]
+    if not pg_urls or (ctx.raw_dir / spec.name).is_file() and not ctx.force_download:
+        return ctx.fetch(spec)
+    other = [u for u in spec.urls if u not in pg_urls]
+    if other or ctx.mirrors:
+        try:
+            return ctx.fetch(replace(spec, urls=other))
+        except OfflineError:
+            raise
+        except FetchError as exc:
+            log.info("%s; trying Project Gutenberg", exc)
+    return ctx.fetch(replace(spec, urls=gutenberg.polite_urls(pg_urls)))
+
+
+def collect(ctx: PrepareContext) -> None:
+    for spec in ctx.recipe.files:
+        ctx.files[spec.name] = fetch_politely(ctx, spec)
+
+
+def build(ctx: PrepareContext, out: Path) -> None:
+    texts, meta_rows = [], []
+    for spec in ctx.recipe.files:
+        path = ctx.files[spec.name]
+        body, meta = document_from_text(read_text_file(path), spec.name,
+                                        ctx.options["strip_gutenberg"], ctx.recipe.license)
+        texts.append(body)
+        meta_rows.append(meta)
+    meta = {k: [m[k] for m in meta_rows] for k in ("id", "title", "author", "language", "license")}
+    meta["file"] = [spec.name for spec in ctx.recipe.files]
+    write_text_dataset(ctx, out, texts, meta)
