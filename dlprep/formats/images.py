@@ -130,8 +130,9 @@ def fit_image(img: Image.Image, spec: ImageSpec) -> Image.Image:
     if spec.policy == "shorter-side+center-crop":
         scale = max(tw / w, th / h)
         cw, ch = tw / scale, th / scale  # the crop box in source pixels
-        left, top = (w - cw) / 2, (h - ch) / 2
-        return img.resize((tw, th), spec.resample, box=(left, top, left + cw, top + ch))
+        left, top = max(0.0, (w - cw) / 2), max(0.0, (h - ch) / 2)
+        box = (left, top, min(float(w), left + cw), min(float(h), top + ch))
+        return img.resize((tw, th), spec.resample, box=box)
     scale = min(tw / w, th / h)
     nw, nh = max(1, min(tw, round(w * scale))), max(1, min(th, round(h * scale)))
     inner = img.resize((nw, nh), spec.resample)
