@@ -1,0 +1,183 @@
+"""fetch_file over HTTP: resume, retries + Retry-After, HTML pages, HTTP/DNS/refused errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+
+from dlprep.errors import FetchError
+from dlprep.fetch import FileSpec, RetryPolicy, fetch_file
+from dlprep.fetch.http import USER_AGENT, parse_retry_after
+
+PAYLOAD = random.Random(7).randbytes(1_000_000)
+
+
+def _spec(urls: list[str], data: bytes = PAYLOAD, name: str = "data.bin") -> FileSpec:
+    return FileSpec(name, urls, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+class FakeClock:
+    """Records the sleeps instead of sleeping; time moves only when we 'sleep'."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def time(self) -> float:
+        return self.now
+
+    def policy(self, **kw: object) -> RetryPolicy:
+        return RetryPolicy(sleep=self.sleep, clock=self.time, rng=random.Random(0), **kw)
+
+
+def test_plain_download_sends_user_agent_and_leaves_only_the_file(loopback, tmp_path: Path) -> None:
+    loopback.serve("/data.bin", PAYLOAD)
+    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    req = loopback.log[0]
+    assert req.headers["User-Agent"] == USER_AGENT
+    assert USER_AGENT.startswith("dlprep/") and "+https://github.com/dlprep/dlprep" in USER_AGENT
+    assert req.headers["Accept-Encoding"] == "identity"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["data.bin"]
+    fetch_file(_spec([loopback.url("data.bin")]), tmp_path)  # cached: no new request
+    assert loopback.requests("/data.bin") == 1
+
+
+@pytest.mark.parametrize("validator", ["etag", "last-modified"])
+def test_connection_cut_mid_file_resumes_with_range(loopback, tmp_path: Path, validator: str) -> None:
+    route = loopback.serve("/data.bin", PAYLOAD, cut_after=600_000, validator=validator)
+    clock = FakeClock()
+    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=clock.policy())
+    assert path.read_bytes() == PAYLOAD
+    first, second = loopback.requests_for("/data.bin")
+    assert first.body_bytes == 600_000
+    assert second.headers["Range"] == "bytes=600000-"
+    assert second.headers["If-Range"] == (route.etag if validator == "etag" else route.last_modified)
+    assert second.status == 206
+    resent = loopback.bytes_sent("/data.bin") - len(PAYLOAD)
+    assert resent <= 0.10 * len(PAYLOAD)
+    assert len(clock.sleeps) == 1  # one short backoff after the cut
+
+
+def test_resume_restarts_cleanly_when_the_file_changed(loopback, tmp_path: Path) -> None:
+    """A .part from an older version: If-Range no longer matches, the server sends 200."""
+    loopback.serve("/data.bin", PAYLOAD)
+    url = loopback.url("data.bin")
+    part = tmp_path / "data.bin.part"
+    part.write_bytes(b"OLD VERSION BYTES" * 1000)
+    (tmp_path / "data.bin.part.json").write_text(json.dumps({"url": url, "validator": '"stale"'}))
+    path = fetch_file(_spec([url]), tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    (req,) = loopback.requests_for("/data.bin")
+    assert req.headers["If-Range"] == '"stale"' and req.status == 200
+    assert not part.exists() and not (tmp_path / "data.bin.part.json").exists()
+
+
+def test_server_without_range_support_restarts_from_zero(loopback, tmp_path: Path) -> None:
+    loopback.serve("/data.bin", PAYLOAD, cut_after=300_000, ranges=False)
+    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path,
+                      retry=FakeClock().policy())
+    assert path.read_bytes() == PAYLOAD
+    assert [r.status for r in loopback.requests_for("/data.bin")] == [200, 200]
+
+
+def test_503_then_ok_honours_retry_after_seconds(loopback, tmp_path: Path) -> None:
+    loopback.serve("/data.bin", PAYLOAD, fail_first=2, fail_status=503, retry_after="7")
+    clock = FakeClock()
+    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=clock.policy())
+    assert path.read_bytes() == PAYLOAD
+    assert clock.sleeps == [7.0, 7.0]
+    assert loopback.requests("/data.bin") == 3
+
+
+def test_429_then_ok_honours_retry_after_http_date(loopback, tmp_path: Path) -> None:
+    clock = FakeClock()
+    loopback.serve("/data.bin", PAYLOAD, fail_first=1, fail_status=429,
+                   retry_after=formatdate(clock.now + 30, usegmt=True))
+    fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=clock.policy())
+    assert clock.sleeps == [pytest.approx(30, abs=1)]
+
+
+def test_backoff_is_exponential_with_jitter_and_bounded(loopback, tmp_path: Path) -> None:
+    loopback.serve("/data.bin", PAYLOAD, fail_first=100, fail_status=502)
+    clock = FakeClock()
+    with pytest.raises(FetchError) as err:
+        fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=clock.policy(attempts=4))
+    msg = str(err.value)
+    assert loopback.url("data.bin") in msg and "HTTP 502" in msg and "4 attempts" in msg
+    assert loopback.requests("/data.bin") == 4
+    assert len(clock.sleeps) == 3
+    for n, s in enumerate(clock.sleeps):
+        assert 2**n <= s <= 1.5 * 2**n  # backoff 1 s doubling, up to +50 % jitter
+    assert not (tmp_path / "data.bin").exists() and not (tmp_path / "data.bin.part").exists()
+
+
+def test_retry_after_is_parsed_as_seconds_or_date() -> None:
+    now = 1_800_000_000.0
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after(formatdate(now + 90, usegmt=True), now) == pytest.approx(90, abs=1)
+    assert parse_retry_after(formatdate(now - 90, usegmt=True), now) == 0.0
+    assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
+
+
+def test_html_error_page_with_status_200_is_rejected(loopback, tmp_path: Path) -> None:
+    loopback.serve("/data.bin", PAYLOAD, html_error=True)
+    url = loopback.url("data.bin")
+    with pytest.raises(FetchError, match="HTML page") as err:
+        fetch_file(_spec([url]), tmp_path)
+    assert url in str(err.value)
+    assert list(tmp_path.glob("data.bin*")) == []
+
+
+def test_html_body_sniffed_even_with_a_binary_content_type(loopback, tmp_path: Path) -> None:
+    page = b"\n  <!DOCTYPE html><html><body>Access denied</body></html>"
+    loopback.serve("/data.bin", page, content_type="application/octet-stream")
+    with pytest.raises(FetchError, match=r"HTML page .*body starts"):
+        fetch_file(FileSpec("data.bin", [loopback.url("data.bin")]), tmp_path)
+    # ... but an .html file is data like any other
+    loopback.serve("/index.html", page, content_type="text/html")
+    spec = FileSpec("index.html", [loopback.url("index.html")], checksum_optional=True)
+    assert fetch_file(spec, tmp_path).read_bytes() == page
+
+
+def test_404_names_the_url_and_the_next_mirror_is_used(loopback, tmp_path: Path) -> None:
+    loopback.serve("/good/data.bin", PAYLOAD)
+    missing = loopback.url("gone/data.bin")
+    path = fetch_file(_spec([missing, loopback.url("good/data.bin")]), tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    assert [r.status for r in loopback.log] == [404, 200]
+    with pytest.raises(FetchError) as err:
+        fetch_file(_spec([missing], name="other.bin"), tmp_path)
+    assert f"{missing}: HTTP 404 Not Found" in str(err.value)
+
+
+def test_refused_and_dns_failures_fail_fast_naming_the_url(tmp_path: Path) -> None:
+    clock = FakeClock()
+    refused = "http://127.0.0.1:1/data.bin"
+    with pytest.raises(FetchError, match=rf"{refused}: connection refused"):
+        fetch_file(_spec([refused]), tmp_path, retry=clock.policy())
+    bad_host = "https://no-such-host.invalid/data.bin"
+    with pytest.raises(FetchError, match=rf"{bad_host}: cannot resolve the host name"):
+        fetch_file(_spec([bad_host]), tmp_path, retry=clock.policy())
+    assert clock.sleeps == []  # neither is worth retrying
+
+
+def test_read_timeout_is_retried(loopback, tmp_path: Path) -> None:
+    loopback.serve("/slow.bin", PAYLOAD, latency=0.5)
+    clock = FakeClock()
+    start = time.monotonic()
+    with pytest.raises(FetchError, match="timed out"):
+        fetch_file(_spec([loopback.url("slow.bin")], name="slow.bin"), tmp_path,
+                   retry=clock.policy(attempts=2, read_timeout=0.1))
+    assert loopback.requests("/slow.bin") == 2 and len(clock.sleeps) == 1
+    assert time.monotonic() - start < 5
