@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, RecipeError
-from ..formats.cifar import parse_cifar_records
+from ..formats.cifar import PIXELS, parse_cifar_records
 from ..store.hdf5 import ImageTensorWriter
 from .core import PrepareContext
 from .params import Param
@@ -48,11 +48,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
     wanted = {m for members in split_members.values() for m in members}
     wanted |= {recipe.splits[k] for k in name_keys if k in recipe.splits}
     data = _read_members(archive, wanted)
-    parts = []
-    for split, members in split_members.items():
-        imgs, labs = zip(*(parse_cifar_records(data[m], label_bytes, f"{archive}:{m}", limits)
-                           for m in members), strict=True)
-        parts.append((split, np.concatenate(imgs), np.concatenate(labs)))
+    rec = label_bytes + PIXELS
     column = 1 if cifar100 and ctx.options["label"] == "fine" else 0
     key = "coarse_classes_member" if cifar100 and column == 0 else "classes_member"
     if key in recipe.splits:
@@ -60,19 +56,22 @@ def build(ctx: PrepareContext, out: Path) -> None:
         classes = [ln.strip() for ln in text.splitlines() if ln.strip()]
     else:
         classes = list(recipe.classes or []) or [str(i) for i in range(limits[column])]
-    total = sum(len(p[1]) for p in parts)
+    total = sum(len(data[m]) // rec for members in split_members.values() for m in members)
     writer = ImageTensorWriter(out, total, (32, 32, 3))
     try:
         splits: dict[str, np.ndarray] = {}
-        coarse = []
-        for split, images, labels in parts:
-            splits[split] = np.arange(writer.pos, writer.pos + len(images), dtype=np.int64)
-            writer.write(images, labels[:, column])
-            if cifar100:
-                coarse.append(labels[:, 1 - column])
-        meta = {("coarse_labels" if column == 1 else "fine_labels"): np.concatenate(coarse)} \
+        other = []
+        for split, members in split_members.items():
+            start = writer.pos
+            for m in members:
+                images, labels = parse_cifar_records(data.pop(m), label_bytes,
+                                                     f"{archive}:{m}", limits)
+                writer.write(images, labels[:, column], split=split)
+                if cifar100:
+                    other.append(labels[:, 1 - column])
+            splits[split] = np.arange(start, writer.pos, dtype=np.int64)
+        meta = {("coarse_labels" if column == 1 else "fine_labels"): np.concatenate(other)} \
             if cifar100 else None
-        writer.finish(splits=splits, classes=classes, meta=meta,
-                      **ctx.finish_kwargs())
+        writer.finish(splits=splits, classes=classes, meta=meta, **ctx.finish_kwargs())
     finally:
         writer.close()

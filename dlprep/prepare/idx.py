@@ -43,7 +43,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
         splits = {}
         for split, images, labels in parts:
             splits[split] = np.arange(writer.pos, writer.pos + len(images), dtype=np.int64)
-            writer.write(images, labels)
+            writer.write(images, labels, split=split)
         classes = recipe.classes or [str(i) for i in range(int(max(p[2].max() for p in parts)) + 1)]
         writer.finish(splits=splits, classes=classes, **ctx.finish_kwargs())
     finally:

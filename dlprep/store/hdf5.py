@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,29 @@ def _write_common(f: h5py.File, splits: Mapping[str, np.ndarray], classes: Seque
                 mgrp.create_dataset(key, data=arr)
 
 
+def _sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Exact per-channel sums of pixel values and of their squares for uint8 (n, H, W, C)."""
+    c = x.shape[-1]
+    total, total_sq = np.zeros(c, np.uint64), np.zeros(c, np.uint64)
+    for ch in range(c):  # per channel: reductions over a strided axis are slow
+        plane = x[..., ch]
+        total[ch] = plane.sum(dtype=np.uint64)
+        sq = plane.astype(np.uint16)
+        np.multiply(sq, sq, out=sq)  # 255**2 fits in uint16
+        total_sq[ch] = sq.sum(dtype=np.uint64)
+    return total, total_sq, int(np.prod(x.shape[:-1]))
+
+
+def _mean_std(total: np.ndarray, total_sq: np.ndarray, count: int,
+              c: int) -> tuple[np.ndarray, np.ndarray]:
+    if count == 0:
+        return np.zeros(c, np.float32), np.ones(c, np.float32)
+    mean = total.astype(np.float64) / count
+    var = total_sq.astype(np.float64) / count - mean * mean
+    return ((mean / 255.0).astype(np.float32),
+            (np.sqrt(np.maximum(var, 0.0)) / 255.0).astype(np.float32))
+
+
 class ImageTensorWriter:
     """Stream images into ``images`` uint8 (N, H, W, C) + ``labels`` int64 (N,).
 
@@ -119,8 +143,14 @@ class ImageTensorWriter:
         self.labels = self.f.create_dataset("labels", shape=(self.n,), dtype=np.int64)
         _label_axes(self.labels, ("batch",))
         self.pos = 0
+        self._all_tagged = True
+        self._pool: ThreadPoolExecutor | None = None
+        self._stats_jobs: list[Future[tuple[np.ndarray, np.ndarray, int]]] = []
 
-    def write(self, images: np.ndarray, labels: np.ndarray | None = None) -> None:
+    def write(self, images: np.ndarray, labels: np.ndarray | None = None, *,
+              split: str | None = None) -> None:
+        """Append a batch. Tagging every batch with its ``split`` lets the train-split
+        mean/std be computed on a background thread while writing, instead of re-reading."""
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.shape[1:] != self.shape:
             raise StoreError(f"batch must be uint8 (*, {self.shape}); got {images.dtype} "
@@ -128,16 +158,22 @@ class ImageTensorWriter:
         end = self.pos + len(images)
         if end > self.n:
             raise StoreError(f"more images than announced ({end} > {self.n})")
+        if split is None:
+            self._all_tagged = False
+        elif split == "train":
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1)
+            self._stats_jobs.append(self._pool.submit(_sums, images))
         self.images[self.pos:end] = images
         if labels is not None:
             self.labels[self.pos:end] = np.asarray(labels, dtype=np.int64)
         self.pos = end
 
     def _channel_stats(self, index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean/std of pixels scaled to [0, 1], exact, from 256-bin histograms."""
+        """Per-channel mean/std (pixels scaled to [0, 1]) of the rows in ``index``, read back."""
         c = self.shape[2]
-        hist = np.zeros((c, 256), np.int64)
-        block = max(1, (64 << 20) // max(1, int(np.prod(self.shape))))
+        total, total_sq, count = np.zeros(c, np.uint64), np.zeros(c, np.uint64), 0
+        block = max(1, (32 << 20) // max(1, int(np.prod(self.shape))))
         rows = np.arange(self.n) if index is None else np.sort(np.asarray(index, np.int64))
         for start in range(0, len(rows), block):
             sel = rows[start:start + block]
@@ -145,15 +181,9 @@ class ImageTensorWriter:
                 x = self.images[sel[0]:sel[-1] + 1]
             else:
                 x = self.images[sel]
-            for ch in range(c):
-                hist[ch] += np.bincount(x[..., ch].ravel(), minlength=256)
-        count = hist.sum(1)
-        if not count.all():
-            return np.zeros(c, np.float32), np.ones(c, np.float32)
-        levels = np.arange(256, dtype=np.float64) / 255.0
-        mean = hist @ levels / count
-        var = hist @ (levels * levels) / count - mean * mean
-        return mean.astype(np.float32), np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
+            s1, s2, k = _sums(x)
+            total, total_sq, count = total + s1, total_sq + s2, count + k
+        return _mean_std(total, total_sq, count, c)
 
     def finish(self, *, recipe: str, recipe_version: str, splits: Mapping[str, np.ndarray],
                classes: Sequence[str] | None, sources: Sequence[Mapping[str, Any]] = (),
@@ -164,7 +194,14 @@ class ImageTensorWriter:
             raise StoreError(f"{self.path}: wrote {self.pos} images, announced {self.n}")
         _write_common(self.f, splits, classes, meta, self.n)
         train = splits.get("train")
-        mean, std = self._channel_stats(None if train is None else np.asarray(train))
+        if self._stats_jobs and self._all_tagged:
+            parts = [job.result() for job in self._stats_jobs]
+            mean, std = _mean_std(sum(p[0] for p in parts), sum(p[1] for p in parts),
+                                  sum(p[2] for p in parts), self.shape[2])
+        else:
+            mean, std = self._channel_stats(None if train is None else np.asarray(train))
+        if self._pool is not None:
+            self._pool.shutdown()
         self.f.create_dataset("mean", data=mean)
         self.f.create_dataset("std", data=std)
         _provenance_attrs(self.f, "image", recipe, recipe_version, sources, license, citation,
@@ -172,6 +209,8 @@ class ImageTensorWriter:
         self.f.close()
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
         with contextlib.suppress(Exception):
             self.f.close()
 
