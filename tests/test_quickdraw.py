@@ -1,0 +1,253 @@
+"""QuickDraw: real raw ndjson -> stroke-3 -> raster; binary records; checked .npy; fetch over
+loopback (bitmaps and strokes) and previews."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+from loopback import LoopbackServer
+from PIL import Image
+
+from dlprep.errors import FormatError
+from dlprep.formats.npy import read_npy_header, read_npy_rows
+from dlprep.formats.quickdraw import (
+    drawing_bbox,
+    fit_transform,
+    iter_binary,
+    iter_ndjson,
+    render_stroke3,
+    stroke3_to_strokes,
+    to_stroke3,
+)
+
+
+@pytest.fixture
+def server() -> LoopbackServer:
+    with LoopbackServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def cat_ndjson(realdata: Path) -> Path:
+    return realdata / "quickdraw" / "cat.ndjson"
+
+
+def encode_binary(drawings: list[tuple[int, bytes, int, int, list[np.ndarray]]]) -> bytes:
+    """Records in the documented little-endian layout (synthetic bytes, faithful format)."""
+    out = bytearray()
+    for key_id, country, recognized, ts, strokes in drawings:
+        out += struct.pack("<Q2sbIH", key_id, country, recognized, ts, len(strokes))
+        for s in strokes:
+            out += struct.pack("<H", len(s)) + bytes(s[:, 0].astype(np.uint8)) + bytes(
+                s[:, 1].astype(np.uint8))
+    return bytes(out)
+
+
+def simplified(strokes: list[np.ndarray]) -> list[np.ndarray]:
+    """Align to the top-left and scale to 0..255 like upstream's simplified drawings."""
+    pts = np.concatenate(strokes)
+    lo, span = pts.min(0), (pts.max(0) - pts.min(0)).max()
+    return [np.round((s - lo) * 255 / span) for s in strokes]
+
+
+def test_real_raw_ndjson_parses(cat_ndjson: Path) -> None:
+    drawings = list(iter_ndjson(cat_ndjson))
+    assert len(drawings) == 25 and {d.word for d in drawings} == {"cat"}
+    first = drawings[0]
+    assert first.key_id == "5201136883597312" and first.countrycode == "VE" and first.recognized
+    assert len(first.strokes) == 9 and all(s.shape[1] == 2 for s in first.strokes)
+    assert list(iter_ndjson(cat_ndjson, limit=3))[2].key_id == drawings[2].key_id
+
+
+def test_stroke3_round_trip_and_raster_matches_bbox(cat_ndjson: Path) -> None:
+    for drawing in iter_ndjson(cat_ndjson):
+        values = to_stroke3(drawing.strokes)
+        assert values.dtype == np.float32 and values.shape == (
+            sum(len(s) for s in drawing.strokes), 3)
+        assert values[:, 2].sum() == len(drawing.strokes) and values[-1, 2] == 1
+        back = stroke3_to_strokes(values)
+        assert len(back) == len(drawing.strokes)
+        for a, b in zip(back, drawing.strokes, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-2)
+        size, margin = 64, 3
+        img = render_stroke3(values, size, margin=margin)
+        assert img.shape == (size, size) and img.dtype == np.uint8 and (img > 0).sum() > 30
+        ys, xs = np.nonzero(img)
+        scale, sx, sy = fit_transform(drawing_bbox(drawing.strokes), size, margin)
+        x0, y0, x1, y1 = drawing_bbox(drawing.strokes)
+        want = np.array([x0 * scale + sx, y0 * scale + sy, x1 * scale + sx, y1 * scale + sy])
+        got = np.array([xs.min(), ys.min(), xs.max(), ys.max()])
+        assert np.abs(got - want).max() <= 1.0, (drawing.key_id, got, want)
+        # the longer side spans the canvas minus the margins
+        assert max(got[2] - got[0], got[3] - got[1]) >= size - 1 - 2 * margin - 1
+
+
+def test_binary_records_parse_and_truncation_is_located(cat_ndjson: Path, tmp_path: Path) -> None:
+    drawings = list(iter_ndjson(cat_ndjson, limit=5))
+    records = [(1000 + i, b"VE", 1, 1488496000 + i, simplified(d.strokes))
+               for i, d in enumerate(drawings)]
+    path = tmp_path / "cat.bin"
+    path.write_bytes(encode_binary(records))
+    parsed = list(iter_binary(path))
+    assert [d.key_id for d in parsed] == [str(1000 + i) for i in range(5)]
+    assert parsed[0].countrycode == "VE" and parsed[0].word == "cat"
+    for d, (_, _, _, _, strokes) in zip(parsed, records, strict=True):
+        for a, b in zip(d.strokes, strokes, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert len(list(iter_binary(path, limit=2))) == 2
+    data = path.read_bytes()
+    path.write_bytes(data[:-7])
+    with pytest.raises(FormatError, match="cat.bin at byte") as info:
+        list(iter_binary(path))
+    assert info.value.offset > 0
+
+
+def test_npy_header_check(tmp_path: Path) -> None:
+    arr = np.arange(20 * 784, dtype=np.uint8).reshape(20, 784)
+    good = tmp_path / "good.npy"
+    np.save(good, arr)
+    header = read_npy_header(good)
+    assert header.shape == (20, 784) and header.dtype == np.uint8
+    np.testing.assert_array_equal(read_npy_rows(good, 5), arr[:5])
+    np.testing.assert_array_equal(read_npy_rows(good, 4, start=10), arr[10:14])
+    v2 = tmp_path / "v2.npy"
+    with open(v2, "wb") as fh:
+        np.lib.format.write_array(fh, arr, version=(2, 0))
+    np.testing.assert_array_equal(read_npy_rows(v2), arr)
+
+    pickled = tmp_path / "pickle.npy"
+    np.save(pickled, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(FormatError, match="refused") as info:
+        read_npy_rows(pickled)
+    assert str(pickled) in str(info.value)
+    structured = tmp_path / "struct.npy"
+    np.save(structured, np.zeros(3, dtype=[("a", "<i4"), ("b", "O")]), allow_pickle=True)
+    with pytest.raises(FormatError, match="structured dtype"):
+        read_npy_header(structured)
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(FormatError, match="truncated .npy data"):
+        read_npy_rows(cut)
+    evil = tmp_path / "evil.npy"
+    payload = b"__import__('os').system('true')\n"
+    evil.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(payload)) + payload)
+    with pytest.raises(FormatError, match="unreadable .npy header"):
+        read_npy_header(evil)
+    with pytest.raises(FormatError, match="magic"):
+        read_npy_header(_write(tmp_path / "x.npy", b"PK\x03\x04 not an npy"))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _test_recipe(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    """The shipped quickdraw recipe with its [[files]] replaced by ours (https URLs, real hashes
+    of the served bytes), so the checksum path is exercised."""
+    text = (ROOT / "recipes" / "quickdraw.toml").read_text()
+    head = text.split("[[files]]", 1)[0]
+    for name, data in files.items():
+        head += (f'\n[[files]]\nname = "{name}"\nurls = ["https://storage.googleapis.com/'
+                 f'quickdraw_dataset/full/numpy_bitmap/{name}"]\n'
+                 f'sha256 = "{hashlib.sha256(data).hexdigest()}"\nsize = {len(data)}\n')
+    path = tmp_path / "quickdraw.toml"
+    path.write_text(head)
+    return path
+
+
+def test_fetch_bitmaps_over_loopback(tmp_path: Path, server: LoopbackServer) -> None:
+    rng = np.random.default_rng(1)
+    arrays = {"cat": rng.integers(0, 256, (60, 784), dtype=np.uint8),
+              "dog": rng.integers(0, 256, (30, 784), dtype=np.uint8),
+              "The Eiffel Tower": rng.integers(0, 256, (50, 784), dtype=np.uint8)}
+    served = {"cat.npy": _npy_bytes(arrays["cat"]), "dog.npy": _npy_bytes(arrays["dog"]),
+              "The%20Eiffel%20Tower.npy": _npy_bytes(arrays["The Eiffel Tower"])}
+    for name, data in served.items():
+        server.serve(name, data)
+    recipe = _test_recipe(tmp_path, {k: v for k, v in served.items() if k != "dog.npy"})
+    proc = run_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,
+                   "--categories", "cat,dog,The Eiffel Tower", "--per-class", "40",
+                   cache_dir=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    with h5py.File(path, "r") as f:
+        assert f["images"].shape == (110, 28, 28, 1)
+        assert [c.decode() for c in f["classes"][()]] == ["cat", "dog", "The Eiffel Tower"]
+        np.testing.assert_array_equal(f["labels"][()], np.repeat([0, 1, 2], [40, 30, 40]))
+        images = f["images"][()].reshape(110, 784)
+        np.testing.assert_array_equal(images[:40], arrays["cat"][:40])
+        np.testing.assert_array_equal(images[40:70], arrays["dog"])
+        np.testing.assert_array_equal(images[70:], arrays["The Eiffel Tower"][:40])
+        test = f["splits/test"][()]
+        np.testing.assert_array_equal(np.bincount(f["labels"][()][test]), [4, 3, 4])
+    assert (tmp_path / "c" / "raw" / "quickdraw" / "numpy_bitmap" /
+            "The%20Eiffel%20Tower.npy").is_file()
+    # a pickled .npy under a category's name is refused with a one-line error
+    server.serve("cow.npy", _pickled_npy())
+    proc = run_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,
+                   "--categories", "cow", cache_dir=tmp_path / "c")
+    assert proc.returncode == 1 and "refused" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _pickled_npy() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.array([object()] * 2, dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+def test_fetch_strokes_from_real_raw_ndjson(tmp_path: Path, server: LoopbackServer,
+                                            cat_ndjson: Path) -> None:
+    server.serve("cat.raw.ndjson", cat_ndjson)
+    recipe = _test_recipe(tmp_path, {})
+    proc = run_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,
+                   "--categories", "cat", "--format", "strokes", "--source", "raw",
+                   cache_dir=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    drawings = list(iter_ndjson(cat_ndjson))
+    with h5py.File(path, "r") as f:
+        assert f.attrs["kind"] == "sequence" and f["values"].dtype == np.float32
+        assert [d.label for d in f["values"].dims] == ["time", "feature"]
+        offsets = f["offsets"][()]
+        assert len(offsets) == 26 and offsets[-1] == f["values"].shape[0]
+        values = f["values"][()]
+        for i, d in enumerate(drawings):
+            np.testing.assert_array_equal(values[offsets[i]:offsets[i + 1]], to_stroke3(d.strokes))
+        assert [k.decode() for k in f["meta/key_id"][()]] == [d.key_id for d in drawings]
+        img = render_stroke3(values[offsets[3]:offsets[4]], 28)
+        assert (img > 0).sum() > 20
+    out = tmp_path / "strokes.png"
+    proc = run_cli("preview", str(path), "--out", str(out), "--count", "12",
+                   cache_dir=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    grid = np.asarray(Image.open(out).convert("L"))
+    assert (grid < 128).sum() > 500  # dark strokes drawn on white tiles
+
+
+def test_fetch_strokes_from_binary(tmp_path: Path, server: LoopbackServer,
+                                   cat_ndjson: Path) -> None:
+    drawings = list(iter_ndjson(cat_ndjson, limit=8))
+    records = [(7 + i, b"DE", 1, 0, simplified(d.strokes)) for i, d in enumerate(drawings)]
+    server.serve("cat.bin", encode_binary(records))
+    proc = run_cli("fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
+                   server.base_url, "--categories", "cat", "--format", "strokes", "--source",
+                   "binary", "--per-class", "6", cache_dir=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(Path(proc.stdout.strip().splitlines()[-1]), "r") as f:
+        assert f["offsets"].shape == (7,)
+        np.testing.assert_array_equal(f["values"][: f["offsets"][1]],
+                                      to_stroke3(records[0][4]))
