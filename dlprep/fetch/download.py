@@ -145,7 +145,7 @@ def fetch_file(
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_file))
     try:
-        lock.acquire(timeout=1)
+        lock.acquire(timeout=0.2)
     except Timeout:
         log.info("%s: waiting for another dlprep process that is downloading it", spec.name)
         lock.acquire()
@@ -261,6 +261,8 @@ def fetch_many(
             raise failures[0][1]
         shown = "; ".join(str(exc) for _, exc in failures[:3])
         more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
-        raise FetchError(f"{len(failures)} of {len(specs)} files could not be fetched: "
-                         f"{shown}{more}")
+        kinds = {type(exc) for _, exc in failures}
+        cls = kinds.pop() if len(kinds) == 1 and kinds <= {ChecksumError, OfflineError} \
+            else FetchError
+        raise cls(f"{len(failures)} of {len(specs)} files could not be fetched: {shown}{more}")
     return [p for p in results if p is not None]
