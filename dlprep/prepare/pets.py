@@ -31,6 +31,16 @@ PARAMS = (
 )
 SPLIT_FILES = (("train", "annotations/trainval.txt"), ("test", "annotations/test.txt"))
 SPECIES = ["Cat", "Dog"]
+# class id - 1 -> breed, as upstream numbers them (case-insensitive alphabetical; cats capitalised)
+BREEDS = (
+    "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle",
+    "Bengal", "Birman", "Bombay", "boxer", "British_Shorthair", "chihuahua", "Egyptian_Mau",
+    "english_cocker_spaniel", "english_setter", "german_shorthaired", "great_pyrenees",
+    "havanese", "japanese_chin", "keeshond", "leonberger", "Maine_Coon", "miniature_pinscher",
+    "newfoundland", "Persian", "pomeranian", "pug", "Ragdoll", "Russian_Blue", "saint_bernard",
+    "samoyed", "scottish_terrier", "shiba_inu", "Siamese", "Sphynx", "staffordshire_bull_terrier",
+    "wheaten_terrier", "yorkshire_terrier",
+)
 
 
 def read_split_file(text: str, where: str) -> list[tuple[str, int, int]]:
@@ -77,10 +87,9 @@ def build(ctx: PrepareContext, out: Path) -> None:
         part = read_split_file(texts[member], f"{ann_tar}:{member}")
         rows.extend(part)
         split_of.extend([split] * len(part))
-    breeds: dict[int, str] = {}
-    for name, class_id, _ in rows:
-        breeds.setdefault(class_id, name.rsplit("_", 1)[0])
-    breed_classes = [breeds.get(i, f"class_{i}") for i in range(1, max(breeds) + 1)]
+    breed_classes = list(BREEDS)
+    for name, class_id, _ in rows:  # the file names are the authority (09.3: rsplit('_', 1))
+        breed_classes[class_id - 1] = name.rsplit("_", 1)[0]
     breed = np.array([r[1] - 1 for r in rows], np.int64)
     species = np.array([r[2] - 1 for r in rows], np.int64)
 
