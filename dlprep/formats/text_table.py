@@ -105,14 +105,15 @@ def _read_jsonl(path: Path, text: str):  # type: ignore[no-untyped-def]
 
 def read_text_table(path: Path, text_column: str, label_column: str | None = None, *,
                     extra_columns: Sequence[str] = (), fmt: str = "auto",
-                    encoding: str = "utf-8") -> TextTable:
+                    encoding: str = "utf-8", shown_as: Path | None = None) -> TextTable:
     """Read ``text_column`` (and ``label_column``/``extra_columns``) of a CSV/TSV/JSONL file.
 
     Raises ``FormatError`` for undecodable bytes or malformed rows (with the byte offset) and
-    ``DlprepError`` for a column that does not exist (listing those that do).
+    ``DlprepError`` for a column that does not exist (listing those that do). Messages name
+    ``shown_as`` (default ``path``).
     """
-    path = Path(path)
-    raw = path.read_bytes()
+    raw = Path(path).read_bytes()
+    path = Path(shown_as or path)
     text = decode_text(path, raw, encoding)
     kind = table_format(path, fmt)
     if kind == "jsonl":

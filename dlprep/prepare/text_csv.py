@@ -39,9 +39,11 @@ def collect(ctx: PrepareContext) -> None:
 def build(ctx: PrepareContext, out: Path) -> None:
     o = ctx.options
     spec = ctx.recipe.files[0]
+    # import-text recipes point ``path`` at the user's file: errors name it, not the copy
+    shown = ctx.recipe.path if ctx.recipe.path.suffix != ".toml" else None
     table = read_text_table(ctx.files[spec.name], o["text_column"], o["label_column"] or None,
                             extra_columns=o["meta_columns"] or (), fmt=o["format"],
-                            encoding=o["encoding"])
+                            encoding=o["encoding"], shown_as=shown)
     meta = {"row": table.rows, **table.extra}
     write_text_dataset(ctx, out, table.texts, meta, labels=table.labels,
                        classes=ctx.recipe.classes)
