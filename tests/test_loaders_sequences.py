@@ -86,6 +86,10 @@ def test_lm_windows_across_non_adjacent_documents(tmp_path: Path) -> None:
     stream = "abc" + "hi" + "jklmn"
     assert [ds.decode(win[k][0]) for k in range(len(win))] == \
         [stream[s:s + 3] for s in range(0, len(stream) - 3, 2)]
+    inside = ds.lm_windows(2, stride=1, cross_documents=False)
+    assert [ds.decode(inside[k][0]) + ds.decode(inside[k][1][-1:]) for k in range(len(inside))] \
+        == ["abc", "jkl", "klm", "lmn"]
+    assert len(ds.lm_windows(9, cross_documents=False)) == 0
 
 
 def test_sequence_dataloader_collate(alice: tuple[Path, list[str]]) -> None:

@@ -162,7 +162,8 @@ class SequenceDataset:
         """``([sequence, ...], labels)`` of the split."""
         return [self.sequence(int(r)) for r in self.indices], self.labels.copy()
 
-    def lm_windows(self, seq_len: int, stride: int | None = None) -> LMWindowDataset:
+    def lm_windows(self, seq_len: int, stride: int | None = None, *,
+                   cross_documents: bool = True) -> LMWindowDataset:
         """Language-model windows over this split (token sets only); see :class:`LMWindowDataset`."""
         if self.file.data_key != "tokens":
             raise StoreError(f"{self.file.path}: lm_windows needs a 'tokens' dataset")
@@ -171,7 +172,8 @@ class SequenceDataset:
             from .torch_compat import torch_class
 
             cls = torch_class(LMWindowDataset)
-        return cls(self.file, self.indices, seq_len, stride, reader=self.reader)
+        return cls(self.file, self.indices, seq_len, stride, cross_documents=cross_documents,
+                   reader=self.reader)
 
 
 def _torch_base() -> tuple[type, ...]:
@@ -188,13 +190,17 @@ class LMWindowDataset:
     """Fixed windows over the concatenated documents of a split: ``(x, y)`` int64 ``(seq_len,)``.
 
     Window ``k`` starts at token ``k * stride`` (default ``stride = seq_len``) of the split's
-    token stream; ``y`` is ``x`` shifted left by one. Windows may cross document boundaries.
+    token stream; ``y`` is ``x`` shifted left by one. With ``cross_documents=True`` (default)
+    the stream is the split's documents concatenated in split order and windows may span two
+    documents; with ``False`` windows are cut inside each document (documents shorter than
+    ``seq_len + 1`` tokens and each document's tail give no window).
     """
 
     kind = "lm-windows"
 
     def __init__(self, file: PreparedFile, indices: np.ndarray, seq_len: int,
-                 stride: int | None = None, *, reader: _TokenReader | None = None) -> None:
+                 stride: int | None = None, *, cross_documents: bool = True,
+                 reader: _TokenReader | None = None) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         self.file = file
@@ -209,6 +215,15 @@ class LMWindowDataset:
         starts, ends = off[idx], off[idx + 1]
         keep = ends > starts
         starts, ends = starts[keep], ends[keep]
+        need = self.seq_len + 1
+        self.cross_documents = cross_documents
+        if not cross_documents:
+            per_doc = np.where(ends - starts >= need, (ends - starts - need) // self.stride + 1, 0)
+            self.doc_start = starts
+            self.doc_cum = np.concatenate([[0], np.cumsum(per_doc)]).astype(np.int64)
+            self.total_tokens = int((ends - starts).sum())
+            self.count = int(self.doc_cum[-1])
+            return
         # merge documents that are adjacent in the file into runs of one slice each
         if len(starts):
             new_run = np.ones(len(starts), bool)
@@ -221,7 +236,6 @@ class LMWindowDataset:
             self.run_start = self.run_end = np.empty(0, np.int64)
         self.run_cum = np.concatenate([[0], np.cumsum(self.run_end - self.run_start)])
         self.total_tokens = int(self.run_cum[-1])
-        need = self.seq_len + 1
         self.count = 0 if self.total_tokens < need else (self.total_tokens - need) // self.stride + 1
 
     def __len__(self) -> int:
@@ -243,8 +257,13 @@ class LMWindowDataset:
         if not -self.count <= k < self.count:
             raise IndexError(f"window {k} out of range for {self.count} windows")
         k %= max(self.count, 1)
-        s = k * self.stride
-        w = self.stream(s, s + self.seq_len + 1)
+        if self.cross_documents:
+            s = k * self.stride
+            w = self.stream(s, s + self.seq_len + 1).astype(np.int64)
+        else:
+            d = int(np.searchsorted(self.doc_cum, k, side="right") - 1)
+            s = int(self.doc_start[d]) + (k - int(self.doc_cum[d])) * self.stride
+            w = self.reader.slice(s, s + self.seq_len + 1).astype(np.int64)
         return w[:-1], w[1:]
 
     def __getitems__(self, positions: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -40,6 +40,7 @@ BUILDERS: dict[str, str] = {
     "text-files": "dlprep.prepare.text",
     "csv-text": "dlprep.prepare.text_csv",
     "gutenberg": "dlprep.prepare.gutenberg",
+    "hf": "dlprep.prepare.hf",
 }
 
 
