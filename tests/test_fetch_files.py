@@ -30,6 +30,23 @@ def _spec(url: str, name: str = "data.bin", data: bytes = PAYLOAD) -> FileSpec:
 
 
 @pytest.fixture
+def dlprep_log(caplog: pytest.LogCaptureFixture):  # type: ignore[no-untyped-def]
+    """caplog attached to the 'dlprep' logger itself (the CLI turns its propagation off)."""
+    logger = logging.getLogger("dlprep")
+    attach = not logger.propagate  # else caplog's root handler already sees the records
+    if attach:
+        logger.addHandler(caplog.handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield caplog
+    finally:
+        if attach:
+            logger.removeHandler(caplog.handler)
+        logger.setLevel(old_level)
+
+
+@pytest.fixture
 def no_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if anything tries to open a network connection."""
 
@@ -80,29 +97,31 @@ def test_md5_only_recipes_are_verified(loopback, tmp_path: Path) -> None:
 
 
 def test_missing_checksum_warns_with_the_computed_sha256(loopback, tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+                                                          dlprep_log: pytest.LogCaptureFixture) -> None:
     loopback.serve("/data.bin", PAYLOAD)
-    with caplog.at_level(logging.WARNING, logger="dlprep"):
-        fetch_file(FileSpec("data.bin", [loopback.url("data.bin")]), tmp_path)
-    assert "no checksum for data.bin" in caplog.text and SHA in caplog.text
+    fetch_file(FileSpec("data.bin", [loopback.url("data.bin")]), tmp_path)
+    warnings = [r for r in dlprep_log.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "no checksum for data.bin" in warnings[0].getMessage() and SHA in warnings[0].getMessage()
+    fetch_file(FileSpec("other.bin", [loopback.url("data.bin")], checksum_optional=True), tmp_path)
+    assert len([r for r in dlprep_log.records if r.levelno == logging.WARNING]) == 1
 
 
 def test_genuine_regzipped_mnist_files_pass_by_content_md5(realdata: Path, tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture,
+                                                           dlprep_log: pytest.LogCaptureFixture,
                                                            no_sockets: None) -> None:
     """realdata/mnist holds genuine MNIST .gz files re-gzipped by a mirror: the .gz sha256
     differs from the recipe's, the decompressed md5 is the canonical one."""
     recipe = find_recipe("mnist")
     mirror = (realdata / "mnist").as_uri()
     names = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"]
-    with caplog.at_level(logging.INFO, logger="dlprep"):
-        for name in names:
-            spec = recipe.file(name)
-            assert spec.content_md5
-            path = fetch_file(spec, tmp_path, mirrors=[mirror], offline=True)
-            assert path.read_bytes() == (realdata / "mnist" / name).read_bytes()
-            assert hashlib.sha256(path.read_bytes()).hexdigest() != spec.sha256
-    assert caplog.text.count("re-compressed mirror") == 3
+    for name in names:
+        spec = recipe.file(name)
+        assert spec.content_md5
+        path = fetch_file(spec, tmp_path, mirrors=[mirror], offline=True)
+        assert path.read_bytes() == (realdata / "mnist" / name).read_bytes()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() != spec.sha256
+    assert dlprep_log.text.count("re-compressed mirror") == 3
     tampered = recipe.file("t10k-labels-idx1-ubyte.gz")
     tampered.content_md5 = "f" * 32
     with pytest.raises(ChecksumError, match=f"content_md5 mismatch .*expected {'f' * 32}, got "
