@@ -2,7 +2,8 @@
 
 The shared pipeline (:func:`write_text_dataset`): clean (NFC, control characters) -> optional
 paragraph chunks -> drop identical documents -> split by document (stratified when labelled)
--> fit the tokenizer on the train split -> ``tokens``/``offsets``/``vocab`` + tokenizer config.
+-> fit the tokenizer (word/bpe: on the train split; char: on all text) -> ``tokens``/``offsets``/
+``vocab`` + tokenizer config.
 Language-model windows are cut at load time, so a window never spans two documents and no
 document is in two splits.
 
@@ -167,8 +168,10 @@ def write_text_dataset(ctx: PrepareContext, out: Path, texts: Sequence[str],
         classes = names
     splits = split_documents(len(docs), val_fraction=o["val_fraction"],
                              test_fraction=o["test_fraction"], seed=o["seed"], labels=label_ids)
-    train_docs = [docs[i] for i in splits["train"]]
-    tok = fit_tokenizer(o["tokenizer"], train_docs, lowercase=o["lowercase"],
+    # word/bpe vocabularies come from the train split only; the char inventory from all text,
+    # so that every split decodes exactly and an LM's bits/char never meets <unk>
+    fit_docs = docs if o["tokenizer"] == "char" else [docs[i] for i in splits["train"]]
+    tok = fit_tokenizer(o["tokenizer"], fit_docs, lowercase=o["lowercase"],
                         min_freq=o["min_freq"], max_vocab=o["max_vocab"],
                         keep_whitespace=o["keep_whitespace"])
     writer = SequenceWriter(out)
