@@ -194,8 +194,7 @@ def test_fetch_bitmaps_over_loopback(tmp_path: Path, server: LoopbackServer) -> 
         np.testing.assert_array_equal(images[70:], arrays["The Eiffel Tower"][:40])
         test = f["splits/test"][()]
         np.testing.assert_array_equal(np.bincount(f["labels"][()][test]), [4, 3, 4])
-    assert (tmp_path / "c" / "raw" / "quickdraw" / "numpy_bitmap" /
-            "The%20Eiffel%20Tower.npy").is_file()
+    assert (tmp_path / "c" / "raw" / "quickdraw" / "The%20Eiffel%20Tower.npy").is_file()
     # a pickled .npy under a category's name is refused with a one-line error
     server.serve("cow.npy", _pickled_npy())
     proc = run_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,

@@ -81,7 +81,7 @@ def collect(ctx: PrepareContext) -> None:
     paths = []
     for category in categories:
         spec = category_spec(ctx, category, layout)
-        paths.append((category, ctx.fetch(spec, LAYOUT[layout][0])))
+        paths.append((category, ctx.fetch(spec)))  # cache names are unique per layout
     ctx.state["paths"] = paths
     ctx.state["layout"] = layout
 
