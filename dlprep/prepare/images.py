@@ -142,6 +142,9 @@ def decode_to_writer(out: Path, jobs: Sequence[DecodeJob], labels: np.ndarray, s
                 masks[done] = res.mask
             kept.append(i)
             done += 1
+        if skipped:
+            log.warning("skipped %d of %d images (listed in the 'skipped' attribute of the "
+                        "prepared file)", len(skipped), n)
         if not done:
             raise DlprepError(f"no image could be decoded ({len(skipped)} skipped"
                               + (f", e.g. {skipped[0]['name']}: {skipped[0]['reason']}"
