@@ -206,3 +206,26 @@ def test_val_fraction_split(files: dict[str, Path]) -> None:
 def test_open_file_from_path_string(files: dict[str, Path]) -> None:
     f = open_file(str(files["contiguous"]))
     assert f.kind == "image" and f.num_samples == N and set(f.splits) == {"train", "test"}
+
+
+def test_readme_training_loop_trains(cache_dir: Path) -> None:
+    """The README's 10-line loop, on the bundled real MNIST sample: a linear model learns."""
+    from dlprep.data.transforms import Compose, Normalize, RandomCrop
+
+    torch.manual_seed(0)
+    train = dlprep.load("mnist-sample", "train", transform=Compose([RandomCrop(28, padding=2),
+                        Normalize()]), cache_dir=cache_dir, offline=True)
+    loader = DataLoader(train, batch_size=128, shuffle=True, num_workers=2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, len(train.classes)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(3):
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    test = dlprep.load("mnist-sample", "test", transform=Normalize(), cache_dir=cache_dir)
+    x, y = next(iter(DataLoader(test, batch_size=1000)))
+    assert x.shape == (1000, 1, 28, 28) and x.dtype == torch.float32
+    accuracy = (model(x).argmax(1) == y).float().mean().item()
+    assert accuracy > 0.8
