@@ -96,3 +96,20 @@ def test_from_prepared_rejects_bad_input() -> None:
         from_prepared(["a", "b"], {"type": "char"})
     with pytest.raises(DlprepError, match="--tokenizer"):
         fit_tokenizer("morse", ["x"])
+
+
+def test_vectorised_word_ids_equal_the_regex_tokens(realdata) -> None:  # type: ignore[no-untyped-def]
+    """word_spans must give exactly the tokens of the documented regex, on real and odd text."""
+    from dlprep.text.clean import strip_gutenberg
+
+    real = strip_gutenberg((realdata / "gutenberg/11-0.txt").read_text("utf-8")).body[:60000]
+    rng = np.random.default_rng(0)
+    alphabet = list("ab_ '\u2019\t\n\u00a0\u3000.,!é漢字😀\U00020000\u0301-9١")
+    odd = "".join(rng.choice(alphabet, 5000)) + "'tis rock'n'roll dogs' a''b \u2019x\u2019 9'9"
+    for keep in (True, False):
+        for text in (real, odd, NON_ASCII, "", "'", "a"):
+            tok = WordTokenizer.fit([text, "zzz"], keep_whitespace=keep, lowercase=True)
+            expected = [tok.vocab.index(t) for t in tok.tokens(text)]
+            assert tok.encode(text) == expected
+            assert tok.decode(tok.encode(text)) == (text.lower() if keep else
+                                                    " ".join(tok.tokens(text)))

@@ -13,12 +13,12 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
 
 from ..errors import DlprepError
+from .word_spans import SPACE, code_points, span_hashes, string_hashes, word_spans
 
 SPECIALS: tuple[str, ...] = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD, UNK, BOS, EOS = range(4)
@@ -28,7 +28,7 @@ DEFAULT_BPE_VOCAB = 8000
 
 # Words (letters/digits/underscore in any script, with inner apostrophes), single other
 # symbols, and whitespace runs: the three together cover every character, so joining the
-# tokens gives the text back.
+# tokens gives the text back. word_spans.py computes the same tokens without regex.
 _WORD_KEEP_SPACE = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s]|\s+")
 _WORD_DROP_SPACE = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s]")
 
@@ -120,7 +120,8 @@ class WordTokenizer:
     """Unicode-aware words, single symbols and (with ``keep_whitespace``) whitespace runs.
 
     With whitespace kept, ``decode`` joins tokens as they are and round-trips the text; without,
-    tokens are joined with single spaces. Unknown ids decode to ``<unk>``.
+    tokens are joined with single spaces. Unknown ids decode to ``<unk>``. Encoding is
+    vectorised (:mod:`dlprep.text.word_spans`); :meth:`tokens` gives the same tokens as strings.
     """
 
     kind = "word"
@@ -133,32 +134,57 @@ class WordTokenizer:
         self.lowercase = lowercase
         self.keep_whitespace = keep_whitespace
         self._pattern = _WORD_KEEP_SPACE if keep_whitespace else _WORD_DROP_SPACE
-        self._ids = {t: i for i, t in enumerate(vocab) if i >= len(SPECIALS)}
         self._decode = list(vocab)
         self._decode[PAD] = self._decode[BOS] = self._decode[EOS] = ""
+        hashes, lengths = string_hashes(vocab[len(SPECIALS):])
+        order = np.argsort(hashes, kind="stable")
+        self._hashes, self._lengths = hashes[order], lengths[order]
+        self._ids = (order + len(SPECIALS)).astype(np.int32)
 
     def tokens(self, text: str) -> list[str]:
         return self._pattern.findall(text.lower() if self.lowercase else text)
+
+    @staticmethod
+    def _spans(text: str, keep_whitespace: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cps = code_points(text)
+        starts, ends, kinds = word_spans(cps)
+        if not keep_whitespace:
+            keep = kinds != SPACE
+            starts, ends = starts[keep], ends[keep]
+        return span_hashes(cps, starts, ends), starts, ends
 
     @classmethod
     def fit(cls, texts: Iterable[str], *, lowercase: bool = False, min_freq: int = 1,
             max_vocab: int = 0, keep_whitespace: bool = True) -> WordTokenizer:
         """Vocabulary of the ``max_vocab`` most frequent tokens seen ``min_freq`` times."""
-        pattern = _WORD_KEEP_SPACE if keep_whitespace else _WORD_DROP_SPACE
-        counts: Counter[str] = Counter()
+        counts: Counter[int] = Counter()
+        strings: dict[int, str] = {}
         for text in texts:
-            counts.update(pattern.findall(text.lower() if lowercase else text))
-        return cls([*SPECIALS, *_ranked(counts, min_freq, max_vocab)], lowercase=lowercase,
+            if lowercase:
+                text = text.lower()
+            hashes, starts, ends = cls._spans(text, keep_whitespace)
+            uniq, first, n = np.unique(hashes, return_index=True, return_counts=True)
+            for h, i in zip(uniq.tolist(), first.tolist(), strict=True):
+                if h not in strings:
+                    strings[h] = text[starts[i]:ends[i]]
+            counts.update(dict(zip(uniq.tolist(), n.tolist(), strict=True)))
+        by_string = Counter({strings[h]: c for h, c in counts.items()})
+        return cls([*SPECIALS, *_ranked(by_string, min_freq, max_vocab)], lowercase=lowercase,
                    keep_whitespace=keep_whitespace)
 
     def encode_array(self, text: str) -> np.ndarray:
-        toks = self.tokens(text)
-        return np.fromiter(map(self._ids.get, toks, repeat(UNK)), dtype=np.int32,
-                           count=len(toks))
+        """int32 ids of ``text``'s tokens (unknown tokens -> ``<unk>``)."""
+        if self.lowercase:
+            text = text.lower()
+        hashes, starts, ends = self._spans(text, self.keep_whitespace)
+        if not len(self._hashes):
+            return np.full(len(hashes), UNK, np.int32)
+        pos = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
+        found = (self._hashes[pos] == hashes) & (self._lengths[pos] == ends - starts)
+        return np.where(found, self._ids[pos], UNK).astype(np.int32)
 
     def encode(self, text: str) -> list[int]:
-        toks = self.tokens(text)
-        return list(map(self._ids.get, toks, repeat(UNK)))
+        return self.encode_array(text).tolist()
 
     def decode(self, ids: Iterable[int]) -> str:
         parts = [self._decode[int(i)] for i in ids]
