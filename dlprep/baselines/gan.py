@@ -1,0 +1,176 @@
+"""DCGAN-style GAN: transposed-conv generator (BN, ReLU, tanh) and a strided-conv discriminator
+(LeakyReLU), non-saturating loss, Adam(2e-4, beta1 0.5). Pixels are scaled to [-1, 1]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .data import BaselineData
+from .loop import Task
+from .nets import ImageInputs, stage_plan
+from .runtime import Runtime
+
+
+class Generator(nn.Module):
+    """z (B, Z) -> dense -> (width*2^(S-1), h, w) -> S x [convT 4/2 (BN, ReLU)] -> tanh (B, C, H, W)."""
+
+    def __init__(self, shape: list[int], z_dim: int, width: int, stages: int) -> None:
+        super().__init__()
+        h, w, c = shape
+        self.z_dim = z_dim
+        ch = width * 2 ** (stages - 1)
+        self.grid = (ch, h // 2 ** stages, w // 2 ** stages)
+        self.project = nn.Sequential(nn.Linear(z_dim, ch * self.grid[1] * self.grid[2], bias=False),
+                                     nn.BatchNorm1d(ch * self.grid[1] * self.grid[2]), nn.ReLU())
+        layers: list[nn.Module] = []
+        for s in reversed(range(stages)):
+            out = c if s == 0 else width * 2 ** (s - 1)
+            layers.append(nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=s == 0))
+            layers += [nn.BatchNorm2d(out), nn.ReLU()] if s else [nn.Tanh()]
+            ch = out
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z).view(-1, *self.grid))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [0, 1]."""
+        dev = next(self.parameters()).device
+        z = torch.randn(n, self.z_dim, generator=generator).to(dev)
+        return (self(z) + 1) / 2
+
+
+class Discriminator(nn.Module):
+    """(B, C, H, W) in [-1, 1] -> S x [conv 4/2, LeakyReLU 0.2] -> dense -> real/fake logit (B,)."""
+
+    def __init__(self, shape: list[int], width: int, stages: int) -> None:
+        super().__init__()
+        h, w, c = shape
+        layers: list[nn.Module] = []
+        ch = c
+        for s in range(stages):
+            out = width * 2 ** s
+            layers += [nn.Conv2d(ch, out, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(0.3)]
+            ch = out
+        self.net = nn.Sequential(*layers, nn.Flatten(),
+                                 nn.Linear(ch * (h // 2 ** stages) * (w // 2 ** stages), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+def build_modules(spec: dict[str, Any]) -> dict[str, nn.Module]:
+    return {"generator": Generator(spec["shape"], spec["z_dim"], spec["width"], spec["stages"]),
+            "discriminator": Discriminator(spec["shape"], spec["width"], spec["stages"])}
+
+
+def _init_dcgan(m: nn.Module) -> None:
+    if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class GanTask(Task):
+    """Alternate one discriminator and one generator step per batch. Metric: the
+    discriminator's accuracy telling real from generated images (0.5 = fooled)."""
+
+    metric = "d_accuracy"
+
+    def __init__(self, data: BaselineData, cfg: TrainConfig, rt: Runtime) -> None:
+        super().__init__(data, cfg, rt)
+        h, w, c = data.shape
+        self._spec = {"shape": [h, w, c], "z_dim": cfg.latent or 64, "width": cfg.hidden or 32,
+                      "stages": max(1, stage_plan(h, w, min_size=4))}
+        mods = build_modules(self._spec)
+        self.g_net, self.d_net = mods["generator"], mods["discriminator"]
+        self.g_net.apply(_init_dcgan)
+        self.d_net.apply(_init_dcgan)
+        self.g = self.wrap(self.g_net)
+        self.d = self.wrap(self.d_net)
+        lr = float(cfg.lr or 2e-4)
+        self.opt_g = torch.optim.Adam(self.g_net.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.d_net.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.inputs = ImageInputs(data, rt.device, scale="tanh")
+        self.gen = torch.Generator().manual_seed(cfg.seed + 13 * rt.rank)
+        self.bce = nn.BCEWithLogitsLoss()
+        self.judged: dict[str, Any] = {}
+
+    def modules(self) -> dict[str, Any]:
+        return {"generator": self.g_net, "discriminator": self.d_net}
+
+    def spec(self) -> dict[str, Any]:
+        return self._spec
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self._spec["z_dim"], generator=self.gen).to(self.rt.device)
+
+    def train_step(self, index: np.ndarray) -> dict[str, float]:
+        self.g.train()
+        self.d.train()
+        (real,), _ = self.inputs.batch("train", index)
+        b = real.shape[0]
+        fake = self.g(self._z(b))
+        # discriminator: one forward on real + generated (one DDP forward per backward)
+        logits = self.d(torch.cat([real, fake.detach()]))
+        target = torch.cat([torch.full((b,), 0.9, device=real.device),
+                            torch.zeros(b, device=real.device)])
+        d_loss = self.bce(logits, target)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        # generator: non-saturating loss through the local (unsynchronised) discriminator
+        self.d_net.requires_grad_(False)
+        g_loss = self.bce(self.d_net(fake), torch.ones(b, device=real.device))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        self.d_net.requires_grad_(True)
+        return {"loss": float(g_loss.item()), "d_loss": float(d_loss.item())}
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        self.g_net.eval()
+        self.d_net.eval()
+        n = min(len(self.data.splits[split]), 1000)
+        (real,), _ = self.inputs.batch(split, np.arange(n))
+        fake = self.g_net(torch.randn(n, self._spec["z_dim"],
+                                      generator=torch.Generator().manual_seed(1)).to(real.device))
+        lr, lf = self.d_net(real), self.d_net(fake)
+        loss = float(self.bce(lf, torch.ones_like(lf)))
+        acc = float(((lr > 0).float().mean() + (lf < 0).float().mean()) / 2)
+        return {"loss": loss, "d_accuracy": acc}
+
+    def samples(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` generated images (n, C, H, W) in [0, 1] on the CPU."""
+        self.g_net.eval()
+        return self.g_net.sample(n, torch.Generator().manual_seed(seed)).cpu()
+
+    def extra_results(self) -> dict[str, Any]:
+        if self.cfg.judge:
+            from .judge import judge_samples
+
+            self.judged = judge_samples(self.samples(1000, self.cfg.seed + 99), self.cfg.judge)
+            return {"judged_samples": self.judged}
+        return {}
+
+    def write_plots(self, out_dir: Path) -> list[str]:
+        from .plots import plot_grid
+
+        plot_grid(self.samples(64, self.cfg.seed + 1), out_dir / "samples.png", rows=8,
+                  title="GAN samples")
+        return ["samples.png"]
+
+
+def make_task(data: BaselineData, cfg: TrainConfig, rt: Runtime) -> GanTask:
+    return GanTask(data, cfg, rt)
