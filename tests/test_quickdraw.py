@@ -250,3 +250,29 @@ def test_fetch_strokes_from_binary(tmp_path: Path, server: LoopbackServer,
         assert f["offsets"].shape == (7,)
         np.testing.assert_array_equal(f["values"][: f["offsets"][1]],
                                       to_stroke3(records[0][4]))
+
+
+def test_fetch_strokes_from_simplified_ndjson_default_source(tmp_path: Path,
+                                                             server: LoopbackServer,
+                                                             cat_ndjson: Path) -> None:
+    import json
+
+    lines = []
+    for d in iter_ndjson(cat_ndjson, limit=10):
+        strokes = simplified(d.strokes)
+        lines.append(json.dumps({"word": "cat", "countrycode": d.countrycode,
+                                 "timestamp": d.timestamp, "recognized": d.recognized,
+                                 "key_id": d.key_id,
+                                 "drawing": [[s[:, 0].astype(int).tolist(),
+                                              s[:, 1].astype(int).tolist()] for s in strokes]}))
+    server.serve("cat.ndjson", ("\n".join(lines) + "\n").encode())
+    proc = run_cli("fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
+                   server.base_url, "--categories", "cat", "--format", "strokes",
+                   cache_dir=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(Path(proc.stdout.strip().splitlines()[-1]), "r") as f:
+        assert f["offsets"].shape == (11,)
+        values, offsets = f["values"][()], f["offsets"][()]
+        for i in range(10):
+            points = np.cumsum(values[offsets[i]:offsets[i + 1], :2], axis=0)
+            assert points.min() == 0 and points.max() == 255  # simplified: the 0..255 box
