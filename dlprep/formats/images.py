@@ -143,8 +143,9 @@ def fit_image(img: Image.Image, spec: ImageSpec) -> Image.Image:
     return canvas
 
 
-def _draft_size(img: Image.Image, spec: ImageSpec) -> tuple[int, int]:
-    """The smallest decode size that still leaves >= target pixels on both axes (any rotation)."""
+def _draft_size(spec: ImageSpec) -> tuple[int, int]:
+    """The size JPEG draft mode must keep on both axes: the larger output side, so that any
+    policy and any EXIF rotation still resizes down, never up."""
     side = max(spec.width, spec.height)
     return (side, side)
 
@@ -176,7 +177,7 @@ def normalize_image(img: Image.Image, spec: ImageSpec, name: str = "<image>") ->
     """Orient, convert and resize an opened image; uint8 ``spec.shape``."""
     try:
         if img.format == "JPEG" and not spec.keep_values:
-            img.draft("RGB" if spec.channels == 3 else "L", _draft_size(img, spec))
+            img.draft("RGB" if spec.channels == 3 else "L", _draft_size(spec))
         img.load()
         img = ImageOps.exif_transpose(img)
         if spec.keep_values:
