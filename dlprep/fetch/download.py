@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ __all__ = ["FileSpec", "fetch_file", "fetch_many", "hash_file", "verify_file", "
            "mirror_urls", "pkgdata_path"]
 
 log = logging.getLogger("dlprep")
+_DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass
@@ -153,7 +155,7 @@ def fetch_file(
         if target.is_file() and not force:  # another process finished it while we waited
             return target
         return _fetch_locked(spec, target, urls, offline=offline, session=session,
-                             retry=retry or RetryPolicy(), progress=progress_enabled(progress))
+                             retry=retry or _DEFAULT_RETRY, progress=progress_enabled(progress))
     finally:
         lock.release()
 
@@ -223,8 +225,7 @@ def fetch_many(
     or a ``FetchError`` counting the failures and naming the first few.
     """
     specs = list(specs)
-    names = [s.name for s in specs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, k in Counter(s.name for s in specs).items() if k > 1)
     if dupes:
         raise FetchError(f"fetch_many: duplicate file names {', '.join(dupes[:5])}")
     offline = offline or offline_from_env()
