@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import random
@@ -236,3 +237,38 @@ def test_kill_9_during_fetch_then_rerun_resumes_and_never_serves_a_partial_file(
     assert last.status == 206 and last.headers["Range"].startswith("bytes=")
     resent = loopback.bytes_sent("/data.bin") - len(data)
     assert resent <= 0.10 * len(data)
+
+
+def test_progress_bar_only_on_a_tty_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlprep.fetch.progress import NullBar, progress_bar, progress_enabled
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert progress_enabled(None) is True
+    assert progress_enabled(False) is False  # --quiet
+    monkeypatch.setenv("CI", "true")
+    assert progress_enabled(None) is False
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe or file, not a TTY
+    assert progress_enabled(None) is False
+    assert isinstance(progress_bar(False, desc="x", total=10), NullBar)
+
+
+def test_recipe_content_hash_keys_are_validated(tmp_path: Path) -> None:
+    from dlprep.errors import RecipeError
+    from dlprep.recipes import load_recipe_file
+
+    text = ('name = "r"\ntitle = "t"\nversion = "1"\nkind = "image"\nparser = "idx"\n'
+            '[[files]]\nname = "a.gz"\nurls = ["https://example.org/a.gz"]\n')
+    good = tmp_path / "good.toml"
+    good.write_text(text + f'content_md5 = "{"a" * 32}"\ncontent_sha256 = "{"b" * 64}"\n')
+    spec = load_recipe_file(good).files[0]
+    assert spec.content_md5 == "a" * 32 and spec.content_sha256 == "b" * 64
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text + 'content_md5 = "XYZ"\n')
+    with pytest.raises(RecipeError, match=r"files\[0\]\.content_md5: expected 32 lowercase hex"):
+        load_recipe_file(bad)
