@@ -298,3 +298,45 @@ def test_fetch_gutenberg_errors(loopback, realdata: Path, cache_dir: Path,
     rc, _, err = _fetch(capsys, "fetch", "gutenberg", "--cache-dir", str(cache_dir), "--offline",
                         "--ids", "77")
     assert rc == 1 and err.startswith("error: offline: Gutenberg book 77 is not in the cache")
+
+
+def test_nietzsche_falls_back_to_gutenberg_politely(loopback, cache_dir: Path,
+                                                    monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The real nietzsche recipe with its two URLs moved to the loopback server: the keras
+    copy is gone (404), so the PG copy is fetched after robots.txt, through the rate limit."""
+    import dataclasses
+
+    from dlprep.cache import Cache
+    from dlprep.fetch.download import FileSpec
+    from dlprep.prepare.core import prepare
+    from dlprep.recipes import find_recipe
+    from dlprep.sources import gutenberg
+
+    clock = FakeClock()
+    limiter = gutenberg.default_limiter()
+    monkeypatch.setattr(limiter, "clock", clock)
+    monkeypatch.setattr(limiter, "sleep", clock.sleep)
+    monkeypatch.setattr(limiter, "last", None)
+    monkeypatch.setattr(gutenberg, "_DEFAULT_ROBOTS", None)
+    monkeypatch.setattr(gutenberg, "GUTENBERG_DOMAINS", ("127.0.0.1",))  # loopback = PG host
+    body = "PREFACE\n\nSUPPOSING that Truth is a woman--what then?\n\nAPHORISM 1."
+    loopback.serve("/robots.txt", b"User-agent: *\nDisallow: /ebooks/\n")
+    loopback.serve("/cache/epub/4363/pg4363.txt",
+                   ("\ufeffThe Project Gutenberg eBook of Beyond Good and Evil\r\n\r\nTitle: "
+                    "Beyond Good and Evil\r\n\r\nAuthor: Friedrich Nietzsche\r\n\r\n*** START OF "
+                    "THE PROJECT GUTENBERG EBOOK BEYOND GOOD AND EVIL ***\r\n\r\nProduced by John "
+                    "Mamoun, Charles Franks and the Online Distributed Proofreading Team\r\n\r\n"
+                    + body.replace("\n", "\r\n") + "\r\n\r\n*** END OF THE PROJECT GUTENBERG "
+                    "EBOOK BEYOND GOOD AND EVIL ***\r\nlicence...\r\n").encode("utf-8"))
+    recipe = find_recipe("nietzsche")
+    urls = [f"http://localhost:{loopback.port}/text-datasets/nietzsche.txt",  # "S3"
+            loopback.url("/cache/epub/4363/pg4363.txt")]  # 127.0.0.1: "gutenberg.org"
+    recipe = dataclasses.replace(recipe, files=[FileSpec(name="nietzsche.txt", urls=urls)])
+    path = prepare(recipe, Cache.open(cache_dir), options={"chunk_chars": 0})
+    with h5py.File(path, "r") as f:
+        text = from_prepared(list(f["vocab"][()]), f.attrs["tokenizer"]).decode(f["tokens"][()])
+        assert f["meta/author"][0].decode() == "Friedrich Nietzsche"
+    assert text == body
+    assert [e.path for e in loopback.log] == ["/text-datasets/nietzsche.txt", "/robots.txt",
+                                              "/cache/epub/4363/pg4363.txt"]
+    assert clock.sleeps == [2.0]  # robots.txt, then the book 2 s later
