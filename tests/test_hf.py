@@ -105,22 +105,27 @@ def test_text_column_becomes_sequence_set(realdata: Path, tmp_path: Path, cache_
     assert ds.decode(ds[3][0]) == paras[203]
 
 
-def test_from_hf_errors(tmp_path: Path, cache_dir: Path) -> None:
+def test_from_hf_errors(tmp_path: Path, cache_dir: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     res = run_cli("prepare", "--from-hf", str(empty), "--name", "x", cache_dir=cache_dir)
     assert res.returncode == 1 and "no .arrow or .parquet files" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.startswith("error: ")
+
+    def fails(*args: str) -> str:
+        code = main(["--cache-dir", str(cache_dir), "prepare", "--name", "x", *args])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        return err
+
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 not really")
-    res = run_cli("prepare", "--from-hf", str(bad), "--name", "x", cache_dir=cache_dir)
-    assert res.returncode == 1 and "bad.parquet" in res.stderr and "parquet" in res.stderr
-    ints = datasets.Dataset.from_dict({"n": [1, 2, 3]})
-    ints.save_to_disk(str(tmp_path / "ints"))
-    res = run_cli("prepare", "--from-hf", str(tmp_path / "ints"), "--name", "x",
-                  cache_dir=cache_dir)
-    assert res.returncode == 1 and "no image column" in res.stderr
-    res = run_cli("prepare", "--from-hf", str(tmp_path / "ints"), "--name", "x",
-                  "--label-column", "nope", cache_dir=cache_dir)
-    assert res.returncode == 1 and "--label-column 'nope' not found" in res.stderr
+    err = fails("--from-hf", str(bad))
+    assert "bad.parquet" in err and "parquet" in err
+    datasets.Dataset.from_dict({"n": [1, 2, 3]}).save_to_disk(str(tmp_path / "ints"))
+    assert "no image column" in fails("--from-hf", str(tmp_path / "ints"))
+    assert "--label-column 'nope' not found" in fails("--from-hf", str(tmp_path / "ints"),
+                                                      "--label-column", "nope")
+    assert "give a source" in fails()
     assert not list((cache_dir / "prepared").rglob("*.h5"))

@@ -213,12 +213,13 @@ def test_readme_training_loop_trains(cache_dir: Path) -> None:
     from dlprep.data.transforms import Compose, Normalize, RandomCrop
 
     torch.manual_seed(0)
-    train = dlprep.load("mnist-sample", "train", transform=Compose([RandomCrop(28, padding=2),
+    train = dlprep.load("mnist-sample", "train", transform=Compose([RandomCrop(28, padding=1),
                         Normalize()]), cache_dir=cache_dir, offline=True)
-    loader = DataLoader(train, batch_size=128, shuffle=True, num_workers=2)
+    loader = DataLoader(train, batch_size=128, shuffle=True, num_workers=2,
+                        persistent_workers=True)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, len(train.classes)))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    for _ in range(3):
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    for _ in range(2):
         for x, y in loader:
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
