@@ -181,3 +181,13 @@ def test_read_timeout_is_retried(loopback, tmp_path: Path) -> None:
                    retry=clock.policy(attempts=2, read_timeout=0.1))
     assert loopback.requests("/slow.bin") == 2 and len(clock.sleeps) == 1
     assert time.monotonic() - start < 5
+
+
+def test_threaded_writer_for_big_downloads_resumes_correctly(loopback, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big downloads write + hash on a helper thread; a cut and a resume still give exact bytes."""
+    monkeypatch.setattr("dlprep.fetch.http.THREADED_MIN", 0)
+    loopback.serve("/data.bin", PAYLOAD, cut_after=555_555)
+    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=FakeClock().policy())
+    assert path.read_bytes() == PAYLOAD
+    assert loopback.requests_for("/data.bin")[-1].headers["Range"] == "bytes=555555-"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import random
 import re
 import threading
@@ -36,6 +37,7 @@ log = logging.getLogger("dlprep")
 USER_AGENT = f"dlprep/{__version__} (+https://github.com/dlprep/dlprep)"
 CHUNK = 1 << 20
 RESUME_MIN_BYTES = 256 * 1024  # smaller downloads are not worth a resume sidecar
+THREADED_MIN = 16 * 2**20  # from this size on, write + hash on a helper thread
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _HTML_STARTS = (b"<!doctype html", b"<html")
 
@@ -295,6 +297,48 @@ def _attempt(url: str, part: Path, *, name: str, session: Any, retry: RetryPolic
                             algorithm=algorithm, progress=progress)
 
 
+class _HashingWriter:
+    """Writes chunks to a file and feeds them to a hash, on a helper thread for big downloads
+    (file writes and hashing release the GIL, so they overlap with reading the socket)."""
+
+    def __init__(self, fh: Any, hasher: Any, threaded: bool) -> None:
+        self.fh, self.hasher = fh, hasher
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[bytes | None] | None = None
+        if threaded:
+            self.queue = queue.Queue(maxsize=8)
+            self.thread = threading.Thread(target=self._drain, name="dlprep-hash", daemon=True)
+            self.thread.start()
+
+    def _drain(self) -> None:
+        assert self.queue is not None
+        while (chunk := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.fh.write(chunk)
+                    self.hasher.update(chunk)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self.error = exc
+
+    def write(self, chunk: bytes) -> None:
+        if self.queue is None:
+            self.fh.write(chunk)
+            self.hasher.update(chunk)
+            return
+        if self.error is not None:
+            raise self.error
+        self.queue.put(chunk)
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait until every chunk is written; re-raise a write error (e.g. disk full)."""
+        if self.queue is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.queue = None
+        if self.error is not None and raise_error:
+            raise self.error
+
+
 def _stream_body(resp: Any, url: str, part: Path, *, name: str, offset: int,
                  expected: int | None, algorithm: str, progress: bool) -> str:
     import requests
@@ -309,6 +353,7 @@ def _stream_body(resp: Any, url: str, part: Path, *, name: str, offset: int,
         if offset:
             fh.seek(offset)
             fh.truncate()
+        writer = _HashingWriter(fh, hasher, threaded=expected is None or expected >= THREADED_MIN)
         try:
             for chunk in resp.raw.stream(CHUNK, decode_content=False):
                 if sniff:
@@ -317,14 +362,18 @@ def _stream_body(resp: Any, url: str, part: Path, *, name: str, offset: int,
                         raise FetchError(f"{url}: got an HTML page where {name} was expected "
                                          f"(body starts {chunk[:15]!r}); the server may be "
                                          f"showing an error page")
-                fh.write(chunk)
-                hasher.update(chunk)
+                writer.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
         except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException,
                 ConnectionError, TimeoutError) as exc:
+            writer.close()  # keep what arrived (and report a disk error first)
             raise _Retryable(f"connection lost after {offset + received} bytes "
                              f"({type(exc).__name__})", progressed=received > 0) from None
+        except BaseException:
+            writer.close(raise_error=False)
+            raise
+        writer.close()
     if expected is not None and received < expected:
         raise _Retryable(f"connection closed after {offset + received} of {offset + expected} "
                          f"bytes", progressed=received > 0)
