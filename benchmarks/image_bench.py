@@ -71,13 +71,21 @@ def pillow_alone(paths: list[Path], size: int) -> float:
     return time.perf_counter() - t0
 
 
-def dlprep_import(tree: Path, cache_dir: Path, size: int, workers: int) -> tuple[float, Path]:
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def dlprep_import(tree: Path, cache_dir: Path, size: int, workers: int
+                  ) -> tuple[float, float, Path]:
+    """(wall seconds, CPU seconds incl. worker processes, prepared path)."""
     recipe = Recipe(name="image-folder", title="bench", version="1", kind="image", path=tree,
                     parser="image-folder")
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     out = prepare(recipe, Cache.open(cache_dir), name="bench", force=True,
                   options={"source": str(tree), "size": str(size), "workers": workers})
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0, cpu_seconds() - c0, out
 
 
 def main() -> None:
@@ -92,12 +100,12 @@ def main() -> None:
         n = len(paths)
         pillow_alone(paths[:50], args.size)  # warm the page cache
         # interleaved rounds, best of each: other load on the machine hits all three alike
-        base = one = two = float("inf")
+        base = one = two = cpu1 = cpu2 = float("inf")
         for _ in range(args.repeat):
             base = min(base, pillow_alone(paths, args.size))
-            t1, out1 = dlprep_import(tmp_path / "tree", tmp_path / "c1", args.size, 1)
-            t2, out2 = dlprep_import(tmp_path / "tree", tmp_path / "c2", args.size, 2)
-            one, two = min(one, t1), min(two, t2)
+            t1, c1, out1 = dlprep_import(tmp_path / "tree", tmp_path / "c1", args.size, 1)
+            t2, c2, out2 = dlprep_import(tmp_path / "tree", tmp_path / "c2", args.size, 2)
+            one, two, cpu1, cpu2 = min(one, t1), min(two, t2), min(cpu1, c1), min(cpu2, c2)
         with h5py.File(out1, "r") as a, h5py.File(out2, "r") as b:
             identical = a["images"][()].tobytes() == b["images"][()].tobytes()
         r1, r2 = base / one, one / two
@@ -108,6 +116,9 @@ def main() -> None:
               f"= {r1:.2f}x baseline (target >= 0.8) {'OK' if r1 >= 0.8 else 'MISS'}")
         print(f"dlprep import, 2 workers   : {n / two:8.1f} img/s  ({two:.2f} s)  "
               f"= {r2:.2f}x 1 worker (target >= 1.7) {'OK' if r2 >= 1.7 else 'MISS'}")
+        print(f"CPU seconds, 1 worker {cpu1:.2f} / 2 workers {cpu2:.2f} (all processes): "
+              f"{cpu1 / cpu2:.2f}x = the 2-worker speed-up on 2 otherwise idle cores")
+        print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"1 vs 2 workers images byte-identical: {identical}")
 
 
