@@ -62,6 +62,7 @@ class Route:
     page instead of the body. ``latency``: seconds slept before every response.
     ``throttle_bps``: body bytes per second (None = as fast as possible). ``validator``:
     ``"etag"``, ``"last-modified"``, ``"both"`` or ``"none"``. ``ranges``: honour ``Range``.
+    ``broken_ranges``: a buggy server that answers any range with 206 from byte 0.
     """
 
     body: bytes
@@ -76,6 +77,7 @@ class Route:
     throttle_bps: float | None = None
     validator: str = "both"
     ranges: bool = True
+    broken_ranges: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     etag: str = ""
     last_modified: str = ""
@@ -155,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_simple(entry, 416, b"", "text/plain", extra)
                     return
                 status = 206
+                if route.broken_ranges:
+                    start = 0
         self.send_response(status)
         self.send_header("Content-Type", route.content_type)
         self.send_header("Content-Length", str(end - start))

@@ -191,3 +191,16 @@ def test_threaded_writer_for_big_downloads_resumes_correctly(loopback, tmp_path:
     path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=FakeClock().policy())
     assert path.read_bytes() == PAYLOAD
     assert loopback.requests_for("/data.bin")[-1].headers["Range"] == "bytes=555555-"
+
+
+def test_content_range_not_matching_the_partial_file_restarts_cleanly(loopback,
+                                                                      tmp_path: Path) -> None:
+    route = loopback.serve("/data.bin", PAYLOAD, broken_ranges=True)
+    url = loopback.url("data.bin")
+    (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:400_000])
+    (tmp_path / "data.bin.part.json").write_text(json.dumps({"url": url, "validator": route.etag}))
+    path = fetch_file(_spec([url]), tmp_path, retry=FakeClock().policy())
+    assert path.read_bytes() == PAYLOAD
+    first, second = loopback.requests_for("/data.bin")
+    assert first.headers["Range"] == "bytes=400000-" and first.status == 206
+    assert "Range" not in second.headers and second.status == 200
