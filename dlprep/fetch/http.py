@@ -195,7 +195,7 @@ def _connection_problem(exc: BaseException) -> tuple[str, bool]:
     """A short description of a requests/urllib3 connection error, and whether to retry it."""
     import requests
 
-    text = str(exc)
+    text = " ".join(str(exc).split())  # one line
     if isinstance(exc, requests.exceptions.SSLError):
         return f"TLS error: {text[:200]}", False
     if isinstance(exc, requests.exceptions.Timeout):
