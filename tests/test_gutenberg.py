@@ -340,3 +340,19 @@ def test_nietzsche_falls_back_to_gutenberg_politely(loopback, cache_dir: Path,
     assert [e.path for e in loopback.log] == ["/text-datasets/nietzsche.txt", "/robots.txt",
                                               "/cache/epub/4363/pg4363.txt"]
     assert clock.sleeps == [2.0]  # robots.txt, then the book 2 s later
+
+
+def test_book_download_resumes_after_a_cut(loopback, realdata: Path, tmp_path: Path) -> None:
+    from dlprep.fetch.http import RetryPolicy
+
+    book = (realdata / "gutenberg/pg1342.txt").read_bytes()
+    loopback.serve("/cache/epub/1342/pg1342.txt", book, cut_after=300_000)
+    clock = FakeClock()
+    client = GutenbergClient(tmp_path / "raw", mirrors=[loopback.base_url], base_url="",
+                             retry=RetryPolicy(sleep=clock.sleep, clock=clock))
+    path = client.fetch_book(1342)
+    assert path.read_bytes() == book and not list(path.parent.glob("*.part"))
+    assert loopback.requests("/cache/epub/1342/pg1342.txt") == 2
+    assert loopback.requests_for("/cache/epub/1342/pg1342.txt")[1].headers["Range"] == \
+        "bytes=300000-"
+    assert loopback.bytes_sent() <= len(book) * 1.1

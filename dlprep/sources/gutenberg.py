@@ -23,8 +23,9 @@ import threading
 import time
 import urllib.robotparser
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import DlprepError, FetchError, FormatError, OfflineError
@@ -296,7 +297,8 @@ class GutenbergClient:
     """Fetch the catalog and books into ``dest`` (``catalog/<date>/``, ``books/<id>/``).
 
     ``mirrors`` are tried first (main layout, then mirror tree), then ``base_url`` (main layout).
-    ``polite(url)`` says which URLs the rate limit and robots.txt apply to.
+    ``polite(url)`` says which URLs the rate limit and robots.txt apply to; ``limiter``,
+    ``robots``, ``today`` and ``retry`` (its sleep/clock) are injectable for tests.
     """
 
     dest: Path
@@ -309,6 +311,7 @@ class GutenbergClient:
     robots: RobotsPolicy | None = None
     polite: Callable[[str], bool] = is_gutenberg_host
     today: Callable[[], _dt.date] = lambda: _dt.datetime.now(_dt.UTC).date()
+    retry: Any = None  # fetch.http.RetryPolicy for the downloads (None: its defaults)
     urls_used: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -322,7 +325,7 @@ class GutenbergClient:
 
     def _get(self, url: str, dest_dir: Path, name: str) -> Path:
         """Fetch one URL into ``dest_dir/name`` (rate-limited + robots.txt for Gutenberg hosts)."""
-        retry = None
+        retry = self.retry
         if local_source(url) is None and self.polite(url):
             assert self.robots is not None
             if not self.robots.allowed(url):
@@ -331,7 +334,9 @@ class GutenbergClient:
             self.limiter.wait()
             from ..fetch.http import RetryPolicy
 
-            retry = RetryPolicy(attempts=3, backoff=self.limiter.interval)
+            # retries of a Gutenberg request wait at least the politeness interval too
+            retry = replace(retry or RetryPolicy(attempts=3, sleep=self.limiter.sleep),
+                            backoff=max(self.limiter.interval, (retry.backoff if retry else 0)))
         spec = FileSpec(name=name, urls=[url], checksum_optional=True)
         path = fetch_file(spec, dest_dir, offline=self.offline, force=self.force,
                           lock_dir=self.lock_dir, retry=retry, progress=False)
