@@ -143,6 +143,7 @@ def test_clean_text_nfc_and_control_characters() -> None:
     assert clean_text("\ufeffa\r\nb\rc\x00d\x07e\x1bf\x85g\x7f\th\ufeff") == "a\nb\ncdefg\th"
     assert clean_text("a\r\nb\x00", control=False) == "a\r\nb\x00"
     assert clean_text("\uff21\u2460", normalize="NFKC") == "A1"
+    assert clean_text("a\ud800b\udfff") == "a\ufffdb\ufffd"  # lone surrogates from JSON
     assert normalize_newlines("\ufeffx\r\ny") == "x\ny"
 
 

@@ -189,11 +189,16 @@ def strip_gutenberg(text: str) -> GutenbergText:
 _CONTROL_TABLE = {c: None for c in (*range(0, 9), *range(11, 32), *range(127, 160), 0xFEFF)}
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def clean_text(text: str, *, normalize: str = "NFC", control: bool = True) -> str:
     """Return ``text`` with Unicode normalisation ``normalize`` (or "none") and, when
-    ``control``, line ends as LF and other control characters (Cc, BOM) removed."""
+    ``control``, line ends as LF, other control characters (Cc, BOM) removed and lone
+    surrogates (from JSON escapes) replaced by U+FFFD."""
     if control:
         text = normalize_newlines(text).translate(_CONTROL_TABLE)
+        text = _SURROGATE.sub("\ufffd", text)
     if normalize != "none":
         if normalize not in NORMAL_FORMS:
             raise ValueError(f"normalize must be one of {', '.join(NORMAL_FORMS)}, got "

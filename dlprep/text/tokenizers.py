@@ -89,8 +89,7 @@ class CharTokenizer:
         for text in texts:
             if lowercase:
                 text = text.lower()
-            cps, n = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype="<u4"),
-                               return_counts=True)
+            cps, n = np.unique(code_points(text), return_counts=True)
             counts.update(dict(zip(cps.tolist(), n.tolist(), strict=True)))
         ranked = _ranked(Counter({chr(c): n for c, n in counts.items()}), min_freq, max_vocab)
         return cls([*SPECIALS, *sorted(ranked)], lowercase=lowercase)
@@ -99,7 +98,7 @@ class CharTokenizer:
         """int32 ids of ``text``'s characters (unknown characters -> ``<unk>``)."""
         if self.lowercase:
             text = text.lower()
-        cps = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+        cps = code_points(text)
         return self._lut[np.minimum(cps, len(self._lut) - 1)]
 
     def encode(self, text: str) -> list[int]:

@@ -55,7 +55,7 @@ def _classes_for(cps: np.ndarray) -> np.ndarray:
 
 
 def code_points(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
 def word_spans(cps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
