@@ -230,3 +230,16 @@ def test_readme_training_loop_trains(cache_dir: Path) -> None:
     assert x.shape == (1000, 1, 28, 28) and x.dtype == torch.float32
     accuracy = (model(x).argmax(1) == y).float().mean().item()
     assert accuracy > 0.8
+
+
+def test_import_stays_light(files: dict[str, Path]) -> None:
+    """`import dlprep` and numpy-only use of the loaders never import torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dlprep, dlprep.data; "
+            f"x, y = next(iter(dlprep.batches({str(files['contiguous'])!r}, batch_size=8))); "
+            "assert x.shape == (8, 6, 5, 3), x.shape; "
+            "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
