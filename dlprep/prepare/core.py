@@ -86,8 +86,16 @@ class PrepareContext:
                           progress=self.progress)
         self.sources.append({"name": spec.name if not subdir else f"{subdir}/{spec.name}",
                              "url": spec.urls[0] if spec.urls else "",
-                             "sha256": spec.sha256 or file_sha256(path)})
+                             "sha256": self._source_sha256(spec, path)})
         return path
+
+    @staticmethod
+    def _source_sha256(spec: FileSpec, path: Path) -> str:
+        """The file's real sha256: the published one unless a content hash may have let a
+        re-compressed copy through, in which case it is computed (and memoised)."""
+        if spec.sha256 and not (spec.content_sha256 or spec.content_md5):
+            return spec.sha256
+        return file_sha256(path)
 
     def finish_kwargs(self) -> dict[str, Any]:
         """Provenance keyword arguments for the store writers' ``finish``."""
