@@ -154,3 +154,14 @@ def test_stratified_split_is_deterministic() -> None:
     assert not np.array_equal(a["test"], c["test"])
     counts = np.bincount(labels[a["test"]], minlength=5)
     np.testing.assert_array_equal(counts, [2, 0, 2, 1, 5])  # round(n*0.25), >=1, singleton kept
+
+
+@pytest.mark.slow
+def test_cnn_baseline_trains_on_an_imported_folder(tmp_path: Path, photo_tree: Path) -> None:
+    pytest.importorskip("torch")
+    _, path = import_images(tmp_path / "c", photo_tree)
+    proc = run_cli("train-baseline", "cnn", str(path), "--epochs", "1", "--out",
+                   str(tmp_path / "run"), cache_dir=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["final"]["accuracy"] <= 1.0

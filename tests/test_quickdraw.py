@@ -276,3 +276,28 @@ def test_fetch_strokes_from_simplified_ndjson_default_source(tmp_path: Path,
         for i in range(10):
             points = np.cumsum(values[offsets[i]:offsets[i + 1], :2], axis=0)
             assert points.min() == 0 and points.max() == 255  # simplified: the 0..255 box
+
+
+@pytest.mark.slow
+def test_rnn_baseline_trains_on_strokes(tmp_path: Path, server: LoopbackServer,
+                                        cat_ndjson: Path) -> None:
+    import json
+
+    pytest.importorskip("torch")
+    lines = cat_ndjson.read_text().splitlines()
+    mirrored = []
+    for line in lines:  # a synthetic second class: the real cats mirrored left-right
+        obj = json.loads(line)
+        obj["drawing"] = [[[-x for x in s[0]], *s[1:]] for s in obj["drawing"]]
+        mirrored.append(json.dumps(obj))
+    server.serve("cat.raw.ndjson", "\n".join(lines).encode())
+    server.serve("dog.raw.ndjson", "\n".join(mirrored).encode())
+    proc = run_cli("fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
+                   server.base_url, "--categories", "cat,dog", "--format", "strokes",
+                   "--source", "raw", "--test-fraction", "0.2", cache_dir=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    path = proc.stdout.strip().splitlines()[-1]
+    proc = run_cli("train-baseline", "rnn", path, "--epochs", "1", "--out", str(tmp_path / "run"),
+                   cache_dir=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "metrics.json").is_file()
