@@ -243,3 +243,53 @@ def test_import_stays_light(files: dict[str, Path]) -> None:
             "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def _ddp_rank_ids(rank: int, world: int, path: str, init: str, out_dir: str) -> None:
+    """One torch.distributed (gloo) rank: read its share with rank/world taken from the group."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        stream = dlprep.batches(path, batch_size=32, seed=5)
+        sampler = load(path).sampler(seed=5)
+        assert (stream.rank, stream.world_size) == (rank, world)
+        assert (sampler.rank, sampler.world_size) == (rank, world)
+        ids = [i for x, _ in stream for i in ids_of(x)]
+        np.save(Path(out_dir) / f"rank{rank}.npy", np.array(ids))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank_and_world_from_initialised_group(files: dict[str, Path], tmp_path: Path) -> None:
+    """In-process gloo group of one: batches/sampler read rank and world size from it."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdv'}", rank=0,
+                            world_size=1)
+    try:
+        stream = dlprep.batches(files["contiguous"], batch_size=100)
+        assert (stream.rank, stream.world_size) == (0, 1)
+        assert sorted(i for x, _ in stream for i in ids_of(x)) == list(range(TRAIN))
+        with pytest.raises(ValueError, match="outside world_size"):
+            dlprep.batches(files["contiguous"], rank=1)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_rank_and_world_from_torch_distributed(files: dict[str, Path], tmp_path: Path) -> None:
+    """Two real gloo ranks (spawned processes) split an epoch without overlap."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_ddp_rank_ids, args=(2, str(files["contiguous"]), init, str(tmp_path)), nprocs=2,
+             join=True)
+    parts = [np.load(tmp_path / f"rank{r}.npy").tolist() for r in range(2)]
+    assert not set(parts[0]) & set(parts[1])
+    assert sorted(parts[0] + parts[1]) == list(range(TRAIN))
