@@ -172,3 +172,13 @@ def test_plain_tar_members_are_byte_spans(tmp_path: Path, realdata: Path) -> Non
     refs = tar_refs(archive, "images/")
     assert refs["images/rocket.jpg"].offset > 0 and refs["images/rocket.jpg"].data is None
     assert refs["images/rocket.jpg"].read() == (realdata / "images" / "rocket.jpg").read_bytes()
+
+
+def test_max_pixels_above_pillows_default_is_honoured() -> None:
+    header = png_bomb_header(14_000, 14_000)  # 196 M px: over 2x Pillow's default limit
+    with pytest.raises(ImageDecodeError, match="bomb"):
+        decode_image(header, ImageSpec(8, 8, 1), "big.png")
+    with pytest.raises(ImageDecodeError) as info:  # allowed now: fails later, on the pixels
+        decode_image(header, ImageSpec(8, 8, 1, max_pixels=200_000_000), "big.png")
+    assert "bomb" not in str(info.value)
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's global is restored

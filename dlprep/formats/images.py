@@ -156,7 +156,9 @@ def _draft_size(spec: ImageSpec) -> tuple[int, int]:
 
 def open_checked(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open (header only) and refuse bombs; raise ImageDecodeError naming ``name``."""
+    pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own header check uses our limit
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
@@ -164,6 +166,8 @@ def open_checked(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise ImageDecodeError(name, -1, f"decompression bomb refused ({exc})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(name, -1, f"not a decodable image ({exc})") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
     w, h = img.size
     if w * h > max_pixels:
         raise ImageDecodeError(name, -1, f"decompression bomb refused: {w}x{h} = {w * h:,} "
