@@ -182,3 +182,19 @@ def test_max_pixels_above_pillows_default_is_honoured() -> None:
         decode_image(header, ImageSpec(8, 8, 1, max_pixels=200_000_000), "big.png")
     assert "bomb" not in str(info.value)
     assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's global is restored
+
+
+def test_oversized_files_are_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            realdata: Path) -> None:
+    import zipfile
+
+    from dlprep.formats import images
+
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 50_000)  # the limit, lowered for the test
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("cls/zeros.png", b"\0" * 200_000)  # compresses to a few hundred bytes
+    with pytest.raises(ImageDecodeError, match="over the 50,000-byte limit"):
+        ImageRef("cls/zeros.png", str(archive), member="cls/zeros.png").read()
+    with pytest.raises(ImageDecodeError, match="limit"):
+        ImageRef("china.jpg", str(realdata / "images" / "china.jpg")).read()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 import warnings
 import zipfile
@@ -28,6 +29,7 @@ from ..errors import DlprepError, FormatError
 
 POLICIES = ("shorter-side+center-crop", "pad", "stretch")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default MAX_IMAGE_PIXELS (a 0.25 GB RGB image)
+MAX_FILE_BYTES = 512 << 20  # one encoded image file larger than this is refused unread
 _ALPHA_BACKGROUND = (255, 255, 255)
 
 
@@ -230,14 +232,17 @@ class ImageRef:
     missing: str = ""  # why there are no bytes (e.g. "not in images.tar.gz"): reported as a skip
 
     def read(self) -> bytes:
+        """The encoded bytes; ImageDecodeError when missing, short or over MAX_FILE_BYTES."""
         if self.missing:
             raise ImageDecodeError(self.name, -1, self.missing)
         if self.data is not None:
             return self.data
         if self.member:
             with zipfile.ZipFile(self.path) as zf:
+                self._check_size(zf.getinfo(self.member).file_size)
                 return zf.read(self.member)
         with open(self.path, "rb") as fh:
+            self._check_size(self.size if self.offset >= 0 else os.fstat(fh.fileno()).st_size)
             if self.offset >= 0:
                 fh.seek(self.offset)
                 data = fh.read(self.size)
@@ -246,6 +251,11 @@ class ImageRef:
                                            f"archive ends early ({len(data)} of {self.size} bytes)")
                 return data
             return fh.read()
+
+    def _check_size(self, size: int) -> None:
+        if size > MAX_FILE_BYTES:
+            raise ImageDecodeError(self.name, -1, f"{size:,} bytes is over the {MAX_FILE_BYTES:,}"
+                                                  f"-byte limit for one image file")
 
 
 def tar_refs(archive: Path, prefix: str = "") -> dict[str, ImageRef]:
