@@ -151,24 +151,33 @@ def decode_to_writer(out: Path, jobs: Sequence[DecodeJob], labels: np.ndarray, s
                                  if skipped else "") + ")")
         keep = np.asarray(kept, np.int64)
         writer = ImageTensorWriter(out, done, spec.shape)
-        block = max(1, (64 << 20) // int(np.prod(spec.shape)))
-        labels = np.asarray(labels, np.int64)
-        for start in range(0, done, block):
-            stop = min(done, start + block)
-            writer.write(np.ascontiguousarray(spool[start:stop]), labels[keep[start:stop]])
-        if masks is not None:
-            dset = writer.f.create_dataset(mask_name, shape=(done, *mask_spec.shape),
-                                           dtype=np.uint8)
-            for start in range(0, done, block):
-                stop = min(done, start + block)
-                dset[start:stop] = masks[start:stop]
-            for k, label in enumerate(("batch", "height", "width", "channel")):
-                dset.dims[k].label = label
+        try:
+            _copy_spools(writer, spool, masks, keep, np.asarray(labels, np.int64), mask_name)
+        except BaseException:
+            writer.close()
+            raise
         del spool, masks
         return DecodedSet(writer, keep, skipped, duplicates)
     finally:
         for p in paths:
             p.unlink(missing_ok=True)
+
+
+def _copy_spools(writer: ImageTensorWriter, spool: np.ndarray, masks: np.ndarray | None,
+                 keep: np.ndarray, labels: np.ndarray, mask_name: str) -> None:
+    """Copy the first ``len(keep)`` spooled images (and masks) into the writer, 64 MB at a time."""
+    done = len(keep)
+    block = max(1, (64 << 20) // int(np.prod(spool.shape[1:])))
+    for start in range(0, done, block):
+        stop = min(done, start + block)
+        writer.write(np.ascontiguousarray(spool[start:stop]), labels[keep[start:stop]])
+    if masks is not None:
+        dset = writer.f.create_dataset(mask_name, shape=(done, *masks.shape[1:]), dtype=np.uint8)
+        for start in range(0, done, block):
+            stop = min(done, start + block)
+            dset[start:stop] = masks[start:stop]
+        for k, label in enumerate(("batch", "height", "width", "channel")):
+            dset.dims[k].label = label
 
 
 # ---------------------------------------------------------------------------------------------
