@@ -129,3 +129,34 @@ def test_from_hf_errors(tmp_path: Path, cache_dir: Path,
                                                       "--label-column", "nope")
     assert "give a source" in fails()
     assert not list((cache_dir / "prepared").rglob("*.h5"))
+
+
+def test_labelled_text_and_mixed_image_sizes(tmp_path: Path, cache_dir: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    labelled = datasets.Dataset.from_dict(
+        {"review": ["good film", "bad plot", "great cast", "dull"], "label": [1, 0, 1, 0]},
+        features=datasets.Features({"review": datasets.Value("string"),
+                                    "label": datasets.ClassLabel(names=["neg", "pos"])}))
+    labelled.save_to_disk(str(tmp_path / "reviews"))
+    out = prepare_from_hf(tmp_path / "reviews", "reviews", cache_dir, "--tokenizer", "word",
+                          capsys=capsys)
+    ds = dlprep.load(out)
+    assert ds.classes == ["neg", "pos"] and ds.labels.tolist() == [1, 0, 1, 0]
+    assert ds.tokenizer["type"] == "word" and ds.decode(ds[2][0]) == "great cast"
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pics = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in
+            ((20, 30), (30, 20), (24, 24))]
+    mixed = datasets.Dataset.from_dict({"img": pics, "label": [0, 1, 2]},
+                                       features=datasets.Features({"img": datasets.Image(),
+                                                                   "label": datasets.Value("int64")}))
+    mixed.save_to_disk(str(tmp_path / "mixed"))
+    code = main(["--cache-dir", str(cache_dir), "prepare", "--from-hf", str(tmp_path / "mixed"),
+                 "--name", "mixed"])
+    assert code == 1 and "pass --size N" in capsys.readouterr().err
+    out = prepare_from_hf(tmp_path / "mixed", "mixed", cache_dir, "--size", "16", capsys=capsys)
+    x, y = dlprep.load(out).as_numpy()
+    assert x.shape == (3, 16, 16, 3) and y.tolist() == [0, 1, 2]
+    assert dlprep.load(out).classes == ["0", "1", "2"]

@@ -293,3 +293,19 @@ def test_rank_and_world_from_torch_distributed(files: dict[str, Path], tmp_path:
     parts = [np.load(tmp_path / f"rank{r}.npy").tolist() for r in range(2)]
     assert not set(parts[0]) & set(parts[1])
     assert sorted(parts[0] + parts[1]) == list(range(TRAIN))
+
+
+def test_random_reads_of_compressed_file_warn_once(files: dict[str, Path],
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("dlprep"), "propagate", True)  # CLI tests turn it off
+    ds = load(files["chunked"])
+    ds.file.close()
+    spread = list(range(0, TRAIN, 30))  # 16 rows in 15 different chunks
+    with caplog.at_level("WARNING", logger="dlprep"):
+        ds.__getitems__(spread)
+        ds.__getitems__(spread)
+    warnings = [r for r in caplog.records if "chunk-aware" in r.getMessage()]
+    assert len(warnings) == 1 and "gzip.h5" in warnings[0].getMessage()

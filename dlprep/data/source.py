@@ -10,6 +10,7 @@ spawn or fork), so a :class:`PreparedFile` is safe to send anywhere.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..errors import StoreError
 from ..store.hdf5 import dataset_summary, open_prepared
 
 DATA_KEYS = ("images", "tokens", "values")
+log = logging.getLogger("dlprep")
 
 
 def resolve_prepared(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None
@@ -93,10 +95,11 @@ class PreparedFile:
         self._h5: h5py.File | None = None
         self._array: np.ndarray | h5py.Dataset | None = None
         self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._warned = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_pid", "_h5", "_array", "_chunks"):
+        for key in ("_pid", "_h5", "_array", "_chunks", "_warned"):
             state.pop(key, None)
         return state
 
@@ -156,7 +159,13 @@ class PreparedFile:
         cr = int(self.chunk_rows or 1)
         out = np.empty((len(rows), *self.shape[1:]), self.dtype)
         chunk_ids = rows // cr
-        for cid in np.unique(chunk_ids):
+        needed = np.unique(chunk_ids)
+        if len(needed) > self.cache_chunks and not self._warned:
+            self._warned = True
+            log.warning("%s: random reads from a compressed file decompress a whole chunk per "
+                        "sample; use sampler=dataset.sampler() or dlprep.batches (chunk-aware "
+                        "shuffle), or prepare it uncompressed", self.path)
+        for cid in needed:
             block = self._chunks.get(int(cid))
             if block is None:
                 block = arr[int(cid) * cr:min((int(cid) + 1) * cr, self.shape[0])]

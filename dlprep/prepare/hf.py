@@ -196,6 +196,19 @@ def _array_block(values: Any, first_row: int, where: str) -> np.ndarray:
     return arr
 
 
+def _fit_block(block: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to ``size`` then centre crop, per image (as for ``Image`` columns)."""
+    from PIL import Image, ImageOps
+
+    out = np.empty((len(block), size, size, block.shape[3]), np.uint8)
+    for i, img in enumerate(block):
+        for c in range(img.shape[2]):
+            plane = Image.fromarray(np.ascontiguousarray(img[..., c]))
+            out[i, ..., c] = np.asarray(ImageOps.fit(plane, (size, size),
+                                                     Image.Resampling.BILINEAR))
+    return out
+
+
 def iter_image_blocks(dset: Any, column: str, size: int, where: str) -> Iterator[np.ndarray]:
     """uint8 (n, H, W, C) blocks of an image column, decoded in row order."""
     ds_mod = _datasets()
@@ -209,9 +222,7 @@ def iter_image_blocks(dset: Any, column: str, size: int, where: str) -> Iterator
         else:
             block = _array_block(dset.with_format("numpy")[start:stop][column], start, where)
             if size and block.shape[1:3] != (size, size):
-                from ..data.transforms import Resize
-
-                block = Resize(size)(block)
+                block = _fit_block(block, size)
         yield block
 
 
