@@ -15,8 +15,8 @@ CELLS = ("lstm", "gru", "rnn")
 # (epochs, batch size, learning rate) when the user gives none; tuned on mnist-sample (CPU).
 _DEFAULTS: dict[str, tuple[int, int, float]] = {
     "mlp": (30, 128, 1e-3),
-    "cnn": (15, 64, 2e-3),
-    "rnn": (25, 64, 2e-3),
+    "cnn": (12, 64, 2e-3),
+    "rnn": (15, 64, 2e-3),
     "autoencoder": (30, 64, 2e-3),
     "gan": (30, 64, 2e-4),
 }
@@ -40,6 +40,7 @@ class TrainConfig:
     lr: float | None = None
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None
     max_minutes: float | None = None
     split_val: float = 0.1
     activation: str = "relu"

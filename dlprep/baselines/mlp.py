@@ -67,7 +67,7 @@ def make_task(data: BaselineData, cfg: TrainConfig, rt: Runtime) -> ClassifierTa
                             "activation": cfg.activation, "dropout": 0.2}
     if data.layout == "image":
         spec.update(input="pixels", input_dim=int(np.prod(data.shape)))
-        inputs: Any = ImageInputs(data, rt.device, augment=bool(cfg.augment))
+        inputs: Any = ImageInputs(data, rt.device, augment=cfg.augment is not False)
         inputs.seed(cfg.seed + 1000 * rt.rank)
     else:
         vocab = len(data.vocab or []) or int(max(int(s.max()) for s in data.splits["train"].seqs

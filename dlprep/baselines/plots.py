@@ -63,7 +63,7 @@ def plot_compare(runs: Sequence[tuple[str, dict[str, Any]]], out: Path, *, title
     fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 4), sharey=True,
                              squeeze=False)
     for ax, (name, m) in zip(axes[0], runs, strict=True):
-        _curve_axes(ax, m["history"], m["eval_split"], m["metric"])
+        _curve_axes(ax, m["epochs"], m["eval_split"], m["metric"])
         final = m["test"].get(m["metric"])
         ax.set_title(f"{name}: test {m['metric']} {final:.4f}" if final is not None else name,
                      fontsize=10)

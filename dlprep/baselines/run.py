@@ -35,7 +35,7 @@ def train(family: str, dataset: str | os.PathLike[str] | BaselineData, **options
     require("torch", "torch")
     from .runtime import seed_everything, start_runtime
 
-    rt = start_runtime(cfg.device)
+    rt = start_runtime(cfg.device, cfg.threads)
     try:
         t0 = time.monotonic()
         data = load_data(dataset, cache_dir=cfg.cache_dir, offline=cfg.offline,

@@ -54,9 +54,10 @@ class Runtime:
             self.owns_group = False
 
 
-def start_runtime(device: str = "auto") -> Runtime:
+def start_runtime(device: str = "auto", threads: int | None = None) -> Runtime:
     """Pick the device (``auto``: CUDA when present) and join the ``torchrun`` process group when
-    ``WORLD_SIZE`` > 1 (gloo on CPU, nccl on CUDA)."""
+    ``WORLD_SIZE`` > 1 (gloo on CPU, nccl on CUDA). ``threads``: CPU threads (default
+    :func:`cpu_threads`)."""
     torch = require("torch", "torch")
     if device not in {"auto", "cpu", "cuda"}:
         raise DlprepError(f"--device {device!r}: must be auto, cpu or cuda")
@@ -78,9 +79,24 @@ def start_runtime(device: str = "auto") -> Runtime:
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
             owns = True
     if not use_cuda:
-        cores = os.cpu_count() or 1
-        torch.set_num_threads(max(1, min(cores // world, 8)))
+        torch.set_num_threads(threads or cpu_threads(world))
     return Runtime(device=dev, rank=rank, world_size=world, owns_group=owns)
+
+
+def cpu_threads(world_size: int = 1) -> int:
+    """Intra-op threads per process: the cores this process may use, shared by the local
+    processes, less the cores other work keeps busy (1-minute load average). Oversubscribed
+    OpenMP threads spin and can make training 10x slower on a busy machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    share = max(1, cores // max(1, world_size))
+    try:
+        idle = cores - int(round(os.getloadavg()[0]))
+    except OSError:  # pragma: no cover
+        idle = cores
+    return max(1, min(share, idle, 8))
 
 
 def seed_everything(seed: int) -> None:

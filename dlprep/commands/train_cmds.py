@@ -52,29 +52,30 @@ def print_summary(m: dict[str, Any]) -> None:
               help="Global batch size (split across torchrun processes).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate (default: per family).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed: the same seed gives the same run on CPU.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="auto uses CUDA when present.")
+@click.option("--seed", type=int, default=None,
+              help="Seed (default 0): the same seed gives the same run on CPU.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Default auto: CUDA when present, else CPU.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads per process (default: the idle cores, shared by local ranks).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop training after this many minutes (then evaluate and write outputs).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder (default: <cache>/runs/<dataset>-<family>-<variant>-<time>).")
-@click.option("--split-val", type=click.FloatRange(0, 1, max_open=True), default=0.1,
-              show_default=True,
+@click.option("--split-val", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Share of train held out (stratified) for validation when there is no val "
-                   "split; 0 evaluates each epoch on test.")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True,
-              help="Hidden activation of mlp and cnn.")
-@click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True,
-              help="Recurrent cell of rnn.")
+                   "split (default 0.1); 0 evaluates each epoch on test.")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default=None,
+              help="Hidden activation of mlp and cnn (default relu).")
+@click.option("--cell", type=click.Choice(CELLS), default=None,
+              help="Recurrent cell of rnn (default lstm).")
 @click.option("--variational", is_flag=True, help="autoencoder: train a VAE (writes samples).")
 @click.option("--hidden", type=click.IntRange(min=1), default=None,
               help="Width: mlp/rnn hidden units, cnn/autoencoder/gan base channels.")
 @click.option("--latent", type=click.IntRange(min=1), default=None,
               help="autoencoder code size / gan noise size.")
-@click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True,
-              help="rnn language model: window length (truncated BPTT).")
+@click.option("--seq-len", type=click.IntRange(min=1), default=None,
+              help="rnn language model: window length (truncated BPTT; default 128).")
 @click.option("--max-batches", type=click.IntRange(min=1), default=None,
               help="At most this many batches per epoch (quick checks).")
 @click.option("--augment/--no-augment", default=None,
@@ -100,7 +101,7 @@ def train_baseline_cmd(state: State, family: str, dataset: str, compare_spec: st
     """
     from ..baselines import compare, train
 
-    options = {k: v for k, v in options.items() if v is not None}
+    options = {k: v for k, v in options.items() if v is not None and v is not False}
     options.update(cache_dir=state.cache_dir, offline=state.is_offline,
                    progress=not state.quiet)
     main = _is_main_process()
