@@ -21,6 +21,7 @@ demo: venv
 	$(BIN)/dlprep --offline fetch mnist-sample
 	$(BIN)/dlprep --offline info mnist-sample
 	$(BIN)/dlprep --offline preview mnist-sample --out $(DEMO_OUT)/mnist-sample.png
+	$(BIN)/dlprep --offline train-baseline cnn mnist-sample --out $(DEMO_OUT)/cnn-mnist-sample
 
 lint: venv
 	$(BIN)/ruff check dlprep tests benchmarks tools setup.py

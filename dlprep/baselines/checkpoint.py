@@ -54,6 +54,7 @@ def save_checkpoint(path: Path, *, family: str, modules: dict[str, Any], spec: d
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
