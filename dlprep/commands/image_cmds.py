@@ -73,7 +73,7 @@ def import_images_cmd(state: State, source: Path, out_name: str, size: str, gray
                "dedupe": dedupe, "test_fraction": test_fraction, "seed": seed,
                "max_pixels": max_pixels, "workers": workers}
     out = prepare(recipe, state.cache(), options=options, name=out_name, force=force,
-                  offline=state.is_offline)
+                  offline=state.is_offline, progress=False if state.quiet else None)
     if not state.quiet:
         from ..store.hdf5 import dataset_summary
 

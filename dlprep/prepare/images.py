@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,12 +106,13 @@ class DecodedSet:
 
 def decode_to_writer(out: Path, jobs: Sequence[DecodeJob], labels: np.ndarray, spec: ImageSpec,
                      *, workers: int = 1, dedupe: str = "none", mask_spec: ImageSpec | None = None,
-                     mask_name: str = "trimaps") -> DecodedSet:
+                     mask_name: str = "trimaps", progress: bool | None = None) -> DecodedSet:
     """Decode ``jobs`` (in order, ``workers`` processes) and write the good ones to ``out``.
 
     Results are spooled to a memory-mapped temp file next to ``out`` (the count is known only
     after decoding), then copied into a contiguous ``images`` dataset; masks, when asked, go to
-    ``mask_name`` uint8 (N, H, W, 1). Output bytes do not depend on ``workers``.
+    ``mask_name`` uint8 (N, H, W, 1). Output bytes do not depend on ``workers``. ``progress``:
+    a tqdm bar on stderr (None: only when stderr is a terminal).
     """
     n = len(jobs)
     spool_path = out.with_name(out.name + ".spool")
@@ -125,8 +127,10 @@ def decode_to_writer(out: Path, jobs: Sequence[DecodeJob], labels: np.ndarray, s
         duplicates: list[dict[str, str]] = []
         seen: dict[str, str] = {}
         done = 0
-        for i, res in enumerate(decode_many(jobs, spec, mask_spec=mask_spec, workers=workers,
-                                            hash_mode=dedupe)):
+        bar = _progress_bar(n, progress)
+        results = decode_many(jobs, spec, mask_spec=mask_spec, workers=workers,
+                              hash_mode=dedupe, progress=bar.update if bar else None)
+        for i, res in enumerate(results):
             name = jobs[i].image.name
             if res.image is None:
                 skipped.append({"name": name, "reason": res.error})
@@ -142,6 +146,8 @@ def decode_to_writer(out: Path, jobs: Sequence[DecodeJob], labels: np.ndarray, s
                 masks[done] = res.mask
             kept.append(i)
             done += 1
+        if bar:
+            bar.close()
         if skipped:
             log.warning("skipped %d of %d images (listed in the 'skipped' attribute of the "
                         "prepared file)", len(skipped), n)
@@ -161,6 +167,14 @@ def decode_to_writer(out: Path, jobs: Sequence[DecodeJob], labels: np.ndarray, s
     finally:
         for p in paths:
             p.unlink(missing_ok=True)
+
+
+def _progress_bar(total: int, progress: bool | None):  # type: ignore[no-untyped-def]
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="decode", file=sys.stderr, leave=False)
 
 
 def _copy_spools(writer: ImageTensorWriter, spool: np.ndarray, masks: np.ndarray | None,
@@ -302,7 +316,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
     spec = image_spec(ctx.options)
     result = decode_to_writer(out, [DecodeJob(s) for s in samples], labels, spec,
                               workers=ctx.runtime.get("workers", 1),
-                              dedupe=ctx.options["dedupe"])
+                              dedupe=ctx.options["dedupe"], progress=ctx.progress)
     try:
         kept_labels = labels[result.kept]
         splits = stratified_split(kept_labels, ctx.options["test_fraction"], ctx.options["seed"])

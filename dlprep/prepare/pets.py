@@ -111,7 +111,8 @@ def build(ctx: PrepareContext, out: Path) -> None:
     use_species = ctx.options["label"] == "species"
     labels, other = (species, breed) if use_species else (breed, species)
     result = decode_to_writer(out, jobs, labels, spec, workers=ctx.runtime.get("workers", 1),
-                              dedupe=ctx.options["dedupe"], mask_spec=mask_spec)
+                              dedupe=ctx.options["dedupe"], mask_spec=mask_spec,
+                              progress=ctx.progress)
     try:
         kept = result.kept
         kept_split = np.asarray(split_of)[kept]
