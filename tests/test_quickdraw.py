@@ -240,16 +240,23 @@ def test_fetch_strokes_from_real_raw_ndjson(tmp_path: Path, server: LoopbackServ
 def test_fetch_strokes_from_binary(tmp_path: Path, server: LoopbackServer,
                                    cat_ndjson: Path) -> None:
     drawings = list(iter_ndjson(cat_ndjson, limit=8))
-    records = [(7 + i, b"DE", 1, 0, simplified(d.strokes)) for i, d in enumerate(drawings)]
+    records = [(7 + i, b"DE", int(i != 1), 0, simplified(d.strokes))
+               for i, d in enumerate(drawings)]
     server.serve("cat.bin", encode_binary(records))
-    proc = run_cli("fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
-                   server.base_url, "--categories", "cat", "--format", "strokes", "--source",
-                   "binary", "--per-class", "6", cache_dir=tmp_path / "c")
+    args = ["fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
+            server.base_url, "--categories", "cat", "--format", "strokes", "--source", "binary",
+            "--per-class", "6"]
+    proc = run_cli(*args, cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
     with h5py.File(Path(proc.stdout.strip().splitlines()[-1]), "r") as f:
         assert f["offsets"].shape == (7,)
         np.testing.assert_array_equal(f["values"][: f["offsets"][1]],
                                       to_stroke3(records[0][4]))
+        np.testing.assert_array_equal(f["meta/recognized"][()], [1, 0, 1, 1, 1, 1])
+    proc = run_cli(*args, "--recognized-only", cache_dir=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(Path(proc.stdout.strip().splitlines()[-1]), "r") as f:
+        assert [k.decode() for k in f["meta/key_id"][()]] == ["7", "9", "10", "11", "12", "13"]
 
 
 def test_fetch_strokes_from_simplified_ndjson_default_source(tmp_path: Path,

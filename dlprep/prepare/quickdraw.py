@@ -45,6 +45,8 @@ PARAMS = (
           ("bitmap", "strokes")),
     Param("source", "str", "simplified", "strokes only: which drawings to read",
           ("simplified", "raw", "binary")),
+    Param("recognized_only", "bool", False,
+          "strokes only: keep only drawings the game recognized (--per-class counts those)"),
     Param("test_fraction", "float", 0.1, "share of each category in the test split"),
     Param("seed", "int", 0, "seed of the stratified split"),
 )
@@ -127,13 +129,18 @@ def _build_strokes(ctx: PrepareContext, out: Path) -> None:
     layout: str = ctx.state["layout"]
     limit = _limit(ctx)
     reader = iter_binary if layout == "binary" else iter_ndjson
+    recognized_only = ctx.options["recognized_only"]
     writer = SequenceWriter(out, features=3)
     try:
         labels: list[int] = []
         meta: dict[str, list] = {"key_id": [], "countrycode": [], "recognized": []}
         for k, (category, path) in enumerate(paths):
             count = 0
-            for drawing in reader(path, limit):
+            for drawing in reader(path):
+                if limit is not None and count >= limit:
+                    break
+                if recognized_only and not drawing.recognized:
+                    continue
                 writer.append(to_stroke3(drawing.strokes))
                 labels.append(k)
                 meta["key_id"].append(drawing.key_id)
