@@ -308,3 +308,24 @@ def test_rnn_baseline_trains_on_strokes(tmp_path: Path, server: LoopbackServer,
                    cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_category_specs_use_the_bucket_layout_and_published_hashes(tmp_path: Path) -> None:
+    from dlprep.cache import Cache
+    from dlprep.prepare.core import PrepareContext
+    from dlprep.prepare.quickdraw import category_spec
+    from dlprep.recipes import find_recipe
+
+    recipe = find_recipe("quickdraw")
+    ctx = PrepareContext(recipe=recipe, options={}, cache=Cache.open(tmp_path), name="quickdraw")
+    cat = category_spec(ctx, "cat", "numpy_bitmap")
+    assert cat.sha256 == "21a281839d3f2eef601d57d2338a4eafdf24649f8d0a0e42d3ec3e595911463e"
+    assert cat.size == 96_590_448
+    assert cat.urls == ["https://storage.googleapis.com/quickdraw_dataset/full/numpy_bitmap/cat.npy"]
+    eiffel = category_spec(ctx, "The Eiffel Tower", "simplified")
+    assert eiffel.name == "The%20Eiffel%20Tower.ndjson" and eiffel.sha256 is None
+    assert eiffel.urls == ["https://storage.googleapis.com/quickdraw_dataset/full/simplified/"
+                           "The%20Eiffel%20Tower.ndjson"]
+    raw = category_spec(ctx, "cat", "raw")
+    assert raw.name == "cat.raw.ndjson" and raw.urls[0].endswith("/full/raw/cat.ndjson")
+    assert category_spec(ctx, "cat", "binary").urls[0].endswith("/full/binary/cat.bin")
