@@ -8,6 +8,7 @@ layout, then mirror tree). One document per book (or per ``--chunk-chars`` piece
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import DlprepError
@@ -72,14 +73,18 @@ def collect(ctx: PrepareContext) -> None:
 
 
 def build(ctx: PrepareContext, out: Path) -> None:
-    texts = []
+    ids = ctx.extra_inputs["gutenberg_ids"]
     meta: dict[str, list] = {k: [] for k in ("id", "title", "author", "language", "license")}
-    for book_id in ctx.extra_inputs["gutenberg_ids"]:
+    for book_id in ids:
         pg = strip_gutenberg(read_book(ctx.files[str(book_id)]))
-        texts.append(pg.body)
         meta["id"].append(book_id)
         meta["title"].append(pg.title)
         meta["author"].append(pg.author)
         meta["language"].append(pg.language)
         meta["license"].append(pg.license or ctx.recipe.license)
-    write_text_dataset(ctx, out, texts, meta)
+
+    def bodies() -> Iterator[str]:  # re-read per pass: one book in memory at a time
+        for book_id in ids:
+            yield strip_gutenberg(read_book(ctx.files[str(book_id)])).body
+
+    write_text_dataset(ctx, out, bodies, meta)

@@ -13,8 +13,9 @@ when present); used by ``gutenberg-sample`` and ``nietzsche``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ from ..text.clean import (
     NORMAL_FORMS,
     chunk_paragraphs,
     clean_text,
-    first_occurrences,
     strip_gutenberg,
 )
 from ..text.tokenizers import KINDS, fit_tokenizer
@@ -123,39 +123,67 @@ def _apportion(counts: np.ndarray, total: int) -> np.ndarray:
     return k
 
 
-def write_text_dataset(ctx: PrepareContext, out: Path, texts: Sequence[str],
+TextSource = Callable[[], Iterable[str]]
+
+
+def _documents(texts: TextSource, o: Mapping[str, Any]) -> Iterator[tuple[int, int, str]]:
+    """``(text index, chunk index, document)`` of the cleaned, chunked, non-blank texts."""
+    for i, text in enumerate(texts()):
+        text = clean_text(text, normalize=o["normalize"], control=o["clean_control"])
+        pieces = chunk_paragraphs(text, o["chunk_chars"]) if o["chunk_chars"] > 0 else [text]
+        for k, piece in enumerate(pieces):
+            if piece.strip():
+                yield i, k, piece
+
+
+def write_text_dataset(ctx: PrepareContext, out: Path, texts: TextSource | Sequence[str],
                        meta: Mapping[str, Sequence[Any]] | None = None, *,
                        labels: Sequence[str] | None = None,
                        classes: Sequence[str] | None = None) -> None:
     """Clean, chunk, dedupe, split, tokenize ``texts`` and write the sequence HDF5 ``out``.
 
-    ``meta`` holds per-text values (kept per document; chunks repeat their text's values and
-    get ``meta/chunk``). ``labels`` are class names; ``classes`` fixes their order (else
-    sorted). Raises ``DlprepError`` when nothing is left or a label is not in ``classes``.
+    ``texts``: a list, or a function returning a fresh iterator over the texts each time it
+    is called (e.g. re-reading files): the texts are streamed three times (dedupe + origin,
+    tokenizer fit, encode), so memory does not grow with the corpus beyond a few bytes per
+    document. ``meta`` holds per-text values (kept per document; chunks repeat their text's
+    values and get ``meta/chunk``). ``labels`` are class names; ``classes`` fixes their order
+    (else sorted). Raises ``DlprepError`` when nothing is left or a label is not in ``classes``.
     """
     o = ctx.options
-    meta = {k: list(v) for k, v in (meta or {}).items()}
-    docs: list[str] = []
-    source_of: list[int] = []
+    source: TextSource = texts if callable(texts) else (lambda: iter(texts))  # type: ignore[arg-type,return-value]
+    # pass 1: which documents are kept (identical ones dropped by a 128-bit digest) and where
+    # each comes from
+    seen: set[bytes] = set()
+    keep: list[bool] = []
+    rows: list[int] = []
     chunk_no: list[int] = []
-    for i, text in enumerate(texts):
-        text = clean_text(text, normalize=o["normalize"], control=o["clean_control"])
-        pieces = chunk_paragraphs(text, o["chunk_chars"]) if o["chunk_chars"] > 0 else [text]
-        for k, piece in enumerate(pieces):
-            if piece.strip():
-                docs.append(piece)
-                source_of.append(i)
-                chunk_no.append(k)
-    keep = first_occurrences(docs) if o["dedupe"] else list(range(len(docs)))
-    if len(keep) < len(docs):
-        log.info("dropped %d duplicate documents", len(docs) - len(keep))
-    docs = [docs[i] for i in keep]
-    if not docs:
+    for i, k, doc in _documents(source, o):
+        if o["dedupe"]:
+            digest = hashlib.blake2b(doc.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            if digest in seen:
+                keep.append(False)
+                continue
+            seen.add(digest)
+        keep.append(True)
+        rows.append(i)
+        chunk_no.append(k)
+    seen.clear()
+    if len(rows) < len(keep):
+        log.info("dropped %d duplicate documents", len(keep) - len(rows))
+    if not rows:
         raise DlprepError(f"dataset {ctx.name}: no text left after cleaning (empty input?)")
-    rows = [source_of[i] for i in keep]
-    doc_meta: dict[str, list[Any]] = {k: [v[r] for r in rows] for k, v in meta.items()}
+
+    def kept() -> Iterator[str]:
+        for flag, (_, _, doc) in zip(keep, _documents(source, o), strict=True):
+            if flag:
+                yield doc
+
+    doc_meta: dict[str, list[Any]] = {}
+    for key, values in (meta or {}).items():
+        values = list(values)
+        doc_meta[key] = [values[r] for r in rows]
     if o["chunk_chars"] > 0:
-        doc_meta["chunk"] = [chunk_no[i] for i in keep]
+        doc_meta["chunk"] = chunk_no
     label_ids = None
     if labels is not None:
         names = list(classes) if classes else sorted({str(x) for x in labels})
@@ -166,17 +194,22 @@ def write_text_dataset(ctx: PrepareContext, out: Path, texts: Sequence[str],
                               f"recipe's classes {names}")
         label_ids = [index[str(labels[r])] for r in rows]
         classes = names
-    splits = split_documents(len(docs), val_fraction=o["val_fraction"],
+    splits = split_documents(len(rows), val_fraction=o["val_fraction"],
                              test_fraction=o["test_fraction"], seed=o["seed"], labels=label_ids)
     # word/bpe vocabularies come from the train split only; the char inventory from all text,
     # so that every split decodes exactly and an LM's bits/char never meets <unk>
-    fit_docs = docs if o["tokenizer"] == "char" else [docs[i] for i in splits["train"]]
+    if o["tokenizer"] == "char":
+        fit_docs: Iterable[str] = kept()
+    else:
+        in_train = np.zeros(len(rows), bool)
+        in_train[splits["train"]] = True
+        fit_docs = (doc for n, doc in enumerate(kept()) if in_train[n])
     tok = fit_tokenizer(o["tokenizer"], fit_docs, lowercase=o["lowercase"],
                         min_freq=o["min_freq"], max_vocab=o["max_vocab"],
                         keep_whitespace=o["keep_whitespace"])
     writer = SequenceWriter(out)
     try:
-        for doc in docs:
+        for doc in kept():
             writer.append(tok.encode_array(doc))
         writer.finish(splits=splits, labels=label_ids, classes=classes, vocab=tok.vocab,
                       tokenizer=tok.config, meta=doc_meta or None, **ctx.finish_kwargs())
@@ -230,13 +263,15 @@ def collect(ctx: PrepareContext) -> None:
 
 
 def build(ctx: PrepareContext, out: Path) -> None:
-    texts, meta_rows = [], []
-    for spec in ctx.recipe.files:
-        path = ctx.files[spec.name]
-        body, meta = document_from_text(read_text_file(path), spec.name,
-                                        ctx.options["strip_gutenberg"], ctx.recipe.license)
-        texts.append(body)
-        meta_rows.append(meta)
+    mode, license_ = ctx.options["strip_gutenberg"], ctx.recipe.license
+    names = [spec.name for spec in ctx.recipe.files]
+
+    def bodies() -> Iterator[str]:  # re-read per pass: one file in memory at a time
+        for name in names:
+            yield document_from_text(read_text_file(ctx.files[name]), name, mode, license_)[0]
+
+    meta_rows = [document_from_text(read_text_file(ctx.files[name]), name, mode, license_)[1]
+                 for name in names]
     meta = {k: [m[k] for m in meta_rows] for k in ("id", "title", "author", "language", "license")}
-    meta["file"] = [spec.name for spec in ctx.recipe.files]
-    write_text_dataset(ctx, out, texts, meta)
+    meta["file"] = names
+    write_text_dataset(ctx, out, bodies, meta)

@@ -17,17 +17,17 @@ NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD", "none")
 # A line that ends the PG header: the modern/older START markers, and the end of the 1990s
 # "small print" licence that precedes the text in the oldest files.
 _START = re.compile(
-    r"^\s*\*{2,}\s*start\s+of\s+(the\s+|this\s+)?(project\s+gutenberg|copyrighted)"
-    r"|^\s*\*+\s*end\s*\*?\s*the\s+small\s+print",
-    re.IGNORECASE,
+    r"^[ \t]*\*{2,}[ \t]*start[ \t]+of[ \t]+(the[ \t]+|this[ \t]+)?(project[ \t]+gutenberg|copyrighted)"
+    r"|^[ \t]*\*+[ \t]*end[ \t]*\*?[ \t]*the[ \t]+small[ \t]+print",
+    re.IGNORECASE | re.MULTILINE,
 )
 # A line that starts the PG footer: "*** END OF THE/THIS PROJECT GUTENBERG ...", "End of (the)
 # Project Gutenberg's ...", "END OF PROJECT GUTENBERG", and the German/French variants.
 _END = re.compile(
-    r"^\s*\**\s*end\s+of\s+(the\s+|this\s+)?(project\s+gutenberg|copyrighted)"
-    r"|^\s*ende\s+diese[rs]?\s+(projekt|project)\s+gutenberg"
-    r"|^\s*fin\s+de\s+(the\s+)?project\s+gutenberg",
-    re.IGNORECASE,
+    r"^[ \t]*\**[ \t]*end[ \t]+of[ \t]+(the[ \t]+|this[ \t]+)?(project[ \t]+gutenberg|copyrighted)"
+    r"|^[ \t]*ende[ \t]+diese[rs]?[ \t]+(projekt|project)[ \t]+gutenberg"
+    r"|^[ \t]*fin[ \t]+de[ \t]+(the[ \t]+)?project[ \t]+gutenberg",
+    re.IGNORECASE | re.MULTILINE,
 )
 # Credit paragraphs right after the START marker in older files.
 _CREDIT_START = re.compile(
@@ -142,6 +142,44 @@ def _drop_legalese(lines: list[str]) -> list[str]:
     return out
 
 
+def _line_end(text: str, pos: int) -> int:
+    end = text.find("\n", pos)
+    return len(text) if end < 0 else end
+
+
+def _line_offset(text: str, line: int) -> int:
+    """Offset where 0-based ``line`` starts (``len(text)`` past the end)."""
+    pos = 0
+    for _ in range(line):
+        pos = text.find("\n", pos) + 1
+        if pos == 0:
+            return len(text)
+    return pos
+
+
+_END_NEEDLES = ("utenber", "UTENBER", "opyright", "OPYRIGHT")
+
+
+def _find_end(text: str, pos: int) -> int:
+    """Offset of the first END-marker line starting at or after line start ``pos`` (-1: none).
+
+    Every END marker names (Project) Gutenberg or COPYRIGHTED, so only the lines holding one
+    of those words are matched against the pattern: the scan runs at ``str.find`` speed."""
+    nxt = {needle: text.find(needle, pos) for needle in _END_NEEDLES}
+    while True:
+        hits = [i for i in nxt.values() if i >= 0]
+        if not hits:
+            return -1
+        hit = min(hits)
+        line_start = text.rfind("\n", 0, hit) + 1
+        line_end = _line_end(text, hit)
+        if line_start >= pos and _END.match(text, line_start, line_end):
+            return line_start
+        for needle, i in nxt.items():  # each needle's next occurrence after this line
+            if 0 <= i <= line_end:
+                nxt[needle] = text.find(needle, line_end + 1)
+
+
 def strip_gutenberg(text: str) -> GutenbergText:
     """Split a Project Gutenberg text into its body and header metadata.
 
@@ -153,21 +191,26 @@ def strip_gutenberg(text: str) -> GutenbergText:
     Proofreaders") and old World Library notices are removed; leading/trailing blank lines too.
     A text without markers is returned whole (``found_start``/``found_end`` False).
     """
-    lines = normalize_newlines(text).split("\n")
-    starts = [i for i, line in enumerate(lines[:_HEADER_SCAN_LINES]) if _START.match(line)]
-    body_start = 0
+    text = normalize_newlines(text)
+    scan_to = _line_offset(text, _HEADER_SCAN_LINES)
+    starts = [m.start() for m in _START.finditer(text, 0, scan_to)]  # line starts
+    body_from = 0
     if starts:
-        first_end = next((i for i in range(starts[0] + 1, len(lines)) if _END.match(lines[i])),
-                         len(lines))
-        body_start = max(i for i in starts if i < first_end) + 1
-    body_end = next((i for i in range(body_start, len(lines)) if _END.match(lines[i])),
-                    len(lines))
-    header = lines[:body_start - 1] if starts else []
-    fields = _header_fields(header)
-    body_lines = lines[body_start:body_end]
+        first_end = _find_end(text, _line_end(text, starts[0]) + 1)
+        marker = max(p for p in starts if p < (first_end if first_end >= 0 else len(text)))
+        header = text[:marker].split("\n")
+        body_from = _line_end(text, marker) + 1
+    else:
+        header = []
+    end = _find_end(text, body_from)
+    body = text[body_from:end if end >= 0 else len(text)]
+    body_lines = body.split("\n")
     if starts:
         body_lines = _drop_credits(body_lines)
-    body_lines = _trim_blank(_drop_legalese(body_lines))
+    if "<<" in body:
+        body_lines = _drop_legalese(body_lines)
+    body_lines = _trim_blank(body_lines)
+    fields = _header_fields(header)
     header_text = "\n".join(header)
     m = _EBOOK_NO.search(header_text)
     ebook = int(m.group(1)) if m else None
@@ -181,15 +224,17 @@ def strip_gutenberg(text: str) -> GutenbergText:
     return GutenbergText(
         body="\n".join(body_lines), title=fields.get("title", ""),
         author=fields.get("author", ""), language=fields.get("language", ""), ebook_id=ebook,
-        license=license_note, found_start=bool(starts), found_end=body_end < len(lines),
+        license=license_note, found_start=bool(starts), found_end=end >= 0,
     )
 
 
-# Cc control characters except TAB and LF, plus the zero-width no-break space (stray BOMs).
-_CONTROL_TABLE = {c: None for c in (*range(0, 9), *range(11, 32), *range(127, 160), 0xFEFF)}
+# Cc control characters except TAB and LF, the zero-width no-break space (stray BOMs), and
+# lone surrogates (from JSON escapes; they become U+FFFD), found in one pass.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\ud800-\udfff]")
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+def _control_replacement(m: re.Match[str]) -> str:
+    return "\ufffd" if "\ud800" <= m.group() <= "\udfff" else ""
 
 
 def clean_text(text: str, *, normalize: str = "NFC", control: bool = True) -> str:
@@ -197,8 +242,7 @@ def clean_text(text: str, *, normalize: str = "NFC", control: bool = True) -> st
     ``control``, line ends as LF, other control characters (Cc, BOM) removed and lone
     surrogates (from JSON escapes) replaced by U+FFFD."""
     if control:
-        text = normalize_newlines(text).translate(_CONTROL_TABLE)
-        text = _SURROGATE.sub("\ufffd", text)
+        text = _CONTROL.sub(_control_replacement, normalize_newlines(text))
     if normalize != "none":
         if normalize not in NORMAL_FORMS:
             raise ValueError(f"normalize must be one of {', '.join(NORMAL_FORMS)}, got "

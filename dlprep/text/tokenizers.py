@@ -249,10 +249,10 @@ class BPETokenizer:
                 "library": "tokenizers", "hf_tokenizer": self._tok.to_str()}
 
 
-def fit_tokenizer(kind: str, texts: Sequence[str], *, lowercase: bool = False,
+def fit_tokenizer(kind: str, texts: Iterable[str], *, lowercase: bool = False,
                   min_freq: int = 1, max_vocab: int = 0,
                   keep_whitespace: bool = True) -> TextTokenizer:
-    """Build a ``char``/``word``/``bpe`` tokenizer from (training) ``texts``."""
+    """Build a ``char``/``word``/``bpe`` tokenizer from (training) ``texts`` (read once)."""
     if kind == "char":
         return CharTokenizer.fit(texts, lowercase=lowercase, min_freq=min_freq,
                                  max_vocab=max_vocab)
