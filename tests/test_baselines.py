@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from dlprep.cli import cli
 from dlprep.errors import DlprepError
 from dlprep.store.hdf5 import SequenceWriter, atomic_output
 from tests.conftest import run_cli
@@ -295,10 +297,12 @@ def test_judge_scores_generated_samples(mnist: Path, tmp_path: Path) -> None:
     assert 0 <= j["confident_fraction"] <= 1 and 0 <= j["label_entropy_bits"] <= math.log2(10)
 
 
-def test_cli_train_baseline_prints_summary_and_run_folder(mnist: Path, tmp_path: Path) -> None:
-    r = run_cli("train-baseline", "mlp", str(mnist), "--epochs", "1", "--max-batches", "2",
-                "--out", str(tmp_path / "run"), cache_dir=tmp_path / "c")
-    assert r.returncode == 0, r.stderr
+def test_cli_train_baseline_prints_summary_and_run_folder(mnist: Path, tmp_path: Path,
+                                                         cli_runner: CliRunner) -> None:
+    r = cli_runner.invoke(cli, ["--cache-dir", str(tmp_path / "c"), "train-baseline", "mlp",
+                                str(mnist), "--epochs", "1", "--max-batches", "2", "--out",
+                                str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
     lines = r.stdout.strip().splitlines()
     assert lines[-1] == str(tmp_path / "run")
     assert "mlp on mnist-sample: test accuracy" in r.stdout and "val_accuracy" in lines[0]
@@ -313,12 +317,13 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert "families that fit: rnn" in r.stderr
 
 
-def test_cli_compare_writes_one_plot_and_a_table(mnist: Path, tmp_path: Path) -> None:
+def test_cli_compare_writes_one_plot_and_a_table(mnist: Path, tmp_path: Path,
+                                                 cli_runner: CliRunner) -> None:
     out = tmp_path / "cmp"
-    r = run_cli("train-baseline", "mlp", str(mnist), "--epochs", "1", "--max-batches", "2",
-                "--compare", "activation=relu,tanh,sigmoid", "--out", str(out), "-q",
-                cache_dir=tmp_path / "c")
-    assert r.returncode == 0, r.stderr
+    r = cli_runner.invoke(cli, ["--cache-dir", str(tmp_path / "c"), "train-baseline", "mlp",
+                                str(mnist), "--epochs", "1", "--max-batches", "2", "--compare",
+                                "activation=relu,tanh,sigmoid", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
     assert r.stdout.strip().splitlines()[-1] == str(out)
     _png(out / "compare.png")
     table = (out / "compare.md").read_text().splitlines()
