@@ -172,6 +172,8 @@ def test_import_text_dedupe_option(tmp_path: Path, cache_dir: Path,
     (b"id,text\n1,caf\xe9\n", (), "at byte 13: not valid utf-8 text (invalid continuation "
      "byte); pass --encoding latin-1"),
     (b"", (), "empty table"),
+    (b"text\nhello, world\nfine\n", (), "at byte 5: malformed CSV: line 2 has 2 fields, the "
+     "header 1 (quote texts that contain the delimiter)"),
 ])
 def test_import_text_errors_are_one_clear_line(tmp_path: Path, cache_dir: Path, capsys,  # type: ignore[no-untyped-def]
                                                content: bytes, args: tuple[str, ...],
@@ -199,3 +201,40 @@ def test_import_text_latin1_and_bad_jsonl(tmp_path: Path, cache_dir: Path,
     rc, _, err = run(capsys, "import-text", str(bad), "--cache-dir", str(cache_dir),
                      "--text-column", "text")
     assert rc == 1 and f"{bad} at byte 24: line 2: invalid JSON" in err
+
+
+def test_loader_decodes_with_the_stored_tokenizer(tmp_path: Path, cache_dir: Path,
+                                                  capsys) -> None:  # type: ignore[no-untyped-def]
+    """dlprep.load(...).decode goes through text.tokenizers.from_prepared (the loader contract)."""
+    import dlprep
+
+    src = tmp_path / "notes.csv"
+    texts = ["Grüße, Zoë!", "naïve café", "東京 🎌", "plain ascii", "über-straße"] * 2
+    src.write_text("text\n" + "\n".join(f'"{t} {i}"' for i, t in enumerate(texts)) + "\n",
+                   encoding="utf-8")
+    rc, out, err = run(capsys, "import-text", str(src), "--cache-dir", str(cache_dir),
+                       "--text-column", "text", "--tokenizer", "word", "--val-fraction", "0",
+                       "--test-fraction", "0")
+    assert rc == 0, err
+    ds = dlprep.load(str(prepared_path(out)), split="train")
+    assert [ds.decode(ds[i][0]) for i in range(len(ds))] == \
+        [f"{t} {i}" for i, t in enumerate(texts)]
+
+
+def test_gutenberg_search_command(loopback, cache_dir: Path,
+                                  capsys) -> None:  # type: ignore[no-untyped-def]
+    from test_gutenberg import CATALOG_ROWS, catalog_gz
+
+    from dlprep.sources.gutenberg import CATALOG_PATH
+
+    loopback.serve("/" + CATALOG_PATH, catalog_gz(CATALOG_ROWS))
+    rc, out, err = run(capsys, "gutenberg-search", "--cache-dir", str(cache_dir), "--mirror",
+                       loopback.base_url, "--author", "nietzsche", "--language", "en", "--json")
+    assert rc == 0, err
+    assert [(r["id"], r["title"]) for r in json.loads(out)] == [
+        (4363, "Beyond Good and Evil"), (52190, "Thus Spake Zarathustra")]
+    rc, out, _ = run(capsys, "gutenberg-search", "--cache-dir", str(cache_dir), "--offline",
+                     "--title", "pride")
+    assert rc == 0 and out.split()[0] == "1342" and loopback.requests() == 1  # cached catalog
+    rc, _, err = run(capsys, "gutenberg-search", "--cache-dir", str(cache_dir))
+    assert rc == 1 and "give --ids, --author" in err

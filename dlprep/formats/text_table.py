@@ -6,9 +6,11 @@ file, the line/byte and the columns that exist.
 from __future__ import annotations
 
 import codecs
+import csv
 import io
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,20 +66,38 @@ def _line_offset(data: bytes, line: int) -> int:
     return pos
 
 
+def _first_long_row(text: str, sep: str) -> tuple[int, int, int]:
+    """(line, fields, header fields) of the first row with more fields than the header."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    width = len(next(reader, []))
+    for row in reader:
+        if len(row) > width:
+            return reader.line_num, len(row), width
+    return -1, 0, width
+
+
 def _read_delimited(path: Path, text: str, raw: bytes, sep: str):  # type: ignore[no-untyped-def]
     import pandas as pd
 
+    kind = "TSV" if sep == "\t" else "CSV"
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                            engine="c")
+        with warnings.catch_warnings():
+            # a row longer than the header would silently become an index or be cut short
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                                index_col=False, engine="c")
     except pd.errors.EmptyDataError as exc:
         raise FormatError(path, 0, "empty table (no header line)") from exc
+    except pd.errors.ParserWarning as exc:
+        line, fields, width = _first_long_row(text, sep)
+        raise FormatError(path, _line_offset(raw, line) if line > 0 else -1,
+                          f"malformed {kind}: line {line} has {fields} fields, the header "
+                          f"{width} (quote texts that contain the delimiter)") from exc
     except pd.errors.ParserError as exc:
         msg = str(exc).strip().splitlines()[0]
         m = _PANDAS_LINE.search(msg)
         offset = _line_offset(raw, int(m.group(1) or m.group(2))) if m else -1
-        raise FormatError(path, offset, f"malformed {'TSV' if sep == chr(9) else 'CSV'}: "
-                                        f"{msg}") from exc
+        raise FormatError(path, offset, f"malformed {kind}: {msg}") from exc
     return frame.fillna("")  # short rows
 
 
