@@ -45,7 +45,9 @@ def _setup_logging(verbosity: int) -> None:
     root = logging.getLogger("dlprep")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    root.propagate = False
+    # propagate only where the host process has its own logging set up (e.g. pytest's caplog);
+    # in a plain CLI run the root logger has no handlers and our stderr handler is the only one
+    root.propagate = bool(logging.getLogger().handlers)
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
