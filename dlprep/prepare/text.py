@@ -42,7 +42,8 @@ TEXT_PARAMS: tuple[Param, ...] = (
     Param("tokenizer", "str", "char", "token unit: char, word (regex words + symbols) or bpe "
                                       "(byte-level BPE, needs the 'text' extra)", KINDS),
     Param("lowercase", "bool", False, "lowercase the text before tokenizing"),
-    Param("min_freq", "int", 1, "drop tokens seen fewer times in the train split (-> <unk>)"),
+    Param("min_freq", "int", 1, "tokens seen fewer times (in the train split; char: in all "
+                                "text) become <unk>"),
     Param("max_vocab", "int", 0, "vocabulary size cap incl. the 4 special tokens (0: none; "
                                  "bpe: 8000)"),
     Param("keep_whitespace", "bool", True, "word tokenizer: keep whitespace runs as tokens so "
@@ -226,8 +227,10 @@ def read_text_file(path: Path) -> str:
         raise FormatError(path, exc.start, f"not UTF-8 text ({exc.reason})") from exc
 
 
-def document_from_text(text: str, name: str, mode: str, recipe_license: str = "") -> tuple[str, dict[str, Any]]:
-    """Body and metadata (id, title, author, language, license) of one text file."""
+def document_from_text(text: str, name: str, mode: str,
+                       recipe_license: str = "") -> tuple[str, dict[str, Any]]:
+    """Body and metadata (id, title, author, language, license) of one text file; ``mode``
+    is ``--strip-gutenberg`` (auto, yes, no)."""
     pg = strip_gutenberg(text) if mode != "no" else None
     if mode == "yes" and pg is not None and not pg.found_start:
         raise FormatError(name, -1, "no Project Gutenberg START marker found (use "
