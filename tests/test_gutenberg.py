@@ -356,3 +356,18 @@ def test_book_download_resumes_after_a_cut(loopback, realdata: Path, tmp_path: P
     assert loopback.requests_for("/cache/epub/1342/pg1342.txt")[1].headers["Range"] == \
         "bytes=300000-"
     assert loopback.bytes_sent() <= len(book) * 1.1
+
+
+def test_fetch_from_a_local_mirror_tree_offline(realdata: Path, tmp_path: Path, cache_dir: Path,
+                                                capsys) -> None:  # type: ignore[no-untyped-def]
+    """An rsync'ed mirror (aleph.gutenberg.org::gutenberg layout) passed as --mirror DIR."""
+    tree = tmp_path / "mirror"
+    (tree / "1" / "11").mkdir(parents=True)
+    (tree / "1" / "11" / "11-0.txt").write_bytes((realdata / "gutenberg/11-0.txt").read_bytes())
+    rc, out, err = _fetch(capsys, "--offline", "fetch", "gutenberg", "--cache-dir",
+                          str(cache_dir), "--mirror", str(tree), "--ids", "11", "--name", "alice")
+    assert rc == 0, err
+    with h5py.File(Path(out.strip().splitlines()[-1]), "r") as f:
+        assert list(f["meta/id"][()]) == [11]
+        assert f["meta/title"][0].decode() == "Alice\u2019s Adventures in Wonderland"
+    assert (cache_dir / "raw/gutenberg/books/11/11-0.txt").is_file()
