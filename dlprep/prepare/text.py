@@ -4,8 +4,9 @@ The shared pipeline (:func:`write_text_dataset`): clean (NFC, control characters
 paragraph chunks -> drop identical documents -> split by document (stratified when labelled)
 -> fit the tokenizer (word/bpe: on the train split; char: on all text) -> ``tokens``/``offsets``/
 ``vocab`` + tokenizer config.
-Language-model windows are cut at load time, so a window never spans two documents and no
-document is in two splits.
+Language-model windows are cut at load time from the documents of one split (so no document is
+in two splits and no window mixes splits; ``lm_windows(cross_documents=False)`` also keeps each
+window inside one document).
 
 ``text-files``: each recipe file is one document (a Project Gutenberg header/footer is stripped
 when present); used by ``gutenberg-sample`` and ``nietzsche``.
