@@ -25,7 +25,7 @@ class ConvAutoencoder(nn.Module):
     -> logits (B, C, H, W). ``variational``: the encoder gives mean and log-variance."""
 
     def __init__(self, shape: list[int], latent: int, width: int, stages: int,
-                 variational: bool) -> None:
+                 variational: bool, fc: int = 0) -> None:
         super().__init__()
         h, w, c = shape
         self.variational = variational
@@ -38,9 +38,17 @@ class ConvAutoencoder(nn.Module):
             ch = out
         sh, sw = _sizes(shape, stages)
         self.grid = (ch, sh, sw)
-        self.encoder = nn.Sequential(*enc, nn.Flatten())
-        self.to_latent = nn.Linear(ch * sh * sw, latent * (2 if variational else 1))
-        self.from_latent = nn.Sequential(nn.Linear(latent, ch * sh * sw), nn.LeakyReLU(0.2))
+        flat = ch * sh * sw
+        if fc:  # a dense hidden layer on each side of the code
+            self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, fc),
+                                         nn.LeakyReLU(0.2))
+            self.to_latent = nn.Linear(fc, latent * (2 if variational else 1))
+            self.from_latent = nn.Sequential(nn.Linear(latent, fc), nn.LeakyReLU(0.2),
+                                             nn.Linear(fc, flat), nn.LeakyReLU(0.2))
+        else:
+            self.encoder = nn.Sequential(*enc, nn.Flatten())
+            self.to_latent = nn.Linear(flat, latent * (2 if variational else 1))
+            self.from_latent = nn.Sequential(nn.Linear(latent, flat), nn.LeakyReLU(0.2))
         dec: list[nn.Module] = []
         for s in reversed(range(stages)):
             out = c if s == 0 else width * 2 ** (s - 1)
@@ -75,7 +83,7 @@ class ConvAutoencoder(nn.Module):
 
 def build_modules(spec: dict[str, Any]) -> dict[str, nn.Module]:
     return {"model": ConvAutoencoder(spec["shape"], spec["latent"], spec["width"],
-                                     spec["stages"], spec["variational"])}
+                                     spec["stages"], spec["variational"], spec.get("fc", 0))}
 
 
 class AutoencoderLoss(nn.Module):
@@ -104,9 +112,9 @@ class AutoencoderTask(Task):
     def __init__(self, data: BaselineData, cfg: TrainConfig, rt: Runtime) -> None:
         super().__init__(data, cfg, rt)
         h, w, c = data.shape
-        self._spec = {"shape": [h, w, c], "latent": cfg.latent or (16 if cfg.variational else 32),
+        self._spec = {"shape": [h, w, c], "latent": cfg.latent or (8 if cfg.variational else 32),
                       "width": cfg.hidden or 32, "stages": max(1, stage_plan(h, w, min_size=4)),
-                      "variational": cfg.variational}
+                      "variational": cfg.variational, "fc": int(cfg.extra.get("fc", 256 if cfg.variational else 0))}
         self.net = build_modules(self._spec)["model"]
         self.loss = self.wrap(AutoencoderLoss(self.net))
         self.inputs = ImageInputs(data, rt.device, scale="unit")

@@ -21,6 +21,7 @@ _DEFAULTS: dict[str, tuple[int, int, float]] = {
     "gan": (30, 64, 2e-4),
 }
 _LM_DEFAULTS = (20, 64, 3e-3)
+_VAE_EPOCHS = 30
 
 
 @dataclass
@@ -94,5 +95,7 @@ def make_config(family: str, dataset: str, options: dict[str, Any]) -> TrainConf
 def with_defaults(cfg: TrainConfig, *, language_model: bool = False) -> TrainConfig:
     """Fill ``None`` epochs/batch size/lr with the defaults of the family (or the char LM)."""
     epochs, batch, lr = _LM_DEFAULTS if language_model else _DEFAULTS[cfg.family]
+    if cfg.variational:
+        epochs = _VAE_EPOCHS
     return dataclasses.replace(cfg, epochs=cfg.epochs or epochs,
                                batch_size=cfg.batch_size or batch, lr=cfg.lr or lr)

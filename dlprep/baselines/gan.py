@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +51,21 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """(B, C, H, W) in [-1, 1] -> S x [conv 4/2, LeakyReLU 0.2] -> dense -> real/fake logit (B,)."""
 
-    def __init__(self, shape: list[int], width: int, stages: int) -> None:
+    def __init__(self, shape: list[int], width: int, stages: int, dropout: float = 0.3,
+                 spectral_norm: bool = False) -> None:
         super().__init__()
         h, w, c = shape
+        norm = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
         layers: list[nn.Module] = []
         ch = c
         for s in range(stages):
             out = width * 2 ** s
-            layers += [nn.Conv2d(ch, out, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(0.3)]
+            layers += [norm(nn.Conv2d(ch, out, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
             ch = out
         self.net = nn.Sequential(*layers, nn.Flatten(),
-                                 nn.Linear(ch * (h // 2 ** stages) * (w // 2 ** stages), 1))
+                                 norm(nn.Linear(ch * (h // 2 ** stages) * (w // 2 ** stages), 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
@@ -68,7 +73,9 @@ class Discriminator(nn.Module):
 
 def build_modules(spec: dict[str, Any]) -> dict[str, nn.Module]:
     return {"generator": Generator(spec["shape"], spec["z_dim"], spec["width"], spec["stages"]),
-            "discriminator": Discriminator(spec["shape"], spec["width"], spec["stages"])}
+            "discriminator": Discriminator(spec["shape"], spec["width"], spec["stages"],
+                                           spec.get("dropout", 0.3),
+                                           spec.get("spectral_norm", False))}
 
 
 def _init_dcgan(m: nn.Module) -> None:
@@ -91,23 +98,31 @@ class GanTask(Task):
         super().__init__(data, cfg, rt)
         h, w, c = data.shape
         self._spec = {"shape": [h, w, c], "z_dim": cfg.latent or 64, "width": cfg.hidden or 32,
-                      "stages": max(1, stage_plan(h, w, min_size=4))}
+                      "stages": max(1, stage_plan(h, w, min_size=4)),
+                      "dropout": float(cfg.extra.get("d_dropout", 0.3)),
+                      "spectral_norm": bool(cfg.extra.get("spectral_norm", False))}
         mods = build_modules(self._spec)
         self.g_net, self.d_net = mods["generator"], mods["discriminator"]
         self.g_net.apply(_init_dcgan)
         self.d_net.apply(_init_dcgan)
         self.g = self.wrap(self.g_net)
         self.d = self.wrap(self.d_net)
+        # samples come from an exponential moving average of the generator's weights
+        self.ema_decay = float(cfg.extra.get("ema", 0.998))
+        self.g_ema = copy.deepcopy(self.g_net).requires_grad_(False) if self.ema_decay else \
+            self.g_net
         lr = float(cfg.lr or 2e-4)
         self.opt_g = torch.optim.Adam(self.g_net.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.d_net.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.d_net.parameters(), lr=lr * float(cfg.extra.get("d_lr_factor", 1)),
+                                      betas=(0.5, 0.999))
         self.inputs = ImageInputs(data, rt.device, scale="tanh")
         self.gen = torch.Generator().manual_seed(cfg.seed + 13 * rt.rank)
         self.bce = nn.BCEWithLogitsLoss()
         self.judged: dict[str, Any] = {}
 
     def modules(self) -> dict[str, Any]:
-        return {"generator": self.g_net, "discriminator": self.d_net}
+        """``generator`` holds the averaged weights (what samples come from)."""
+        return {"generator": self.g_ema, "discriminator": self.d_net}
 
     def spec(self) -> dict[str, Any]:
         return self._spec
@@ -136,15 +151,24 @@ class GanTask(Task):
         g_loss.backward()
         self.opt_g.step()
         self.d_net.requires_grad_(True)
+        if self.g_ema is not self.g_net:
+            self._update_ema()
         return {"loss": float(g_loss.item()), "d_loss": float(d_loss.item())}
 
     @torch.no_grad()
+    def _update_ema(self) -> None:
+        for avg, p in zip(self.g_ema.parameters(), self.g_net.parameters(), strict=True):
+            avg.lerp_(p, 1.0 - self.ema_decay)
+        for avg, b in zip(self.g_ema.buffers(), self.g_net.buffers(), strict=True):
+            avg.copy_(b)
+
+    @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
-        self.g_net.eval()
+        self.g_ema.eval()
         self.d_net.eval()
         n = min(len(self.data.splits[split]), 1000)
         (real,), _ = self.inputs.batch(split, np.arange(n))
-        fake = self.g_net(torch.randn(n, self._spec["z_dim"],
+        fake = self.g_ema(torch.randn(n, self._spec["z_dim"],
                                       generator=torch.Generator().manual_seed(1)).to(real.device))
         lr, lf = self.d_net(real), self.d_net(fake)
         loss = float(self.bce(lf, torch.ones_like(lf)))
@@ -153,8 +177,8 @@ class GanTask(Task):
 
     def samples(self, n: int, seed: int) -> torch.Tensor:
         """``n`` generated images (n, C, H, W) in [0, 1] on the CPU."""
-        self.g_net.eval()
-        return self.g_net.sample(n, torch.Generator().manual_seed(seed)).cpu()
+        self.g_ema.eval()
+        return self.g_ema.sample(n, torch.Generator().manual_seed(seed)).cpu()
 
     def extra_results(self) -> dict[str, Any]:
         if self.cfg.judge:

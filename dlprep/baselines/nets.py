@@ -58,14 +58,6 @@ class ImageInputs:
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 
-    def convert(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().div_(255.0)
-        if self.scale == "norm":
-            return (x - self.mean) / self.std
-        if self.scale == "tanh":
-            return x.mul_(2.0).sub_(1.0)
-        return x
-
     def batch(self, split: str, index: np.ndarray | torch.Tensor, *, train: bool = False
               ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         idx = torch.as_tensor(index, dtype=torch.long, device=self.device)
