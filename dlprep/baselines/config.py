@@ -18,7 +18,7 @@ _DEFAULTS: dict[str, tuple[int, int, float]] = {
     "cnn": (12, 64, 2e-3),
     "rnn": (15, 64, 2e-3),
     "autoencoder": (15, 64, 2e-3),
-    "gan": (30, 64, 2e-4),
+    "gan": (30, 16, 2e-4),
 }
 _LM_DEFAULTS = (20, 64, 3e-3)
 _VAE_EPOCHS = 30

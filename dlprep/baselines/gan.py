@@ -99,7 +99,7 @@ class GanTask(Task):
         h, w, c = data.shape
         self._spec = {"shape": [h, w, c], "z_dim": cfg.latent or 64, "width": cfg.hidden or 32,
                       "stages": max(1, stage_plan(h, w, min_size=4)),
-                      "dropout": float(cfg.extra.get("d_dropout", 0.3)),
+                      "dropout": float(cfg.extra.get("d_dropout", 0.0)),
                       "spectral_norm": bool(cfg.extra.get("spectral_norm", False))}
         mods = build_modules(self._spec)
         self.g_net, self.d_net = mods["generator"], mods["discriminator"]
