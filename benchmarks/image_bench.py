@@ -10,7 +10,7 @@ links) into an ImageFolder tree of a few thousand files. Measured in one run, on
 * dlprep, 2 workers: the same with two processes; output bytes are checked to be identical.
 
 Targets (DESIGN.md): 1 worker >= 0.8x the baseline rate; 2 workers >= 1.7x 1 worker.
-Usage: python benchmarks/image_bench.py [--files 3000] [--size 64] [--repeat 3]
+Usage: python benchmarks/image_bench.py [--files 2000] [--size 64] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def dlprep_import(tree: Path, cache_dir: Path, size: int, workers: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=3000)
+    ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs for each measurement")
     args = ap.parse_args()
