@@ -168,8 +168,9 @@ def fetch_cmd(state: State, name: str, extra: tuple[str, ...], recipe_file: str 
 
         s = dataset_summary(out)
         splits = ", ".join(f"{k}={v:,}" for k, v in s["splits"].items())
-        shape = next(iter(s["arrays"].values()))["shape"]
-        click.echo(f"{s['recipe']}: {s['samples']:,} samples, {s['kind']} {tuple(shape)}, "
+        main = next((k for k in ("images", "tokens", "values") if k in s["arrays"]), None)
+        shape = f" {main} {tuple(s['arrays'][main]['shape'])}" if main else ""
+        click.echo(f"{s['recipe']}: {s['samples']:,} samples, {s['kind']}{shape}, "
                    f"splits {splits}")
     emit_path(out)
 
