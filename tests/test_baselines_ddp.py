@@ -36,4 +36,4 @@ def test_two_processes_match_one_within_a_point(tmp_path: Path) -> None:
     two = _torchrun(2, prepared, tmp_path / "two", 29632)
     assert one["world_size"] == 1 and two["world_size"] == 2 and "DDP" in two["device"]
     assert two["epochs"][0]["steps"] == one["epochs"][0]["steps"]  # same global batches
-    assert abs(one["final"]["accuracy"] - two["final"]["accuracy"]) <= 0.01
+    assert round(100 * abs(one["final"]["accuracy"] - two["final"]["accuracy"]), 6) <= 1.0
