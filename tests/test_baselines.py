@@ -332,3 +332,9 @@ def test_cli_compare_writes_one_plot_and_a_table(mnist: Path, tmp_path: Path,
     for act in ("relu", "tanh", "sigmoid"):
         saved = json.loads((out / f"activation-{act}" / "metrics.json").read_text())
         assert saved["config"]["activation"] == act and saved["config"]["seed"] == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_requested_without_a_gpu_is_a_clear_error(mnist: Path) -> None:
+    with pytest.raises(DlprepError, match="--device cuda: no CUDA device is available"):
+        train("mlp", mnist, device="cuda", progress=False)
