@@ -145,6 +145,8 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=500)
     ap.add_argument("--latency-ms", type=float, default=20.0)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--skip-convert", action="store_true",
+                    help="skip the IDX/CIFAR -> HDF5 vs cp part (benchmarks/convert_bench.py)")
     args = ap.parse_args()
     os.environ.setdefault("CI", "1")  # no progress bars in the measurement
     latency = args.latency_ms / 1000
@@ -172,6 +174,10 @@ def main() -> int:
         target = ">=" + format(r["target"], "g") + "x"
         print(f"{r['case']:<40} {r['ours']:>14}  {r['base']:<36} {r['ratio']:>6.2f}x  "
               f"{target:>7}  {result}")
+    if not args.skip_convert:
+        print("\nIDX/CIFAR -> HDF5 (benchmarks/convert_bench.py):")
+        subprocess.run([sys.executable, str(Path(__file__).with_name("convert_bench.py"))],
+                       check=True)
     return 0
 
 

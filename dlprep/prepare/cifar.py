@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import FormatError, RecipeError
 from ..formats.cifar import PIXELS, parse_cifar_records
+from ..formats.compressed import is_compressed, map_file
 from ..store.hdf5 import ImageTensorWriter
 from .core import PrepareContext
 from .params import Param
@@ -19,12 +20,23 @@ PARAMS = (Param("label", "str", "fine", "CIFAR-100 only: which label becomes `la
                 ("fine", "coarse")),)
 
 
-def _read_members(archive: Path, wanted: set[str]) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
+def _read_members(archive: Path, wanted: set[str]) -> dict[str, bytes | memoryview]:
+    """The wanted members' bytes. A plain (uncompressed) tar is memory-mapped and members are
+    zero-copy views of it; a compressed one is streamed. Nothing is extracted to disk."""
+    found: dict[str, bytes | memoryview] = {}
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        plain = not is_compressed(archive)
+        view = memoryview(map_file(archive)) if plain else None
+        with tarfile.open(archive, "r:" if plain else "r:*") as tar:
             for member in tar:
-                if member.name in wanted and member.isfile():
+                if member.name not in wanted or not member.isfile():
+                    continue
+                if view is not None and not member.issparse():
+                    end = member.offset_data + member.size
+                    if end > len(view):
+                        raise FormatError(archive, len(view), f"member {member.name} truncated")
+                    found[member.name] = view[member.offset_data:end]
+                else:
                     fh = tar.extractfile(member)
                     if fh is not None:
                         found[member.name] = fh.read()
@@ -52,7 +64,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
     column = 1 if cifar100 and ctx.options["label"] == "fine" else 0
     key = "coarse_classes_member" if cifar100 and column == 0 else "classes_member"
     if key in recipe.splits:
-        text = data[recipe.splits[key]].decode("utf-8")
+        text = bytes(data[recipe.splits[key]]).decode("utf-8")
         classes = [ln.strip() for ln in text.splitlines() if ln.strip()]
     else:
         classes = list(recipe.classes or []) or [str(i) for i in range(limits[column])]
