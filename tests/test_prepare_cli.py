@@ -314,3 +314,26 @@ def test_recipes_checksum_fills_hashes(tmp_path: Path, cache_dir: Path) -> None:
     text = recipe.read_text()
     assert text.startswith("# my recipe")
     assert f'sha256 = "{hashlib.sha256(data).hexdigest()}"' in text and f"size = {len(data)}" in text
+
+
+def test_disk_full_during_prepare_is_a_clear_error_and_leaves_nothing(
+        cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    import dlprep.store.hdf5 as store
+    from dlprep.cli import main
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "fsync", full_disk)  # the OS says the disk is full
+    code = main(["--cache-dir", str(cache_dir), "fetch", "mnist-sample"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: disk full") and err.count("\n") == 1
+    prepared = cache_dir / "prepared" / "mnist-sample"
+    assert not list(prepared.glob("*.h5")) and not list(prepared.glob(".tmp-*"))
+    assert not (prepared / "latest").exists()
+    monkeypatch.undo()
+    assert main(["--cache-dir", str(cache_dir), "-q", "fetch", "mnist-sample"]) == 0
+    assert len(list(prepared.glob("*.h5"))) == 1
