@@ -56,7 +56,7 @@ class TrainConfig:
     out: str | None = None
     cache_dir: str | None = None
     offline: bool = False
-    progress: bool = True
+    progress: bool | None = None  # None: bars only on an interactive terminal, not in CI
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

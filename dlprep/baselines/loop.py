@@ -90,6 +90,8 @@ def fit(task: Task, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     """
     from tqdm import tqdm
 
+    from ..fetch.progress import progress_enabled
+
     start = time.monotonic()
     deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     eval_split = "val" if "val" in task.data.splits else "test"
@@ -105,7 +107,7 @@ def fit(task: Task, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
         sums: dict[str, float] = {}
         bar = tqdm(total=len(batches), desc=f"{cfg.family} epoch {epoch + 1}/{epochs}",
                    unit="batch", file=sys.stderr, leave=True, dynamic_ncols=True,
-                   disable=not (cfg.progress and rt.is_main))
+                   disable=not (progress_enabled(cfg.progress) and rt.is_main))
         steps = 0
         for index in batches:
             losses = task.train_step(index)

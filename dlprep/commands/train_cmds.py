@@ -103,7 +103,7 @@ def train_baseline_cmd(state: State, family: str, dataset: str, compare_spec: st
 
     options = {k: v for k, v in options.items() if v is not None and v is not False}
     options.update(cache_dir=state.cache_dir, offline=state.is_offline,
-                   progress=not state.quiet)
+                   progress=False if state.quiet else None)
     main = _is_main_process()
     if compare_spec:
         from ..baselines.compare import parse_compare
