@@ -20,6 +20,9 @@ PARAMS = (Param("label", "str", "fine", "CIFAR-100 only: which label becomes `la
                 ("fine", "coarse")),)
 
 
+MAX_MEMBER_BYTES = 1 << 30
+
+
 def _read_members(archive: Path, wanted: set[str]) -> dict[str, bytes | memoryview]:
     """The wanted members' bytes. A plain (uncompressed) tar is memory-mapped and members are
     zero-copy views of it; a compressed one is streamed. Nothing is extracted to disk."""
@@ -31,6 +34,10 @@ def _read_members(archive: Path, wanted: set[str]) -> dict[str, bytes | memoryvi
             for member in tar:
                 if member.name not in wanted or not member.isfile():
                     continue
+                if member.size > MAX_MEMBER_BYTES:  # real batches are 30.7-153.7 MB
+                    raise FormatError(archive, member.offset_data,
+                                      f"member {member.name} claims {member.size:,} bytes "
+                                      f"(over {MAX_MEMBER_BYTES:,}); refusing to read it")
                 if view is not None and not member.issparse():
                     end = member.offset_data + member.size
                     if end > len(view):
