@@ -20,7 +20,9 @@ _DEFAULTS: dict[str, tuple[int, int, float]] = {
     "autoencoder": (15, 64, 2e-3),
     "gan": (30, 16, 2e-4),
 }
-_LM_DEFAULTS = (20, 64, 3e-3)
+_LM_DEFAULTS = (20, 32, 3e-3)
+# a language model with no --epochs/--max-minutes stops after this long (CPU-sized default)
+_LM_DEFAULT_MINUTES = 5.0
 _VAE_EPOCHS = 30
 
 
@@ -97,5 +99,8 @@ def with_defaults(cfg: TrainConfig, *, language_model: bool = False) -> TrainCon
     epochs, batch, lr = _LM_DEFAULTS if language_model else _DEFAULTS[cfg.family]
     if cfg.variational:
         epochs = _VAE_EPOCHS
-    return dataclasses.replace(cfg, epochs=cfg.epochs or epochs,
+    max_minutes = cfg.max_minutes
+    if language_model and cfg.epochs is None and max_minutes is None:
+        max_minutes = _LM_DEFAULT_MINUTES
+    return dataclasses.replace(cfg, epochs=cfg.epochs or epochs, max_minutes=max_minutes,
                                batch_size=cfg.batch_size or batch, lr=cfg.lr or lr)

@@ -95,7 +95,8 @@ class LanguageModelTask(Task):
         vocab = len(data.vocab or []) or int(max(int(s.max()) for s in data.splits["train"].seqs
                                                  if len(s)) + 1)
         self._spec = {"mode": "lm", "vocab_size": vocab, "cell": cfg.cell,
-                      "hidden": cfg.hidden or 256, "layers": 2, "embed": 64}
+                      "hidden": cfg.hidden or (256 if rt.device.type == "cuda" else 128),
+                      "layers": 2, "embed": 64}
         self.net = build_modules(self._spec)["model"]
         self.model = self.wrap(self.net)
         self.windows = {name: torch.from_numpy(data.lm_windows(name, cfg.seq_len))
