@@ -20,9 +20,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from ..cache import Cache, safe_component
+from ..cache import Cache, offline_from_env, safe_component
 from ..errors import DlprepError
-from ..fetch.download import FileSpec, fetch_file, hash_file
+from ..fetch.download import FileSpec, fetch_file, fetch_many, hash_file
 from ..recipes import Recipe
 from ..store.hdf5 import FORMAT_VERSION, atomic_output
 from .params import resolve_options
@@ -84,10 +84,26 @@ class PrepareContext:
         path = fetch_file(spec, dest, mirrors=self.mirrors, offline=self.offline,
                           force=self.force_download, lock_dir=self.cache.locks_dir,
                           progress=self.progress)
+        self._record(spec, path, subdir)
+        return path
+
+    def fetch_all(self, specs: Sequence[FileSpec], subdir: str | None = None) -> list[Path]:
+        """Fetch several files concurrently (``fetch_many``) and record them, in order.
+        Offline there is nothing to overlap, and the first missing file is the clearest error."""
+        if self.offline or offline_from_env() or len(specs) < 2:
+            return [self.fetch(spec, subdir) for spec in specs]
+        dest = self.raw_dir / subdir if subdir else self.raw_dir
+        paths = fetch_many(specs, dest, mirrors=self.mirrors, offline=self.offline,
+                           force=self.force_download, lock_dir=self.cache.locks_dir,
+                           progress=self.progress)
+        for spec, path in zip(specs, paths, strict=True):
+            self._record(spec, path, subdir)
+        return paths
+
+    def _record(self, spec: FileSpec, path: Path, subdir: str | None) -> None:
         self.sources.append({"name": spec.name if not subdir else f"{subdir}/{spec.name}",
                              "url": spec.urls[0] if spec.urls else "",
                              "sha256": self._source_sha256(spec, path)})
-        return path
 
     @staticmethod
     def _source_sha256(spec: FileSpec, path: Path) -> str:
@@ -174,8 +190,9 @@ def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None =
     if hasattr(module, "collect"):
         module.collect(ctx)
     else:
-        for spec in recipe.files:
-            ctx.files[spec.name] = ctx.fetch(spec)
+        paths = ctx.fetch_all(recipe.files)
+        ctx.files.update({spec.name: path for spec, path in zip(recipe.files, paths,
+                                                                strict=True)})
     out_dir = cache.prepared_dir(ctx.name)
     out = out_dir / f"{ctx.config_hash()}.h5"
     out_dir.mkdir(parents=True, exist_ok=True)
