@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dlprep.errors import FormatError
-from dlprep.formats.cifar import parse_cifar_records, read_cifar_file
+from dlprep.formats.cifar import decode_cifar_member, parse_cifar_records, read_cifar_file
 from dlprep.formats.idx import parse_idx_bytes, read_idx, read_idx_images, read_idx_labels
 
 
@@ -143,3 +143,22 @@ def test_cifar_bad_label_names_offset() -> None:
     with pytest.raises(FormatError) as err:
         parse_cifar_records(data, 1, "x.bin", (10,))
     assert err.value.offset == 3073
+
+
+def test_threaded_decode_with_sums_matches_plain_parse() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (5000, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 5000)
+    data = cifar_records(labels, images)
+    with ThreadPoolExecutor(2) as pool:
+        got, got_labels, (total, total_sq, count) = decode_cifar_member(data, 1, "x", (10,), pool)
+    np.testing.assert_array_equal(got, images)
+    np.testing.assert_array_equal(got_labels[:, 0], labels)
+    flat = images.reshape(-1, 3).astype(np.uint64)
+    assert count == 5000 * 1024
+    np.testing.assert_array_equal(total, flat.sum(0))
+    np.testing.assert_array_equal(total_sq, (flat * flat).sum(0))
+    with pytest.raises(FormatError, match="truncated CIFAR record 4999"):
+        decode_cifar_member(data[:-1], 1, "x", (10,))

@@ -264,6 +264,9 @@ def test_cifar10_archive_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
         np.testing.assert_array_equal(f["labels"][()], np.concatenate(expected_labs))
         assert [c.decode() for c in f["classes"][()]] == classes
         np.testing.assert_array_equal(f["splits/test"][()], np.arange(35, 42))
+        train = np.concatenate(expected_imgs[:5]).reshape(-1, 3).astype(np.float64) / 255
+        np.testing.assert_allclose(f["mean"][()], train.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(f["std"][()], train.std(0), rtol=1e-6)
 
 
 def test_cifar100_coarse_option_and_truncated_member(tmp_path: Path, cache_dir: Path) -> None:

@@ -5,12 +5,13 @@ unpickled). Recipe: ``[splits] train = ["dir/data_batch_1.bin", ...]``, ``test =
 from __future__ import annotations
 
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import FormatError, RecipeError
-from ..formats.cifar import PIXELS, parse_cifar_records
+from ..formats.cifar import PIXELS, decode_cifar_member
 from ..formats.compressed import is_compressed, map_file
 from ..store.hdf5 import ImageTensorWriter
 from .core import PrepareContext
@@ -77,15 +78,16 @@ def build(ctx: PrepareContext, out: Path) -> None:
         classes = list(recipe.classes or []) or [str(i) for i in range(limits[column])]
     total = sum(len(data[m]) // rec for members in split_members.values() for m in members)
     writer = ImageTensorWriter(out, total, (32, 32, 3))
+    pool = ThreadPoolExecutor(2)
     try:
         splits: dict[str, np.ndarray] = {}
         other = []
         for split, members in split_members.items():
             start = writer.pos
             for m in members:
-                images, labels = parse_cifar_records(data.pop(m), label_bytes,
-                                                     f"{archive}:{m}", limits)
-                writer.write(images, labels[:, column], split=split)
+                images, labels, sums = decode_cifar_member(data.pop(m), label_bytes,
+                                                           f"{archive}:{m}", limits, pool)
+                writer.write(images, labels[:, column], split=split, sums=sums)
                 if cifar100:
                     other.append(labels[:, 1 - column])
             splits[split] = np.arange(start, writer.pos, dtype=np.int64)
@@ -93,4 +95,5 @@ def build(ctx: PrepareContext, out: Path) -> None:
             if cifar100 else None
         writer.finish(splits=splits, classes=classes, meta=meta, **ctx.finish_kwargs())
     finally:
+        pool.shutdown()
         writer.close()

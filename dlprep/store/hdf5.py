@@ -96,7 +96,7 @@ def _write_common(f: h5py.File, splits: Mapping[str, np.ndarray], classes: Seque
                 mgrp.create_dataset(key, data=arr)
 
 
-def _sums(x: np.ndarray, block: int = 1 << 18) -> tuple[np.ndarray, np.ndarray, int]:
+def pixel_sums(x: np.ndarray, block: int = 1 << 18) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact per-channel sums of pixel values and of their squares for uint8 (n, H, W, C).
 
     Works in cache-sized blocks (the squares go through one small uint16 buffer), about 2.5x
@@ -158,9 +158,12 @@ class ImageTensorWriter:
         self._stats_jobs: list[Future[tuple[np.ndarray, np.ndarray, int]]] = []
 
     def write(self, images: np.ndarray, labels: np.ndarray | None = None, *,
-              split: str | None = None) -> None:
+              split: str | None = None,
+              sums: tuple[np.ndarray, np.ndarray, int] | None = None) -> None:
         """Append a batch. Tagging every batch with its ``split`` lets the train-split
-        mean/std be computed on a background thread while writing, instead of re-reading."""
+        mean/std be computed on a background thread while writing, instead of re-reading;
+        a caller that already has the batch's per-channel ``sums`` (value sums, squared-value
+        sums, pixel count, as :func:`pixel_sums` returns) passes them to skip that work."""
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.shape[1:] != self.shape:
             raise StoreError(f"batch must be uint8 (*, {self.shape}); got {images.dtype} "
@@ -170,10 +173,14 @@ class ImageTensorWriter:
             raise StoreError(f"more images than announced ({end} > {self.n})")
         if split is None:
             self._all_tagged = False
+        elif split == "train" and sums is not None:
+            done: Future[tuple[np.ndarray, np.ndarray, int]] = Future()
+            done.set_result(sums)
+            self._stats_jobs.append(done)
         elif split == "train":
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1)
-            self._stats_jobs.append(self._pool.submit(_sums, images))
+            self._stats_jobs.append(self._pool.submit(pixel_sums, images))
         self.images[self.pos:end] = images
         if labels is not None:
             self.labels[self.pos:end] = np.asarray(labels, dtype=np.int64)
@@ -191,7 +198,7 @@ class ImageTensorWriter:
                 x = self.images[sel[0]:sel[-1] + 1]
             else:
                 x = self.images[sel]
-            s1, s2, k = _sums(x)
+            s1, s2, k = pixel_sums(x)
             total, total_sq, count = total + s1, total_sq + s2, count + k
         return _mean_std(total, total_sq, count, c)
 
