@@ -1,4 +1,7 @@
-"""Open a file transparently through gzip/bz2/xz by its magic bytes."""
+"""Open a file transparently through gzip/bz2/xz by its magic bytes.
+
+gzip goes through ISA-L (the ``isal`` package, about 2x faster than zlib) when it is installed,
+else the standard library; the bytes are the same either way."""
 
 from __future__ import annotations
 
@@ -12,13 +15,21 @@ from typing import BinaryIO
 
 from ..errors import FormatError
 
+try:  # ISA-L: the same formats, about twice zlib's decompression speed
+    from isal import igzip as _gzip
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover - depends on the environment
+    import zlib as _zlib  # type: ignore[no-redef]
+
+    _gzip = gzip  # type: ignore[assignment]
+
 
 def open_maybe_compressed(path: Path) -> BinaryIO:
     """Return a binary stream of the decompressed content of ``path``."""
     with open(path, "rb") as fh:
         head = fh.read(6)
     if head[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return _gzip.open(path, "rb")  # type: ignore[return-value]
     if head[:3] == b"BZh":
         return bz2.open(path, "rb")  # type: ignore[return-value]
     if head[:6] == b"\xfd7zXZ\x00":
@@ -31,6 +42,28 @@ def is_compressed(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(6)
     return head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00"
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def gunzip_bytes(path: Path) -> bytes:
+    """The whole decompressed content of a gzip file (every member), in one pass; a truncated
+    stream raises ``EOFError`` (never silently short data)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    parts = []
+    while data:
+        d = _zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
+        parts.append(d.decompress(data))
+        if not d.eof:
+            raise EOFError("compressed stream ended before its end marker (truncated file?)")
+        data = d.unused_data
+        if data and data[:2] != b"\x1f\x8b":
+            break  # trailing garbage after the last member is ignored, like gzip(1)
+    return b"".join(parts)
 
 
 def map_file(path: Path) -> bytes | mmap.mmap:
@@ -47,7 +80,9 @@ def read_all(path: Path) -> bytes | mmap.mmap:
     try:
         if not is_compressed(path):
             return map_file(path)
+        if is_gzip(path):
+            return gunzip_bytes(path)
         with open_maybe_compressed(path) as fh:
             return fh.read()
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, _zlib.error) as exc:
         raise FormatError(path, -1, f"corrupt compressed stream: {exc}") from exc

@@ -4,6 +4,7 @@ unpickled). Recipe: ``[splits] train = ["dir/data_batch_1.bin", ...]``, ``test =
 
 from __future__ import annotations
 
+import io
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..errors import FormatError, RecipeError
 from ..formats.cifar import PIXELS, decode_cifar_member
-from ..formats.compressed import is_compressed, map_file
+from ..formats.compressed import gunzip_bytes, is_compressed, is_gzip, map_file
 from ..store.hdf5 import ImageTensorWriter
 from .core import PrepareContext
 from .params import Param
@@ -30,8 +31,16 @@ def _read_members(archive: Path, wanted: set[str]) -> dict[str, bytes | memoryvi
     found: dict[str, bytes | memoryview] = {}
     try:
         plain = not is_compressed(archive)
-        view = memoryview(map_file(archive)) if plain else None
-        with tarfile.open(archive, "r:" if plain else "r:*") as tar:
+        view: memoryview | None = None
+        source: Path | io.BytesIO = archive
+        if plain:
+            view = memoryview(map_file(archive))
+        elif is_gzip(archive) and archive.stat().st_size <= MAX_MEMBER_BYTES:
+            # upstream's .tar.gz: one fast ISA-L pass, then members are views of the bytes
+            raw = gunzip_bytes(archive)
+            view, source, plain = memoryview(raw), io.BytesIO(raw), True
+        with tarfile.open(fileobj=source, mode="r:") if isinstance(source, io.BytesIO) else \
+                tarfile.open(archive, "r:" if plain else "r:*") as tar:
             for member in tar:
                 if member.name not in wanted or not member.isfile():
                     continue
