@@ -24,29 +24,30 @@ except ImportError:  # pragma: no cover - depends on the environment
     _gzip = gzip  # type: ignore[assignment]
 
 
-def open_maybe_compressed(path: Path) -> BinaryIO:
-    """Return a binary stream of the decompressed content of ``path``."""
+_OPENERS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
+
+
+def compression(path: Path) -> str | None:
+    """``"gzip"``, ``"bz2"`` or ``"xz"`` from the file's magic number; None when uncompressed."""
     with open(path, "rb") as fh:
         head = fh.read(6)
-    if head[:2] == b"\x1f\x8b":
-        return _gzip.open(path, "rb")  # type: ignore[return-value]
-    if head[:3] == b"BZh":
-        return bz2.open(path, "rb")  # type: ignore[return-value]
-    if head[:6] == b"\xfd7zXZ\x00":
-        return lzma.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+    return next((name for magic, name in _OPENERS if head.startswith(magic)), None)
+
+
+def open_maybe_compressed(path: Path) -> BinaryIO:
+    """Return a binary stream of the decompressed content of ``path``."""
+    kind = compression(path)
+    opener = {"gzip": _gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(kind or "", open)
+    return opener(path, "rb")  # type: ignore[no-any-return,operator]
 
 
 def is_compressed(path: Path) -> bool:
     """True when ``path`` starts with a gzip, bz2 or xz magic number."""
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    return head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00"
+    return compression(path) is not None
 
 
 def is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
+    return compression(path) == "gzip"
 
 
 def gunzip_bytes(path: Path) -> bytes:
@@ -78,9 +79,10 @@ def read_all(path: Path) -> bytes | mmap.mmap:
     """The whole decompressed content of ``path`` as a bytes-like object (uncompressed files are
     memory-mapped, not copied); stream errors become FormatError."""
     try:
-        if not is_compressed(path):
+        kind = compression(path)
+        if kind is None:
             return map_file(path)
-        if is_gzip(path):
+        if kind == "gzip":
             return gunzip_bytes(path)
         with open_maybe_compressed(path) as fh:
             return fh.read()
