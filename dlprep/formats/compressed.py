@@ -24,6 +24,9 @@ except ImportError:  # pragma: no cover - depends on the environment
     _gzip = gzip  # type: ignore[assignment]
 
 
+DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (_zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+"""What a corrupt gzip/xz stream raises besides ``OSError``/``EOFError``."""
+
 _OPENERS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
 
 

@@ -4,16 +4,20 @@ unpickled). Recipe: ``[splits] train = ["dir/data_batch_1.bin", ...]``, ``test =
 
 from __future__ import annotations
 
-import io
-import tarfile
+import collections
+import queue
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import FormatError, RecipeError
 from ..formats.cifar import PIXELS, decode_cifar_member
-from ..formats.compressed import gunzip_bytes, is_compressed, is_gzip, map_file
+from ..formats.compressed import DECOMPRESS_ERRORS, is_compressed, open_maybe_compressed
+from ..formats.tarstream import TarStream
 from ..store.hdf5 import ImageTensorWriter
 from .core import PrepareContext
 from .params import Param
@@ -23,86 +27,187 @@ PARAMS = (Param("label", "str", "fine", "CIFAR-100 only: which label becomes `la
 
 
 MAX_MEMBER_BYTES = 1 << 30
+_DONE = object()
 
 
-def _read_members(archive: Path, wanted: set[str]) -> dict[str, bytes | memoryview]:
-    """The wanted members' bytes. A plain (uncompressed) tar is memory-mapped and members are
-    zero-copy views of it; a compressed one is streamed. Nothing is extracted to disk."""
-    found: dict[str, bytes | memoryview] = {}
+class _MemberReader:
+    """Reads the wanted members of a (possibly compressed) tar on a background thread, one
+    forward pass, and hands them over through a small queue: inflating (ISA-L, GIL released)
+    overlaps with decoding the previous member. Each wanted member is announced by a
+    ``("head", name, size)`` event before its data is read, then comes ``("data", name, buf)``.
+    Input buffers are recycled."""
+
+    def __init__(self, archive: Path, wanted: set[str], depth: int = 2) -> None:
+        self.archive = archive
+        self.wanted = wanted
+        self.queue: queue.Queue[object] = queue.Queue(depth)
+        self.free: collections.deque[np.ndarray] = collections.deque()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="dlprep-cifar-reader",
+                                       daemon=True)
+        self.thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _buffer(self, size: int) -> np.ndarray:
+        while self.free:
+            buf = self.free.popleft()
+            if len(buf) >= size:
+                return buf[:size]
+        return np.empty(size, np.uint8)
+
+    def _run(self) -> None:
+        try:
+            with open_maybe_compressed(self.archive) as fh:
+                stream = TarStream(fh, self.archive)
+                for member in stream:
+                    if self.stop.is_set():
+                        return
+                    if member.name not in self.wanted:
+                        continue
+                    if member.size > MAX_MEMBER_BYTES:  # real batches are 30.7-153.7 MB
+                        raise FormatError(self.archive, member.offset_data,
+                                          f"member {member.name} claims {member.size:,} bytes "
+                                          f"(over {MAX_MEMBER_BYTES:,}); refusing to read it")
+                    if not self._put(("head", member.name, member.size)):
+                        return
+                    buf = self._buffer(member.size)
+                    stream.read_into(memoryview(buf))
+                    if not self._put(("data", member.name, buf)):
+                        return
+            self._put(_DONE)
+        except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
+            self._put(FormatError(self.archive, -1, f"corrupt archive: {exc}"))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[tuple[str, str, Any]]:
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def recycle(self, buf: np.ndarray) -> None:
+        self.free.append(buf.base if isinstance(buf.base, np.ndarray) else buf)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _member_sizes(archive: Path, wanted: set[str]) -> dict[str, int] | None:
+    """Sizes of the wanted members from the headers alone, when the archive is a plain tar
+    (seeking past the data); None for a compressed one, whose sizes come while streaming."""
+    if is_compressed(archive):
+        return None
+    sizes: dict[str, int] = {}
     try:
-        plain = not is_compressed(archive)
-        view: memoryview | None = None
-        source: Path | io.BytesIO = archive
-        if plain:
-            view = memoryview(map_file(archive))
-        elif is_gzip(archive) and archive.stat().st_size <= MAX_MEMBER_BYTES:
-            # upstream's .tar.gz: one fast ISA-L pass, then members are views of the bytes
-            raw = gunzip_bytes(archive)
-            view, source, plain = memoryview(raw), io.BytesIO(raw), True
-        with tarfile.open(fileobj=source, mode="r:") if isinstance(source, io.BytesIO) else \
-                tarfile.open(archive, "r:" if plain else "r:*") as tar:
-            for member in tar:
-                if member.name not in wanted or not member.isfile():
-                    continue
-                if member.size > MAX_MEMBER_BYTES:  # real batches are 30.7-153.7 MB
-                    raise FormatError(archive, member.offset_data,
-                                      f"member {member.name} claims {member.size:,} bytes "
-                                      f"(over {MAX_MEMBER_BYTES:,}); refusing to read it")
-                if view is not None and not member.issparse():
-                    end = member.offset_data + member.size
-                    if end > len(view):
-                        raise FormatError(archive, len(view), f"member {member.name} truncated")
-                    found[member.name] = view[member.offset_data:end]
-                else:
-                    fh = tar.extractfile(member)
-                    if fh is not None:
-                        found[member.name] = fh.read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise FormatError(archive, -1, f"corrupt tar archive: {exc}") from exc
-    missing = sorted(wanted - found.keys())
-    if missing:
-        raise FormatError(archive, -1, f"archive lacks member(s): {', '.join(missing)}")
-    return found
+        with open(archive, "rb") as fh:
+            for member in TarStream(fh, archive, seek=True):
+                if member.name in wanted:
+                    sizes[member.name] = member.size
+    except FormatError:
+        return None  # the streaming pass reports it, with the member's name
+    return sizes
 
 
 def build(ctx: PrepareContext, out: Path) -> None:
     recipe = ctx.recipe
     cifar100 = recipe.parser == "cifar100-bin"
     label_bytes, limits = (2, (20, 100)) if cifar100 else (1, (10,))
+    rec = label_bytes + PIXELS
     name_keys = ("classes_member", "coarse_classes_member")
     split_members = {k: v for k, v in recipe.splits.items() if k not in name_keys}
     if not split_members or not all(isinstance(v, list) for v in split_members.values()):
         raise RecipeError(f"{recipe.path}: splits: expected <split> = [member, ...] lists")
     (archive,) = ctx.files.values()
-    wanted = {m for members in split_members.values() for m in members}
-    wanted |= {recipe.splits[k] for k in name_keys if k in recipe.splits}
-    data = _read_members(archive, wanted)
-    rec = label_bytes + PIXELS
+    texts = {recipe.splits[k] for k in name_keys if k in recipe.splits}
+    image_members = {m for members in split_members.values() for m in members}
+    wanted = image_members | texts
     column = 1 if cifar100 and ctx.options["label"] == "fine" else 0
-    key = "coarse_classes_member" if cifar100 and column == 0 else "classes_member"
-    if key in recipe.splits:
-        text = bytes(data[recipe.splits[key]]).decode("utf-8")
-        classes = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    else:
-        classes = list(recipe.classes or []) or [str(i) for i in range(limits[column])]
-    total = sum(len(data[m]) // rec for members in split_members.values() for m in members)
-    writer = ImageTensorWriter(out, total, (32, 32, 3))
-    pool = ThreadPoolExecutor(2)
-    try:
-        splits: dict[str, np.ndarray] = {}
-        other = []
+    sizes = _member_sizes(archive, image_members) or {}
+    raw_text: dict[str, bytes] = {}
+    held: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
+    labels_of: dict[str, np.ndarray] = {}
+    writer: ImageTensorWriter | None = None
+    places: dict[str, list[tuple[str, int]]] = {}
+    splits: dict[str, np.ndarray] = {}
+
+    def open_writer() -> ImageTensorWriter:
+        """All image members' sizes are known: lay out the rows in recipe order."""
+        pos = 0
         for split, members in split_members.items():
-            start = writer.pos
+            start = pos
             for m in members:
-                images, labels, sums = decode_cifar_member(data.pop(m), label_bytes,
-                                                           f"{archive}:{m}", limits, pool)
-                writer.write(images, labels[:, column], split=split, sums=sums)
-                if cifar100:
-                    other.append(labels[:, 1 - column])
-            splits[split] = np.arange(start, writer.pos, dtype=np.int64)
-        meta = {("coarse_labels" if column == 1 else "fine_labels"): np.concatenate(other)} \
-            if cifar100 else None
+                places.setdefault(m, []).append((split, pos))
+                pos += sizes[m] // rec
+            splits[split] = np.arange(start, pos, dtype=np.int64)
+        return ImageTensorWriter(out, pos, (32, 32, 3))
+
+    def place(name: str) -> None:
+        images, labels, sums = held.pop(name)
+        assert writer is not None
+        for split, start in places[name]:
+            writer.write_at(start, images, labels[:, column], split=split,
+                            sums=sums if split == "train" else None, background=True)
+
+    train = set(split_members.get("train", ()))
+    pool = ThreadPoolExecutor(2)
+    reader = _MemberReader(archive, wanted)
+    try:
+        if image_members <= sizes.keys():
+            writer = open_writer()
+        # stream order; decoding overlaps reading the next member, writing overlaps both
+        for kind, name, value in reader:
+            if kind == "head":
+                if name in image_members:
+                    sizes[name] = value
+                    if writer is None and image_members <= sizes.keys():
+                        writer = open_writer()
+                        for done in list(held):
+                            place(done)
+                continue
+            if name in labels_of or name in raw_text:
+                raise FormatError(archive, -1, f"archive holds member {name} twice")
+            if name in texts:
+                raw_text[name] = bytes(value)
+            if name in image_members:
+                images, labels, sums = decode_cifar_member(
+                    value, label_bytes, f"{archive}:{name}", limits, pool,
+                    with_sums=name in train)
+                labels_of[name] = labels
+                held[name] = (images, labels, sums)
+                if writer is not None:
+                    place(name)
+            reader.recycle(value)
+        reader.close()
+        missing = sorted(wanted - labels_of.keys() - raw_text.keys())
+        if missing:
+            raise FormatError(archive, -1, f"archive lacks member(s): {', '.join(missing)}")
+        assert writer is not None
+        key = "coarse_classes_member" if cifar100 and column == 0 else "classes_member"
+        if key in recipe.splits:
+            text = raw_text[recipe.splits[key]].decode("utf-8")
+            classes = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        else:
+            classes = list(recipe.classes or []) or [str(i) for i in range(limits[column])]
+        meta = None
+        if cifar100:
+            other = [labels_of[m][:, 1 - column] for ms in split_members.values() for m in ms]
+            meta = {("coarse_labels" if column == 1 else "fine_labels"): np.concatenate(other)}
         writer.finish(splits=splits, classes=classes, meta=meta, **ctx.finish_kwargs())
     finally:
+        reader.close()
         pool.shutdown()
-        writer.close()
+        if writer is not None:
+            writer.close()
