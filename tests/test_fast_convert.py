@@ -206,3 +206,63 @@ def test_cifar_archive_errors_name_the_member(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="lacks member.*b/t.bin"):
         _build(tmp_path, missing, ["b/a.bin"], ["b/t.bin"])
     assert not list(tmp_path.glob("*.h5")) and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_prefetch_yields_in_order_reraises_and_closes_early() -> None:
+    from dlprep.background import Prefetch
+
+    with Prefetch(iter(range(100)), depth=3) as items:
+        assert list(items) == list(range(100))
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield 1
+        raise FormatError("f.bin", 7, "broken")
+
+    with pytest.raises(FormatError, match="f.bin at byte 7: broken"):
+        with Prefetch(failing()) as items:
+            list(items)
+    closed = []
+
+    def endless():  # type: ignore[no-untyped-def]
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+
+    with Prefetch(endless(), depth=2) as items:
+        for n in items:
+            if n == 5:
+                break
+    assert closed == [True]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_stream_blocks_and_errors(tmp_path: Path, compress: bool) -> None:
+    from dlprep.formats.idx import IdxStream, parse_idx_bytes
+
+    rng = np.random.default_rng(8)
+    arr = rng.integers(0, 256, (1000, 28, 28), dtype=np.uint8)
+    data = bytes([0, 0, 8, 3]) + np.array(arr.shape, ">u4").tobytes() + arr.tobytes()
+
+    def write(name: str, payload: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(payload) if compress else payload)
+        return path
+
+    with IdxStream(write("ok", data)) as stream:
+        blocks = list(stream.blocks(target_bytes=784 * 300))
+    assert [len(b) for b in blocks] == [300, 300, 300, 100]
+    np.testing.assert_array_equal(np.concatenate(blocks), parse_idx_bytes(data))
+    with IdxStream(write("cut", data[:-100])) as stream:
+        with pytest.raises(FormatError, match="truncated IDX data") as err:
+            list(stream.blocks())
+    assert err.value.offset == len(data) - 100 and "cut" in str(err.value)
+    with IdxStream(write("long", data + b"xx")) as stream:
+        with pytest.raises(FormatError, match="trailing bytes") as err:
+            list(stream.blocks())
+    assert err.value.offset == len(data)
+    with pytest.raises(FormatError, match="bad IDX magic"):
+        IdxStream(write("magic", b"\x01" + data[1:]))

@@ -49,24 +49,27 @@ def parse_cifar_records(data: bytes, label_bytes: int, source: object = "<bytes>
 
 
 def interleave_with_sums(raw: np.ndarray, label_bytes: int, out: np.ndarray,
-                         block: int = 2048, *, with_sums: bool = True
+                         block: int = 1024, *, with_sums: bool = True
                          ) -> tuple[np.ndarray, np.ndarray, int]:
     """Interleave planar records ``raw`` (n, label_bytes + 3072) into ``out`` (n, 32, 32, 3),
-    plane by plane in cache-sized row blocks (contiguous reads, ~2x faster than a 4-D
-    transpose), and return exact per-channel pixel sums and squared sums, from byte
-    histograms of the planes. Thread-safe on disjoint row ranges (the GIL is released)."""
+    plane by plane (contiguous reads, ~2x faster than a 4-D transpose), and return exact
+    per-channel pixel sums and squared sums from byte histograms of the planes, taken in the
+    same cache-sized row blocks while they are hot. Thread-safe on disjoint row ranges (the
+    GIL is released)."""
+    counts = np.zeros((3, 256), np.int64)
+    raw = np.ascontiguousarray(raw)
+    view = memoryview(raw.reshape(-1))
+    rec = raw.shape[1] if raw.ndim == 2 else 0
     for lo in range(0, len(raw), block):
         rows, dst = raw[lo:lo + block], out[lo:lo + block]
         for ch in range(3):
-            dst[..., ch] = rows[:, label_bytes + ch * 1024:label_bytes + (ch + 1) * 1024] \
-                .reshape(-1, 32, 32)
+            start = label_bytes + ch * 1024
+            dst[..., ch] = rows[:, start:start + 1024].reshape(-1, 32, 32)
+            if with_sums:
+                counts[ch] += strided_histogram(view, lo * rec + start, 1024, len(rows), rec)
     total, total_sq = np.zeros(3, np.uint64), np.zeros(3, np.uint64)
-    if len(raw) and with_sums:
-        view = memoryview(np.ascontiguousarray(raw).reshape(-1))
-        for ch in range(3):
-            counts = strided_histogram(view, label_bytes + ch * 1024, 1024, len(raw),
-                                       raw.shape[1])
-            total[ch], total_sq[ch] = histogram_sums(counts)
+    for ch in range(3):
+        total[ch], total_sq[ch] = histogram_sums(counts[ch])
     return total, total_sq, len(raw) * 1024
 
 

@@ -5,8 +5,6 @@ unpickled). Recipe: ``[splits] train = ["dir/data_batch_1.bin", ...]``, ``test =
 from __future__ import annotations
 
 import collections
-import queue
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..background import Prefetch
 from ..errors import FormatError, RecipeError
 from ..formats.cifar import PIXELS, decode_cifar_member
 from ..formats.compressed import DECOMPRESS_ERRORS, is_compressed, open_maybe_compressed
@@ -27,82 +26,34 @@ PARAMS = (Param("label", "str", "fine", "CIFAR-100 only: which label becomes `la
 
 
 MAX_MEMBER_BYTES = 1 << 30
-_DONE = object()
 
 
-class _MemberReader:
-    """Reads the wanted members of a (possibly compressed) tar on a background thread, one
-    forward pass, and hands them over through a small queue: inflating (ISA-L, GIL released)
-    overlaps with decoding the previous member. Each wanted member is announced by a
-    ``("head", name, size)`` event before its data is read, then comes ``("data", name, buf)``.
-    Input buffers are recycled."""
-
-    def __init__(self, archive: Path, wanted: set[str], depth: int = 2) -> None:
-        self.archive = archive
-        self.wanted = wanted
-        self.queue: queue.Queue[object] = queue.Queue(depth)
-        self.free: collections.deque[np.ndarray] = collections.deque()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="dlprep-cifar-reader",
-                                       daemon=True)
-        self.thread.start()
-
-    def _put(self, item: object) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _buffer(self, size: int) -> np.ndarray:
-        while self.free:
-            buf = self.free.popleft()
-            if len(buf) >= size:
-                return buf[:size]
-        return np.empty(size, np.uint8)
-
-    def _run(self) -> None:
-        try:
-            with open_maybe_compressed(self.archive) as fh:
-                stream = TarStream(fh, self.archive)
-                for member in stream:
-                    if self.stop.is_set():
-                        return
-                    if member.name not in self.wanted:
-                        continue
-                    if member.size > MAX_MEMBER_BYTES:  # real batches are 30.7-153.7 MB
-                        raise FormatError(self.archive, member.offset_data,
-                                          f"member {member.name} claims {member.size:,} bytes "
-                                          f"(over {MAX_MEMBER_BYTES:,}); refusing to read it")
-                    if not self._put(("head", member.name, member.size)):
-                        return
-                    buf = self._buffer(member.size)
-                    stream.read_into(memoryview(buf))
-                    if not self._put(("data", member.name, buf)):
-                        return
-            self._put(_DONE)
-        except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
-            self._put(FormatError(self.archive, -1, f"corrupt archive: {exc}"))
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._put(exc)
-
-    def __iter__(self) -> Iterator[tuple[str, str, Any]]:
-        while True:
-            item = self.queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-
-    def recycle(self, buf: np.ndarray) -> None:
-        self.free.append(buf.base if isinstance(buf.base, np.ndarray) else buf)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
+def _wanted_members(archive: Path, wanted: set[str], free: collections.deque[np.ndarray]
+                    ) -> Iterator[tuple[str, str, Any]]:
+    """One forward pass over the (possibly compressed) tar: ``("head", name, size)`` for each
+    wanted member as soon as its header is read, then ``("data", name, bytes)``. Data goes
+    into buffers taken from ``free`` (the consumer recycles them) when one is big enough."""
+    try:
+        with open_maybe_compressed(archive) as fh:
+            stream = TarStream(fh, archive)
+            for member in stream:
+                if member.name not in wanted:
+                    continue
+                if member.size > MAX_MEMBER_BYTES:  # real batches are 30.7-153.7 MB
+                    raise FormatError(archive, member.offset_data,
+                                      f"member {member.name} claims {member.size:,} bytes "
+                                      f"(over {MAX_MEMBER_BYTES:,}); refusing to read it")
+                yield "head", member.name, member.size
+                buf = None
+                while free and buf is None:
+                    spare = free.popleft()
+                    buf = spare[:member.size] if len(spare) >= member.size else None
+                if buf is None:
+                    buf = np.empty(member.size, np.uint8)
+                stream.read_into(memoryview(buf))
+                yield "data", member.name, buf
+    except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
+        raise FormatError(archive, -1, f"corrupt archive: {exc}") from exc
 
 
 def _member_sizes(archive: Path, wanted: set[str]) -> dict[str, int] | None:
@@ -163,7 +114,9 @@ def build(ctx: PrepareContext, out: Path) -> None:
 
     train = set(split_members.get("train", ()))
     pool = ThreadPoolExecutor(2)
-    reader = _MemberReader(archive, wanted)
+    free: collections.deque[np.ndarray] = collections.deque()
+    # inflating the next member (GIL released) overlaps with decoding this one
+    reader = Prefetch(_wanted_members(archive, wanted, free), name="dlprep-cifar-reader")
     try:
         if image_members <= sizes.keys():
             writer = open_writer()
@@ -189,7 +142,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
                 held[name] = (images, labels, sums)
                 if writer is not None:
                     place(name)
-            reader.recycle(value)
+            free.append(value.base if isinstance(value.base, np.ndarray) else value)
         reader.close()
         missing = sorted(wanted - labels_of.keys() - raw_text.keys())
         if missing:

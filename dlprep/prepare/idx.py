@@ -6,12 +6,14 @@ recipe order and samples keep upstream order.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
+from ..background import Prefetch
 from ..errors import FormatError, RecipeError
-from ..formats.idx import read_idx_images, read_idx_labels
+from ..formats.idx import IdxStream, read_idx_labels
 from ..store.hdf5 import ImageTensorWriter
 from .core import PrepareContext
 
@@ -23,28 +25,43 @@ def build(ctx: PrepareContext, out: Path) -> None:
     if not recipe.splits:
         raise RecipeError(f"{recipe.path}: splits: an idx recipe needs [splits.<name>] tables")
     n_classes = len(recipe.classes) if recipe.classes else None
-    parts = []
-    for split, table in recipe.splits.items():
-        if not isinstance(table, dict) or set(table) != {"images", "labels"}:
-            raise RecipeError(f"{recipe.path}: splits.{split}: needs exactly 'images' and 'labels'")
-        img_path, lab_path = ctx.files[table["images"]], ctx.files[table["labels"]]
-        images = read_idx_images(img_path)
-        labels = read_idx_labels(lab_path, n_classes)
-        if len(images) != len(labels):
-            raise FormatError(lab_path, 4, f"{len(labels)} labels for {len(images)} images in "
-                                           f"{img_path.name}")
-        parts.append((split, images, labels))
-    shapes = {p[1].shape[1:] for p in parts}
-    if len(shapes) != 1:
-        raise FormatError(recipe.path, -1, f"splits have different image shapes: {sorted(shapes)}")
-    total = sum(len(p[1]) for p in parts)
-    writer = ImageTensorWriter(out, total, parts[0][1].shape[1:])
-    try:
-        splits = {}
-        for split, images, labels in parts:
-            splits[split] = np.arange(writer.pos, writer.pos + len(images), dtype=np.int64)
-            writer.write(images, labels, split=split)
-        classes = recipe.classes or [str(i) for i in range(int(max(p[2].max() for p in parts)) + 1)]
-        writer.finish(splits=splits, classes=classes, **ctx.finish_kwargs())
-    finally:
-        writer.close()
+    with contextlib.ExitStack() as stack:
+        parts = []
+        for split, table in recipe.splits.items():
+            if not isinstance(table, dict) or set(table) != {"images", "labels"}:
+                raise RecipeError(f"{recipe.path}: splits.{split}: needs exactly 'images' and "
+                                  f"'labels'")
+            img_path, lab_path = ctx.files[table["images"]], ctx.files[table["labels"]]
+            labels = read_idx_labels(lab_path, n_classes)
+            images = stack.enter_context(IdxStream(img_path))
+            if len(images.dims) != 3 or images.dtype != np.uint8:
+                raise FormatError(img_path, 0, f"expected uint8 images (N, H, W), got "
+                                               f"{images.dtype} {images.dims}")
+            if images.dims[0] != len(labels):
+                raise FormatError(lab_path, 4, f"{len(labels)} labels for {images.dims[0]} "
+                                               f"images in {img_path.name}")
+            parts.append((split, images, labels))
+        shapes = {p[1].dims[1:] for p in parts}
+        if len(shapes) != 1:
+            raise FormatError(recipe.path, -1,
+                              f"splits have different image shapes: {sorted(shapes)}")
+        total = sum(len(p[2]) for p in parts)
+        writer = ImageTensorWriter(out, total, (*parts[0][1].dims[1:], 1))
+        try:
+            splits = {}
+            pos = 0
+            for split, images, labels in parts:
+                splits[split] = np.arange(pos, pos + len(labels), dtype=np.int64)
+                # inflating the next block overlaps with writing this one and its statistics
+                with Prefetch(images.blocks(), name="dlprep-idx-reader") as blocks:
+                    for block in blocks:
+                        end = pos + len(block)
+                        writer.write_at(pos, block[..., None], labels[pos - splits[split][0]:
+                                                                      end - splits[split][0]],
+                                        split=split, background=True)
+                        pos = end
+            classes = recipe.classes or [str(i) for i in
+                                         range(int(max(p[2].max() for p in parts)) + 1)]
+            writer.finish(splits=splits, classes=classes, **ctx.finish_kwargs())
+        finally:
+            writer.close()
