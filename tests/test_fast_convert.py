@@ -266,3 +266,19 @@ def test_idx_stream_blocks_and_errors(tmp_path: Path, compress: bool) -> None:
     assert err.value.offset == len(data)
     with pytest.raises(FormatError, match="bad IDX magic"):
         IdxStream(write("magic", b"\x01" + data[1:]))
+
+
+def test_byte_histogram_on_mostly_black_images() -> None:
+    from dlprep.pixelstats import byte_histogram
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 256, 200_003, dtype=np.uint8)
+    x[rng.random(x.size) < 0.8] = 0  # mostly black, like MNIST
+    np.testing.assert_array_equal(byte_histogram(memoryview(x)), np.bincount(x, minlength=256))
+    assert byte_histogram(b"").sum() == 0 and byte_histogram(b"\x07")[7] == 1
+    got = channel_sums(x[:200_000].reshape(-1, 20, 10, 1))
+    assert got is not None and int(got[0][0]) == int(x[:200_000].sum(dtype=np.uint64))
+    assert int(got[1][0]) == int((x[:200_000].astype(np.uint64) ** 2).sum())
+    raw = rng.integers(0, 256, (9, 3074), dtype=np.uint8)  # RGBA view at odd offsets/strides
+    got = strided_histogram(memoryview(raw.reshape(-1)), 2 + 1024, 1024, 9, 3074)
+    np.testing.assert_array_equal(got, np.bincount(raw[:, 1026:2050].ravel(), minlength=256))
