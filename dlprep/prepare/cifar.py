@@ -28,11 +28,12 @@ PARAMS = (Param("label", "str", "fine", "CIFAR-100 only: which label becomes `la
 MAX_MEMBER_BYTES = 1 << 30
 
 
-def _wanted_members(archive: Path, wanted: set[str], free: collections.deque[np.ndarray]
-                    ) -> Iterator[tuple[str, str, Any]]:
-    """One forward pass over the (possibly compressed) tar: ``("head", name, size)`` for each
-    wanted member as soon as its header is read, then ``("data", name, bytes)``. Data goes
-    into buffers taken from ``free`` (the consumer recycles them) when one is big enough."""
+def _wanted_members(archive: Path, wanted: set[str], free: collections.deque[np.ndarray],
+                    headers: dict[str, int]) -> Iterator[tuple[str, np.ndarray]]:
+    """One forward pass over the (possibly compressed) tar yielding ``(name, bytes)`` of the
+    wanted members. Each one's size goes into ``headers`` as soon as its header is read (so
+    the consumer learns the layout while still decoding earlier members). Data goes into
+    buffers taken from ``free`` (the consumer recycles them) when one is big enough."""
     try:
         with open_maybe_compressed(archive) as fh:
             stream = TarStream(fh, archive)
@@ -43,7 +44,7 @@ def _wanted_members(archive: Path, wanted: set[str], free: collections.deque[np.
                     raise FormatError(archive, member.offset_data,
                                       f"member {member.name} claims {member.size:,} bytes "
                                       f"(over {MAX_MEMBER_BYTES:,}); refusing to read it")
-                yield "head", member.name, member.size
+                headers[member.name] = member.size
                 buf = None
                 while free and buf is None:
                     spare = free.popleft()
@@ -51,7 +52,7 @@ def _wanted_members(archive: Path, wanted: set[str], free: collections.deque[np.
                 if buf is None:
                     buf = np.empty(member.size, np.uint8)
                 stream.read_into(memoryview(buf))
-                yield "data", member.name, buf
+                yield member.name, buf
     except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
         raise FormatError(archive, -1, f"corrupt archive: {exc}") from exc
 
@@ -115,21 +116,25 @@ def build(ctx: PrepareContext, out: Path) -> None:
     train = set(split_members.get("train", ()))
     pool = ThreadPoolExecutor(2)
     free: collections.deque[np.ndarray] = collections.deque()
-    # inflating the next member (GIL released) overlaps with decoding this one
-    reader = Prefetch(_wanted_members(archive, wanted, free), name="dlprep-cifar-reader")
-    try:
-        if image_members <= sizes.keys():
+    headers: dict[str, int] = {}
+    # the reader inflates ahead (GIL released) while members are decoded; once every image
+    # member's header has been seen the rows' places are known and writing overlaps too
+    reader = Prefetch(_wanted_members(archive, wanted, free, headers), depth=8,
+                      name="dlprep-cifar-reader")
+
+    def layout_known() -> bool:
+        nonlocal writer
+        if writer is None and image_members <= (sizes.keys() | headers.keys()):
+            for m in image_members - sizes.keys():
+                sizes[m] = headers[m]
             writer = open_writer()
-        # stream order; decoding overlaps reading the next member, writing overlaps both
-        for kind, name, value in reader:
-            if kind == "head":
-                if name in image_members:
-                    sizes[name] = value
-                    if writer is None and image_members <= sizes.keys():
-                        writer = open_writer()
-                        for done in list(held):
-                            place(done)
-                continue
+            for done in list(held):
+                place(done)
+        return writer is not None
+
+    try:
+        layout_known()
+        for name, value in reader:
             if name in labels_of or name in raw_text:
                 raise FormatError(archive, -1, f"archive holds member {name} twice")
             if name in texts:
@@ -140,7 +145,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
                     with_sums=name in train)
                 labels_of[name] = labels
                 held[name] = (images, labels, sums)
-                if writer is not None:
+                if layout_known() and name in held:
                     place(name)
             free.append(value.base if isinstance(value.base, np.ndarray) else value)
         reader.close()
