@@ -106,12 +106,27 @@ def build(ctx: PrepareContext, out: Path) -> None:
             splits[split] = np.arange(start, pos, dtype=np.int64)
         return ImageTensorWriter(out, pos, (32, 32, 3))
 
+    spare: collections.deque[tuple[Any, np.ndarray]] = collections.deque()
+
     def place(name: str) -> None:
         images, labels, sums = held.pop(name)
         assert writer is not None
+        job = None
         for split, start in places[name]:
-            writer.write_at(start, images, labels[:, column], split=split,
-                            sums=sums if split == "train" else None, background=True)
+            job = writer.write_at(start, images, labels[:, column], split=split,
+                                  sums=sums if split == "train" else None, background=True)
+        if len(places[name]) == 1 and job is not None:
+            # reusable once written (train rows come with their sums, so no statistics job
+            # still reads them)
+            spare.append((job, images))
+
+    def spare_output() -> np.ndarray | None:
+        """An output buffer whose rows are on disk already (two in flight at most)."""
+        if len(spare) < 2 and not (spare and spare[0][0].done()):
+            return None
+        job, images = spare.popleft()
+        job.result()
+        return images
 
     train = set(split_members.get("train", ()))
     pool = ThreadPoolExecutor(2)
@@ -142,7 +157,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
             if name in image_members:
                 images, labels, sums = decode_cifar_member(
                     value, label_bytes, f"{archive}:{name}", limits, pool,
-                    with_sums=name in train)
+                    with_sums=name in train, out=spare_output())
                 labels_of[name] = labels
                 held[name] = (images, labels, sums)
                 if layout_known() and name in held:
