@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ExtractionError
+from ..magic import COMPRESSION_MAGIC
 
 CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_STREAMS = {"gz": (b"\x1f\x8b", gzip.open, (".gz", ".gzip")),
-            "bz2": (b"BZh", bz2.open, (".bz2",)),
-            "xz": (b"\xfd7zXZ\x00", lzma.open, (".xz",))}
+_STREAMS = {"gz": (COMPRESSION_MAGIC["gzip"], gzip.open, (".gz", ".gzip")),
+            "bz2": (COMPRESSION_MAGIC["bz2"], bz2.open, (".bz2",)),
+            "xz": (COMPRESSION_MAGIC["xz"], lzma.open, (".xz",))}
 _CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
             gzip.BadGzipFile)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import ChecksumError
+from ..magic import file_compression
 
 if TYPE_CHECKING:
     from .download import FileSpec
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dlprep")
 
 CHUNK = 1 << 20
-_MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+_OPENERS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 
 
 def hash_file(path: Path, algorithm: str = "sha256", *, limit: int | None = None) -> str:
@@ -50,12 +51,8 @@ def hash_prefix(path: Path, algorithm: str, limit: int | None = None) -> hashlib
 
 def open_decompressed(path: Path) -> BinaryIO | None:
     """A stream of the decompressed content of a gzip/bz2/xz file; None if not compressed."""
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    for magic, opener in _MAGIC:
-        if head.startswith(magic):
-            return opener(path, "rb")  # type: ignore[return-value]
-    return None
+    kind = file_compression(path)
+    return None if kind is None else _OPENERS[kind](path, "rb")  # type: ignore[return-value]
 
 
 def content_hash(path: Path, algorithm: str) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import FormatError
+from ..magic import file_compression, sniff_compression
 
 try:  # ISA-L: the same formats, about twice zlib's decompression speed
     from isal import igzip as _gzip
@@ -27,14 +28,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (_zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 """What a corrupt gzip/xz stream raises besides ``OSError``/``EOFError``."""
 
-_OPENERS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
-
-
 def compression(path: Path) -> str | None:
     """``"gzip"``, ``"bz2"`` or ``"xz"`` from the file's magic number; None when uncompressed."""
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    return next((name for magic, name in _OPENERS if head.startswith(magic)), None)
+    return file_compression(path)
 
 
 def open_maybe_compressed(path: Path) -> BinaryIO:
@@ -65,7 +61,7 @@ def gunzip_bytes(path: Path) -> bytes:
         if not d.eof:
             raise EOFError("compressed stream ended before its end marker (truncated file?)")
         data = d.unused_data
-        if data and data[:2] != b"\x1f\x8b":
+        if data and sniff_compression(data[:2]) != "gzip":
             break  # trailing garbage after the last member is ignored, like gzip(1)
     return b"".join(parts)
 

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DlprepError, FormatError
+from ..magic import sniff_compression
 
 POLICIES = ("shorter-side+center-crop", "pad", "stretch")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default MAX_IMAGE_PIXELS (a 0.25 GB RGB image)
@@ -287,7 +288,7 @@ def _is_plain_tar(path: Path) -> bool:
     """True for an uncompressed tar (Oxford Pets' ``.tar.gz`` files are, despite the name)."""
     with open(path, "rb") as fh:
         head = fh.read(512)
-    return len(head) == 512 and not head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
+    return len(head) == 512 and sniff_compression(head) is None
 
 
 def _check_member_name(archive: Path, name: str) -> None:
