@@ -14,11 +14,11 @@ import numpy as np
 
 from .order import worker_seed
 from .sampling import ShardedSampler, class_weights
-from .source import PreparedFile
+from .source import PreparedFile, SplitView
 from .transforms import apply_batched, prepare_transform, reseed_transform
 
 
-class ImageDataset:
+class ImageDataset(SplitView):
     """Samples ``indices`` (a split) of an image file; picklable, opens the file lazily per process.
 
     Attributes: ``classes`` (list[str]), ``mean``/``std`` float32 ``(C,)`` (train split, pixels
@@ -43,10 +43,6 @@ class ImageDataset:
 
     # -- metadata ------------------------------------------------------------------------
     @property
-    def classes(self) -> list[str]:
-        return self.file.classes
-
-    @property
     def mean(self) -> np.ndarray | None:
         return self.file.mean
 
@@ -55,21 +51,8 @@ class ImageDataset:
         return self.file.std
 
     @property
-    def info(self) -> dict[str, Any]:
-        return self.file.summary()
-
-    @property
     def path(self) -> str:
         return str(self.file.path)
-
-    @property
-    def labels(self) -> np.ndarray:
-        if self.file.labels is None:
-            return np.full(len(self.indices), -1, np.int64)
-        return self.file.labels[self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.file.path.name}, split={self.split!r}, "

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import StoreError
 from .sampling import ShardedSampler, class_weights
-from .source import PreparedFile
+from .source import PreparedFile, SplitView
 
 IN_MEMORY_BYTES = 256 << 20
 PAD_ID = 0
@@ -50,7 +50,7 @@ class _TokenReader:
         return self.file.read_range(start, stop)
 
 
-class SequenceDataset:
+class SequenceDataset(SplitView):
     """Samples ``indices`` of a sequence file; picklable, lazy per process.
 
     Attributes: ``vocab`` (list[str]), ``classes``, ``tokenizer`` (config dict), ``indices``,
@@ -79,16 +79,8 @@ class SequenceDataset:
         return self.file.vocab
 
     @property
-    def classes(self) -> list[str]:
-        return self.file.classes
-
-    @property
     def tokenizer(self) -> dict[str, Any]:
         return dict(self.file.tokenizer)
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return self.file.summary()
 
     @property
     def mean(self) -> None:
@@ -101,15 +93,6 @@ class SequenceDataset:
         off = self.file.offsets
         assert off is not None
         return (off[self.indices + 1] - off[self.indices]).astype(np.int64)
-
-    @property
-    def labels(self) -> np.ndarray:
-        if self.file.labels is None:
-            return np.full(len(self.indices), -1, np.int64)
-        return self.file.labels[self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.file.path.name}, split={self.split!r}, n={len(self)})"

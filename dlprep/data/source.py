@@ -196,3 +196,30 @@ class PreparedFile:
     def summary(self) -> dict[str, Any]:
         """``store.hdf5.dataset_summary`` of the file (shapes, splits, class counts, provenance)."""
         return dataset_summary(self.path)
+
+
+class SplitView:
+    """What every dataset over one split of a prepared file shares: ``file``, ``indices``
+    (rows of the split), ``split``; the file's ``classes`` and ``info``; the split's
+    ``labels`` (-1 when unlabelled) and its length."""
+
+    file: PreparedFile
+    indices: np.ndarray
+    split: str | None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.file.classes
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.file.summary()
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self.file.labels is None:
+            return np.full(len(self.indices), -1, np.int64)
+        return self.file.labels[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
