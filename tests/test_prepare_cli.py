@@ -340,3 +340,29 @@ def test_disk_full_during_prepare_is_a_clear_error_and_leaves_nothing(
     monkeypatch.undo()
     assert main(["--cache-dir", str(cache_dir), "-q", "fetch", "mnist-sample"]) == 0
     assert len(list(prepared.glob("*.h5"))) == 1
+
+
+def test_disk_full_while_writing_pixels_in_the_background(
+        cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    import dlprep.store.hdf5 as store
+    from dlprep.cli import main
+
+    calls = []
+
+    def full_after_one(fd: int, data: object, offset: int) -> int:
+        calls.append(offset)
+        if len(calls) > 1:  # the second block of pixels finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return len(memoryview(data))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.os, "pwrite", full_after_one)
+    code = main(["--cache-dir", str(cache_dir), "fetch", "mnist-sample"])
+    err = capsys.readouterr().err
+    assert len(calls) >= 2
+    assert code == 1 and err.startswith("error: disk full") and err.count("\n") == 1
+    prepared = cache_dir / "prepared" / "mnist-sample"
+    assert not list(prepared.glob("*.h5")) and not list(prepared.glob(".tmp-*"))
+    monkeypatch.undo()
