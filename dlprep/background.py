@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -51,13 +51,31 @@ class Prefetch(Generic[T]):
             self._put(_Raised(exc))
 
     def __iter__(self) -> Iterator[T]:
+        return self.items()
+
+    def items(self, idle: Callable[[], object] | None = None,
+              every: float = 0.01) -> Iterator[T]:
+        """The items; while waiting for the next one, call ``idle`` every ``every`` seconds
+        (lets the consumer act on progress it can see elsewhere)."""
         while True:
-            item = self._queue.get()
+            if idle is None:
+                item = self._queue.get()
+            else:
+                while True:
+                    try:
+                        item = self._queue.get(timeout=every)
+                        break
+                    except queue.Empty:
+                        idle()
             if item is _DONE:
                 return
             if isinstance(item, _Raised):
                 raise item.exc
             yield item  # type: ignore[misc]
+
+    def ready(self) -> bool:
+        """True when the next item is already waiting (the producer is ahead)."""
+        return not self._queue.empty()
 
     def close(self) -> None:
         """Stop the thread and close the source iterator (its ``finally`` blocks run)."""

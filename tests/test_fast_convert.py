@@ -282,3 +282,20 @@ def test_byte_histogram_on_mostly_black_images() -> None:
     raw = rng.integers(0, 256, (9, 3074), dtype=np.uint8)  # RGBA view at odd offsets/strides
     got = strided_histogram(memoryview(raw.reshape(-1)), 2 + 1024, 1024, 9, 3074)
     np.testing.assert_array_equal(got, np.bincount(raw[:, 1026:2050].ravel(), minlength=256))
+
+
+def test_prefetch_idle_hook_runs_while_waiting() -> None:
+    import time
+
+    from dlprep.background import Prefetch
+
+    def slow():  # type: ignore[no-untyped-def]
+        for i in range(3):
+            time.sleep(0.05)
+            yield i
+
+    ticks = []
+    with Prefetch(slow()) as items:
+        assert list(items.items(idle=lambda: ticks.append(1), every=0.005)) == [0, 1, 2]
+        assert not items.ready()
+    assert len(ticks) >= 3

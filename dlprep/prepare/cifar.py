@@ -149,15 +149,18 @@ def build(ctx: PrepareContext, out: Path) -> None:
 
     try:
         layout_known()
-        for name, value in reader:
+        for name, value in reader.items(idle=layout_known):
             if name in labels_of or name in raw_text:
                 raise FormatError(archive, -1, f"archive holds member {name} twice")
             if name in texts:
                 raw_text[name] = bytes(value)
             if name in image_members:
+                # two threads when input is waiting; one when inflating is the bottleneck,
+                # leaving the other core to the reader
                 images, labels, sums = decode_cifar_member(
-                    value, label_bytes, f"{archive}:{name}", limits, pool,
-                    with_sums=name in train, out=spare_output())
+                    value, label_bytes, f"{archive}:{name}", limits,
+                    pool if reader.ready() else None, with_sums=name in train,
+                    out=spare_output())
                 labels_of[name] = labels
                 held[name] = (images, labels, sums)
                 if layout_known() and name in held:
