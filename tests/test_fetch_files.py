@@ -272,3 +272,24 @@ def test_recipe_content_hash_keys_are_validated(tmp_path: Path) -> None:
     bad.write_text(text + 'content_md5 = "XYZ"\n')
     with pytest.raises(RecipeError, match=r"files\[0\]\.content_md5: expected 32 lowercase hex"):
         load_recipe_file(bad)
+
+
+def test_path_lock_excludes_other_holders_and_times_out(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from dlprep.locks import PathLock
+
+    path = tmp_path / "x.lock"
+    held = PathLock(path)
+    assert held.acquire(timeout=0)
+    other = PathLock(path)
+    assert not other.acquire(timeout=0.1)  # another open file description: excluded
+    code = ("import sys; from dlprep.locks import PathLock; "
+            f"sys.exit(0 if not PathLock({str(path)!r}).acquire(timeout=0.1) else 3)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # another process too
+    held.release()
+    assert other.acquire(timeout=0)
+    other.release()
+    with PathLock(path):
+        assert not PathLock(path).acquire(timeout=0)

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from filelock import FileLock, Timeout
-
 from ..cache import offline_from_env
 from ..errors import ChecksumError, DlprepError, FetchError, OfflineError
+from ..locks import PathLock
 from .http import RetryPolicy, discard_partial, download_url, shared_session
 from .progress import progress_bar, progress_enabled
 from .verify import CHUNK, has_checksum, hash_file, primary_algorithm, verify_file
@@ -145,10 +144,8 @@ def fetch_file(
     dest_dir.mkdir(parents=True, exist_ok=True)
     lock_file = _lock_path(target, lock_dir)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file))
-    try:
-        lock.acquire(timeout=0.2)
-    except Timeout:
+    lock = PathLock(lock_file)
+    if not lock.acquire(timeout=0.2):
         log.info("%s: waiting for another dlprep process that is downloading it", spec.name)
         lock.acquire()
     try:
@@ -205,6 +202,14 @@ def _fetch_locked(spec: FileSpec, target: Path, urls: Sequence[str], *, offline:
     raise (ChecksumError if mismatch else FetchError)(message)
 
 
+SMALL_FILE = 1 << 20
+
+
+def _auto_workers(specs: Sequence[FileSpec]) -> int:
+    small = all(s.size is not None and s.size < SMALL_FILE for s in specs)
+    return 16 if small else 8
+
+
 def fetch_many(
     specs: Sequence[FileSpec],
     dest_dir: Path,
@@ -216,9 +221,13 @@ def fetch_many(
     lock_dir: Path | None = None,
     retry: RetryPolicy | None = None,
     progress: bool | None = None,
-    max_workers: int = 8,
+    max_workers: int | None = None,
 ) -> list[Path]:
     """Fetch many files concurrently (thread pool, one shared session, a lock per file).
+
+    ``max_workers``: threads; by default 16 when every file is known to be small (under
+    1 MiB: the time goes to waiting on the server, so more requests in flight help) and 8
+    otherwise (bandwidth-bound, and polite to one host).
 
     Same guarantees as ``fetch_file`` for each file; returns the paths in the order of
     ``specs``. Every file is attempted; if some fail, raises the error of the single failure,
@@ -242,7 +251,8 @@ def fetch_many(
             todo.append(i)
     enabled = progress_enabled(progress)
     with progress_bar(enabled and len(todo) > 1, desc="files", total=len(todo), unit="file") as bar, \
-            ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo) or 1))) as pool:
+            ThreadPoolExecutor(max_workers=max(1, min(max_workers or _auto_workers(specs),
+                                                       len(todo) or 1))) as pool:
         futures = {
             pool.submit(fetch_file, specs[i], dest_dir, mirrors=mirrors, offline=offline,
                         force=force, session=session, lock_dir=lock_dir, retry=retry,

@@ -298,43 +298,53 @@ def _attempt(url: str, part: Path, *, name: str, session: Any, retry: RetryPolic
 
 
 class _HashingWriter:
-    """Writes chunks to a file and feeds them to a hash, on a helper thread for big downloads
-    (file writes and hashing release the GIL, so they overlap with reading the socket)."""
+    """Writes chunks to a file and feeds them to a hash. For big downloads each of the two
+    runs on its own helper thread (file writes and hashing release the GIL), so receiving,
+    writing and hashing overlap: sha256 alone runs at about 1 GB/s on one core."""
 
     def __init__(self, fh: Any, hasher: Any, threaded: bool) -> None:
         self.fh, self.hasher = fh, hasher
         self.error: BaseException | None = None
-        self.queue: queue.Queue[bytes | None] | None = None
+        self.queues: list[queue.Queue[bytes | None]] = []
+        self.threads: list[threading.Thread] = []
         if threaded:
-            self.queue = queue.Queue(maxsize=8)
-            self.thread = threading.Thread(target=self._drain, name="dlprep-hash", daemon=True)
-            self.thread.start()
+            for sink, label in ((self._write_one, "write"), (self.hasher.update, "hash")):
+                q: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+                t = threading.Thread(target=self._drain, args=(q, sink),
+                                     name=f"dlprep-{label}", daemon=True)
+                t.start()
+                self.queues.append(q)
+                self.threads.append(t)
 
-    def _drain(self) -> None:
-        assert self.queue is not None
-        while (chunk := self.queue.get()) is not None:
+    def _write_one(self, chunk: bytes) -> None:
+        self.fh.write(chunk)
+
+    def _drain(self, q: queue.Queue[bytes | None], sink: Any) -> None:
+        while (chunk := q.get()) is not None:
             if self.error is None:
                 try:
-                    self.fh.write(chunk)
-                    self.hasher.update(chunk)
+                    sink(chunk)
                 except BaseException as exc:  # re-raised in the caller's thread
                     self.error = exc
 
     def write(self, chunk: bytes) -> None:
-        if self.queue is None:
+        if not self.queues:
             self.fh.write(chunk)
             self.hasher.update(chunk)
             return
         if self.error is not None:
             raise self.error
-        self.queue.put(chunk)
+        for q in self.queues:
+            q.put(chunk)
 
     def close(self, *, raise_error: bool = True) -> None:
-        """Wait until every chunk is written; re-raise a write error (e.g. disk full)."""
-        if self.queue is not None:
-            self.queue.put(None)
-            self.thread.join()
-            self.queue = None
+        """Wait until every chunk is written and hashed; re-raise a write error (e.g. disk
+        full)."""
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join()
+        self.queues, self.threads = [], []
         if self.error is not None and raise_error:
             raise self.error
 
