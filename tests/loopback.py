@@ -104,6 +104,7 @@ class LoggedRequest:
     headers: dict[str, str]
     status: int = 0
     body_bytes: int = 0
+    sending: bool = False  # True while the body is being written (counts still growing)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -209,6 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
             step = max(1, min(_SEND_CHUNK, int(route.throttle_bps / 20)))
         pos = 0
         owner = self.server.owner
+        entry.sending = True
         try:
             while pos < len(view):
                 piece = view[pos : pos + step]
@@ -221,6 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(len(piece) / route.throttle_bps)
         except OSError:  # the client went away
             self.close_connection = True
+        finally:
+            entry.sending = False
 
     def _send_simple(self, entry: LoggedRequest, status: int, body: bytes, ctype: str,
                      extra: dict[str, str] | None = None) -> None:
@@ -295,13 +299,18 @@ class LoopbackServer:
             p = "/" + path.lstrip("/")
             return sum(1 for e in self.log if e.path == p)
 
-    def bytes_sent(self, path: str | None = None) -> int:
-        """Body bytes written for ``path`` (all paths when None)."""
-        with self._lock:
-            if path is None:
-                return sum(e.body_bytes for e in self.log)
-            p = "/" + path.lstrip("/")
-            return sum(e.body_bytes for e in self.log if e.path == p)
+    def bytes_sent(self, path: str | None = None, settle: float = 5.0) -> int:
+        """Body bytes written for ``path`` (all paths when None). Waits (up to ``settle``
+        seconds) for bodies still being written: a client can hold the last byte before the
+        server thread has counted it."""
+        p = None if path is None else "/" + path.lstrip("/")
+        deadline = time.monotonic() + settle
+        while True:
+            with self._lock:
+                entries = [e for e in self.log if p is None or e.path == p]
+                if not any(e.sending for e in entries) or time.monotonic() > deadline:
+                    return sum(e.body_bytes for e in entries)
+            time.sleep(0.005)
 
     def requests_for(self, path: str) -> list[LoggedRequest]:
         p = "/" + path.lstrip("/")
