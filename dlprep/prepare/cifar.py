@@ -87,7 +87,9 @@ def build(ctx: PrepareContext, out: Path) -> None:
     image_members = {m for members in split_members.values() for m in members}
     wanted = image_members | texts
     column = 1 if cifar100 and ctx.options["label"] == "fine" else 0
-    sizes = _member_sizes(archive, image_members) or {}
+    # member sizes: a plain tar is listed up front; a compressed one fills this in as the
+    # reader meets the headers (so the layout is known before earlier members are decoded)
+    sizes: dict[str, int] = _member_sizes(archive, image_members) or {}
     raw_text: dict[str, bytes] = {}
     held: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
     labels_of: dict[str, np.ndarray] = {}
@@ -131,17 +133,14 @@ def build(ctx: PrepareContext, out: Path) -> None:
     train = set(split_members.get("train", ()))
     pool = ThreadPoolExecutor(2)
     free: collections.deque[np.ndarray] = collections.deque()
-    headers: dict[str, int] = {}
     # the reader inflates ahead (GIL released) while members are decoded; once every image
-    # member's header has been seen the rows' places are known and writing overlaps too
-    reader = Prefetch(_wanted_members(archive, wanted, free, headers), depth=8,
+    # member's size is known the rows' places are known and writing overlaps too
+    reader = Prefetch(_wanted_members(archive, wanted, free, sizes), depth=8,
                       name="dlprep-cifar-reader")
 
     def layout_known() -> bool:
         nonlocal writer
-        if writer is None and image_members <= (sizes.keys() | headers.keys()):
-            for m in image_members - sizes.keys():
-                sizes[m] = headers[m]
+        if writer is None and image_members <= sizes.keys():
             writer = open_writer()
             for done in list(held):
                 place(done)
@@ -166,7 +165,6 @@ def build(ctx: PrepareContext, out: Path) -> None:
                 if layout_known() and name in held:
                     place(name)
             free.append(value.base if isinstance(value.base, np.ndarray) else value)
-        reader.close()
         missing = sorted(wanted - labels_of.keys() - raw_text.keys())
         if missing:
             raise FormatError(archive, -1, f"archive lacks member(s): {', '.join(missing)}")
