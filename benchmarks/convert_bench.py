@@ -25,13 +25,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import best_of  # noqa: E402
 
 from dlprep.cache import Cache  # noqa: E402
 from dlprep.formats.compressed import open_maybe_compressed  # noqa: E402
@@ -48,12 +49,7 @@ def idx(arr: np.ndarray) -> bytes:
 
 
 def best(fn: Callable[[], None], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_of(fn, repeat)[0]
 
 
 def cp_time(files: list[Path], out_dir: Path, repeat: int) -> float:

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import requests  # noqa: E402
+from timing import best_of  # noqa: E402
 
 from dlprep.fetch import FileSpec, fetch_file, fetch_many  # noqa: E402
 
@@ -60,12 +61,7 @@ def _serve(conn: mp.connection.Connection, size_mb: int, n_small: int, latency: 
 
 def _best(fn: Callable[[], None], repeat: int) -> float:
     """Best wall time of ``repeat`` runs of ``fn()`` (seconds)."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_of(fn, repeat)[0]
 
 
 def _best_pair(base: Callable[[], None], ours: Callable[[], None],

@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import best_of  # noqa: E402
 
 import dlprep  # noqa: E402
 from dlprep.store.hdf5 import ImageTensorWriter, atomic_output  # noqa: E402
@@ -46,12 +47,7 @@ def write_set(path: Path, x: np.ndarray, y: np.ndarray, compression: str | None 
 
 def best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
     """(seconds, samples) of the fastest of ``repeat`` runs of ``fn`` (which returns samples)."""
-    times, count = [], 0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        count = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), count
+    return best_of(fn, repeat)
 
 
 def consume(batches: Iterable[Any]) -> int:

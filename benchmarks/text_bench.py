@@ -31,6 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import best_of  # noqa: E402
+
 from dlprep.cache import Cache  # noqa: E402
 from dlprep.fetch.download import pkgdata_path  # noqa: E402
 from dlprep.prepare.core import prepare  # noqa: E402
@@ -49,12 +51,7 @@ def sample_text(copies: int) -> str:
 
 
 def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
+    return best_of(fn, repeat)
 
 
 def python_char_loop(text: str, table: dict[str, int]) -> list[int]:
