@@ -45,10 +45,6 @@ def is_compressed(path: Path) -> bool:
     return compression(path) is not None
 
 
-def is_gzip(path: Path) -> bool:
-    return compression(path) == "gzip"
-
-
 def gunzip_bytes(path: Path) -> bytes:
     """The whole decompressed content of a gzip file (every member), in one pass; a truncated
     stream raises ``EOFError`` (never silently short data)."""
