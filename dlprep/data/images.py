@@ -32,11 +32,7 @@ class ImageDataset(SplitView):
                  transform: Callable[[Any], Any] | None = None,
                  target_transform: Callable[[int], Any] | None = None,
                  buffer_chunks: int = 8) -> None:
-        self.file = file
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.split = split
-        self.transform = transform
-        self.target_transform = target_transform
+        super().__init__(file, indices, split, transform, target_transform)
         self.buffer_chunks = int(buffer_chunks)
         prepare_transform(transform, file.mean, file.std)
         self._seeded_pid: int | None = None

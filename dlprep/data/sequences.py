@@ -65,11 +65,7 @@ class SequenceDataset(SplitView):
                  target_transform: Callable[[int], Any] | None = None) -> None:
         if file.offsets is None:
             raise StoreError(f"{file.path}: sequence file lacks 'offsets'")
-        self.file = file
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.split = split
-        self.transform = transform
-        self.target_transform = target_transform
+        super().__init__(file, indices, split, transform, target_transform)
         self.reader = _TokenReader(file)
         self.collate = functools.partial(collate_sequences, pad_id=PAD_ID, mode="pad")
         self.pack_collate = functools.partial(collate_sequences, pad_id=PAD_ID, mode="pack")

@@ -200,12 +200,16 @@ class PreparedFile:
 
 class SplitView:
     """What every dataset over one split of a prepared file shares: ``file``, ``indices``
-    (rows of the split), ``split``; the file's ``classes`` and ``info``; the split's
+    (rows of the split), ``split``, ``transform``/``target_transform``; the file's ``classes`` and ``info``; the split's
     ``labels`` (-1 when unlabelled) and its length."""
 
-    file: PreparedFile
-    indices: np.ndarray
-    split: str | None
+    def __init__(self, file: PreparedFile, indices: np.ndarray, split: str | None,
+                 transform: Any, target_transform: Any) -> None:
+        self.file = file
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.split = split
+        self.transform = transform
+        self.target_transform = target_transform
 
     @property
     def classes(self) -> list[str]:
