@@ -18,6 +18,14 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, out: Path) -> Path:
+    """Lay out, write ``out`` as a PNG and free the figure."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def _curve_axes(ax: Any, history: Sequence[dict[str, Any]], eval_split: str, metric: str,
                 label: str = "") -> Any:
     epochs = [r["epoch"] for r in history]
@@ -51,10 +59,7 @@ def plot_losses(history: Sequence[dict[str, Any]], out: Path, *, eval_split: str
         handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, loc="best", fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_compare(runs: Sequence[tuple[str, dict[str, Any]]], out: Path, *, title: str) -> Path:
@@ -69,10 +74,7 @@ def plot_compare(runs: Sequence[tuple[str, dict[str, Any]]], out: Path, *, title
                      fontsize=10)
         ax.legend(loc="upper right", fontsize=8)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], out: Path, *, title: str) -> Path:
@@ -95,10 +97,7 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], out: Path, *, title: 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_grid(images: Any, out: Path, *, rows: int, title: str) -> Path:
@@ -117,7 +116,4 @@ def plot_grid(images: Any, out: Path, *, rows: int, title: str) -> Path:
               vmin=0, vmax=1)
     ax.axis("off")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
