@@ -240,7 +240,7 @@ def test_kill_9_during_fetch_then_rerun_resumes_and_never_serves_a_partial_file(
 
 
 def test_progress_bar_only_on_a_tty_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dlprep.fetch.progress import NullBar, progress_bar, progress_enabled
+    from dlprep.progress import NullBar, progress_bar, progress_enabled
 
     class Tty:
         def isatty(self) -> bool:

@@ -90,7 +90,7 @@ def fit(task: Task, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     """
     from tqdm import tqdm
 
-    from ..fetch.progress import progress_enabled
+    from ..progress import progress_enabled
 
     start = time.monotonic()
     deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else math.inf

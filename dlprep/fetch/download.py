@@ -23,8 +23,8 @@ from urllib.parse import unquote, urlparse
 from ..cache import offline_from_env
 from ..errors import ChecksumError, DlprepError, FetchError, OfflineError
 from ..locks import PathLock
+from ..progress import progress_bar, progress_enabled
 from .http import RetryPolicy, discard_partial, download_url, shared_session
-from .progress import progress_bar, progress_enabled
 from .verify import CHUNK, has_checksum, hash_file, primary_algorithm, verify_file
 
 __all__ = ["FileSpec", "fetch_file", "fetch_many", "hash_file", "verify_file", "local_source",

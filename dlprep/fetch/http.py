@@ -29,7 +29,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import FetchError
-from .progress import progress_bar
+from ..progress import progress_bar
 from .verify import hash_prefix
 
 log = logging.getLogger("dlprep")

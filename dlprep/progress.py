@@ -1,4 +1,5 @@
-"""Progress bars for downloads: tqdm on an interactive terminal, nothing in CI, pipes or --quiet."""
+"""Progress bars for long work (downloads, preparation, training): tqdm on an interactive terminal,
+nothing in CI, pipes or --quiet."""
 
 from __future__ import annotations
 
