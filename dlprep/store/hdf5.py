@@ -11,6 +11,7 @@ import ctypes
 import datetime as _dt
 import json
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import StoreError
 from ..pixelstats import channel_sums
+from ..redact import redact_text
 
 FORMAT_VERSION = "dlprep-hdf5/1"
 _STR = h5py.string_dtype(encoding="utf-8")
@@ -51,6 +53,16 @@ def atomic_output(target: Path) -> Iterator[Path]:
         raise
 
 
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that made a file, as ``dlprep ARGS`` (program name, not a cwd-relative path),
+    with credentials in URLs masked (``dlprep.redact``)."""
+    argv = list(sys.argv if argv is None else argv)
+    prog = Path(argv[0]).name if argv else "python"
+    if prog in {"__main__.py", "dlprep"} or prog.startswith("dlprep"):
+        prog = "dlprep"
+    return redact_text(shlex.join([prog, *argv[1:]]))
+
+
 def _provenance_attrs(
     f: h5py.File, kind: str, recipe: str, recipe_version: str, sources: Sequence[Mapping[str, Any]],
     license: str, citation: str, config: Mapping[str, Any], extra: Mapping[str, Any] | None,
@@ -61,8 +73,8 @@ def _provenance_attrs(
     f.attrs["recipe_version"] = recipe_version
     f.attrs["dlprep_version"] = __version__
     f.attrs["created"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    f.attrs["command"] = " ".join(sys.argv)
-    f.attrs["sources"] = json.dumps(list(sources), sort_keys=True)
+    f.attrs["command"] = command_line()
+    f.attrs["sources"] = redact_text(json.dumps(list(sources), sort_keys=True))
     f.attrs["license"] = license
     f.attrs["citation"] = citation
     f.attrs["config"] = json.dumps(dict(config), sort_keys=True)
