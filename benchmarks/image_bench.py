@@ -1,6 +1,6 @@
 """JPEG folder -> resized HDF5 (dlprep import-images) against Pillow decode + resize alone.
 
-The real photos of ../shared/realdata/images (640x427 to 1411x1411 JPEGs) are replicated (hard
+The real photos of tests/data/realdata/images (640x427 to 1411x1411 JPEGs) are replicated (hard
 links) into an ImageFolder tree of a few thousand files. Measured in one run, on the same files:
 
 * baseline: a plain loop of ``Image.open`` + ``draft`` + ``convert("RGB")`` + ``resize`` to the
@@ -34,7 +34,7 @@ from dlprep.cache import Cache  # noqa: E402
 from dlprep.prepare.core import prepare  # noqa: E402
 from dlprep.recipes import Recipe  # noqa: E402
 
-PHOTOS = ROOT.parent / "shared" / "realdata" / "images"
+PHOTOS = ROOT / "tests" / "data" / "realdata" / "images"
 
 
 def make_tree(dest: Path, files: int) -> list[Path]:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from loopback import loopback  # noqa: F401  (fault-injecting HTTP server fixture, tests/loopback.py)
 
 ROOT = Path(__file__).resolve().parent.parent
-REALDATA = ROOT.parent / "shared" / "realdata"
+REALDATA = ROOT / "tests" / "data" / "realdata"  # real upstream samples, see PROVENANCE.md there
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +33,7 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def realdata() -> Path:
-    """../shared/realdata (real upstream-format samples); tests skip when it is absent."""
-    if not REALDATA.is_dir():
-        pytest.skip(f"real upstream samples not found at {REALDATA}")
+    """tests/data/realdata: real upstream-format samples kept in the repository (never skips)."""
     return REALDATA
 
 

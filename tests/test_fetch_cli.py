@@ -1,7 +1,7 @@
 """`dlprep fetch` end to end over the loopback server and local mirrors (real subprocesses).
 
 The test recipes' own URLs are unreachable (https://127.0.0.1:1/...); the data comes from
-``--mirror``. Files are the genuine MNIST samples shipped in dlprep/_data and shared/realdata.
+``--mirror``. Files are the genuine MNIST samples shipped in dlprep/_data and tests/data/realdata.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def test_offline_with_an_empty_cache_names_the_missing_file_and_sends_nothing(
 
 
 def _stand_in_train_images(path: Path) -> None:
-    """A 60,000 x 28 x 28 IDX file of zeros (the genuine one is not in shared/realdata)."""
+    """A 60,000 x 28 x 28 IDX file of zeros (the genuine one is not in tests/data/realdata)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wb", compresslevel=1) as fh:
         fh.write(struct.pack(">IIII", 0x803, 60000, 28, 28))

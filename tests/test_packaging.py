@@ -22,6 +22,7 @@ def test_wheel_carries_recipes_and_runs_offline(tmp_path: Path) -> None:
     for recipe in (ROOT / "recipes").glob("*.toml"):
         assert f"dlprep/builtin_recipes/{recipe.name}" in names
     assert "dlprep/_data/mnist-sample/train-images-idx3-ubyte.gz" in names
+    assert not [n for n in names if n.startswith("tests/") or "/realdata/" in n]  # test data stays out
 
     target = tmp_path / "site"
     inst = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",

@@ -1,6 +1,6 @@
 """Rebuild the bundled ``mnist-sample`` (dlprep/_data/mnist-sample) from the real MNIST test set.
 
-Takes the first 5,000 digits of the genuine ``t10k`` IDX files (../shared/realdata/mnist): 0-3,999
+Takes the first 5,000 digits of the genuine ``t10k`` IDX files (tests/data/realdata/mnist): 0-3,999
 become the train split, 4,000-4,999 the test split. Written as gzipped IDX with a zero gzip mtime,
 so the bytes (and the sha256 in recipes/mnist-sample.toml) are reproducible.
 Usage: python tools/make_mnist_sample.py [SRC_DIR]
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 root = Path(__file__).resolve().parent.parent
-src = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared" / "realdata" / "mnist"
+src = Path(sys.argv[1]) if len(sys.argv) > 1 else root / "tests" / "data" / "realdata" / "mnist"
 out = root / "dlprep" / "_data" / "mnist-sample"
 out.mkdir(parents=True, exist_ok=True)
 
