@@ -39,7 +39,7 @@ from dlprep.formats.compressed import open_maybe_compressed  # noqa: E402
 from dlprep.formats.idx import read_idx  # noqa: E402
 from dlprep.prepare.core import PrepareContext, builder_module  # noqa: E402
 from dlprep.recipes import parse_recipe  # noqa: E402
-from dlprep.store.hdf5 import atomic_output  # noqa: E402
+from dlprep.store import atomic_output  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "dlprep" / "_data" / "mnist-sample"
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from timing import best_of  # noqa: E402
 
 import dlprep  # noqa: E402
-from dlprep.store.hdf5 import ImageTensorWriter, atomic_output  # noqa: E402
+from dlprep.store import ImageTensorWriter, atomic_output  # noqa: E402
 
 BATCH = 256
 

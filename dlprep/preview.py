@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import StoreError
-from .store.hdf5 import open_prepared
+from .store import open_prepared
 
 
 def _decode(v: object) -> str:

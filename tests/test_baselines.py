@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from dlprep.cli import cli
 from dlprep.errors import DlprepError
-from dlprep.store.hdf5 import SequenceWriter, atomic_output
+from dlprep.store import SequenceWriter, atomic_output
 from tests.conftest import run_cli
 
 torch = pytest.importorskip("torch")

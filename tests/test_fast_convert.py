@@ -15,10 +15,10 @@ import pytest
 from dlprep.cache import Cache
 from dlprep.errors import FormatError, StoreError
 from dlprep.formats.tarstream import TarStream
-from dlprep.pixelstats import channel_sums, histogram_sums, strided_histogram
+from dlprep.pixelstats import channel_sums, histogram_sums, pixel_sums, strided_histogram
 from dlprep.prepare.core import PrepareContext, builder_module
 from dlprep.recipes import parse_recipe
-from dlprep.store.hdf5 import ImageTensorWriter, atomic_output, pixel_sums
+from dlprep.store import ImageTensorWriter, atomic_output
 
 
 def _tar_bytes(members: list[tuple[str, bytes]], fmt: int = tarfile.GNU_FORMAT,

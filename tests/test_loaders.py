@@ -12,7 +12,7 @@ import pytest
 import dlprep
 from dlprep.data import load, open_file
 from dlprep.errors import StoreError
-from dlprep.store.hdf5 import ImageTensorWriter, atomic_output
+from dlprep.store import ImageTensorWriter, atomic_output
 
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402

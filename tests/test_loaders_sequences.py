@@ -10,7 +10,7 @@ import pytest
 import dlprep
 from dlprep.data import pad_batch
 from dlprep.errors import StoreError
-from dlprep.store.hdf5 import SequenceWriter, atomic_output
+from dlprep.store import SequenceWriter, atomic_output
 
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 

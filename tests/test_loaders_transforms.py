@@ -164,7 +164,7 @@ def test_workers_do_not_repeat_each_others_augmentation(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from torch.utils.data import DataLoader
 
-    from dlprep.store.hdf5 import ImageTensorWriter, atomic_output
+    from dlprep.store import ImageTensorWriter, atomic_output
 
     same = np.random.default_rng(0).integers(0, 256, size=(80, 8, 8, 3), dtype=np.uint8)
     same[:] = same[0]

@@ -22,7 +22,7 @@ from conftest import run_cli
 from PIL import Image
 
 from dlprep.errors import StoreError
-from dlprep.store.hdf5 import FORMAT_VERSION, atomic_output, open_prepared
+from dlprep.store import FORMAT_VERSION, atomic_output, open_prepared
 
 
 def fetch_sample(cache_dir: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -58,7 +58,9 @@ def test_fetch_mnist_sample_offline_end_to_end(cache_dir: Path, realdata: Path) 
                                                "t10k-images-idx3-ubyte.gz",
                                                "t10k-labels-idx1-ubyte.gz"}
         assert all(len(s["sha256"]) == 64 for s in sources)
-    assert "5,000 samples" in proc.stdout
+    # one summary line (commands/summary.py), worded without "image images (5000, ...)"
+    assert proc.stdout.splitlines()[0] == ("mnist-sample: 5,000 images of 28x28x1 pixels, 10 "
+                                           "classes, splits test=1,000, train=4,000")
 
 
 def test_fetch_is_idempotent_and_force_rebuilds(cache_dir: Path) -> None:
@@ -324,7 +326,7 @@ def test_disk_full_during_prepare_is_a_clear_error_and_leaves_nothing(
 ) -> None:
     import errno
 
-    import dlprep.store.hdf5 as store
+    import dlprep.store.atomic as store
     from dlprep.cli import main
 
     def full_disk(fd: int) -> None:
@@ -347,7 +349,7 @@ def test_disk_full_while_writing_pixels_in_the_background(
 ) -> None:
     import errno
 
-    import dlprep.store.hdf5 as store
+    import dlprep.store.osio as store
     from dlprep.cli import main
 
     calls = []

@@ -75,7 +75,7 @@ def cache_verify(state: State, names: tuple[str, ...]) -> None:
     file (default: all cached datasets). Exit 1 if anything is wrong."""
     from ..fetch.download import verify_file
     from ..recipes import find_recipe
-    from ..store.hdf5 import open_prepared
+    from ..store import open_prepared
 
     cache = state.cache()
     raw_root, prep_root = cache.root / "raw", cache.root / "prepared"

@@ -8,6 +8,7 @@ import click
 
 from ..errors import DlprepError
 from .common import State, common_options, echo_json, emit_path
+from .summary import summary_line
 
 
 @click.command("list")
@@ -53,7 +54,7 @@ def info_cmd(state: State, name: str, recipe_file: str | None, as_json: bool) ->
     and class counts. NAME may also be a prepared dataset name or an .h5 path."""
     from ..prepare.core import builder_module, find_prepared
     from ..recipes import find_recipe
-    from ..store.hdf5 import dataset_summary
+    from ..store import dataset_summary
 
     cache = state.cache()
     out: dict = {"name": name}
@@ -164,14 +165,7 @@ def fetch_cmd(state: State, name: str, extra: tuple[str, ...], recipe_file: str 
     out = prepare(recipe, state.cache(), options=options, name=out_name, mirrors=list(mirrors),
                   offline=state.is_offline, force=force, progress=None if not state.quiet else False)
     if not state.quiet:
-        from ..store.hdf5 import dataset_summary
-
-        s = dataset_summary(out)
-        splits = ", ".join(f"{k}={v:,}" for k, v in s["splits"].items())
-        main = next((k for k in ("images", "tokens", "values") if k in s["arrays"]), None)
-        shape = f" {main} {tuple(s['arrays'][main]['shape'])}" if main else ""
-        click.echo(f"{s['recipe']}: {s['samples']:,} samples, {s['kind']}{shape}, "
-                   f"splits {splits}")
+        click.echo(summary_line(out))
     emit_path(out)
 
 

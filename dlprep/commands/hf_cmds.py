@@ -47,11 +47,9 @@ def prepare_cmd(state: State, from_hf: str | None, name: str, image_column: str,
     out = prepare(import_recipe(from_hf, name), state.cache(), options=options, name=name,
                   offline=True, force=force)
     if not state.quiet:
-        from ..store.hdf5 import dataset_summary
+        from .summary import summary_line
 
-        s = dataset_summary(out)
-        splits = ", ".join(f"{k}={v:,}" for k, v in s["splits"].items())
-        click.echo(f"{name}: {s['samples']:,} samples, {s['kind']}, splits {splits}")
+        click.echo(summary_line(out))
     emit_path(out)
 
 

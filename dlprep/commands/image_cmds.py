@@ -75,12 +75,9 @@ def import_images_cmd(state: State, source: Path, out_name: str, size: str, gray
     out = prepare(recipe, state.cache(), options=options, name=out_name, force=force,
                   offline=state.is_offline, progress=False if state.quiet else None)
     if not state.quiet:
-        from ..store.hdf5 import dataset_summary
+        from .summary import summary_line
 
-        s = dataset_summary(out)
-        splits = ", ".join(f"{k}={v:,}" for k, v in s["splits"].items())
-        click.echo(f"{s['recipe']}: {s['samples']:,} images {tuple(s['arrays']['images']['shape'])}"
-                   f", {len(s.get('classes', []))} classes, splits {splits}")
+        click.echo(summary_line(out))
         for line in skip_report(out):
             click.echo(line)
     emit_path(out)

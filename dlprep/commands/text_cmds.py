@@ -69,12 +69,9 @@ def import_text_cmd(state: State, file: Path, extra: tuple[str, ...], text_colum
     out = prepare(recipe, state.cache(), options=options, name=name, offline=True,
                   force=force, progress=None if not state.quiet else False)
     if not state.quiet:
-        from ..store.hdf5 import dataset_summary
+        from .summary import summary_line
 
-        s = dataset_summary(out)
-        splits = ", ".join(f"{k}={v:,}" for k, v in s["splits"].items())
-        click.echo(f"{name}: {s['samples']:,} texts, {s['arrays']['tokens']['shape'][0]:,} "
-                   f"tokens, vocab {s['arrays']['vocab']['shape'][0]:,}, splits {splits}")
+        click.echo(summary_line(out))
     emit_path(out)
 
 

@@ -21,9 +21,9 @@ import numpy as np
 from ..errors import StoreError
 from .batches import BatchStream
 from .images import ImageDataset
+from .prepared import PreparedFile, resolve_prepared
 from .sampling import ClassBalancedSampler, ShardedSampler, class_weights, train_val_split
 from .sequences import LMWindowDataset, SequenceDataset, collate_sequences, pad_batch
-from .source import PreparedFile, resolve_prepared
 
 __all__ = [
     "BatchStream", "ClassBalancedSampler", "ImageDataset", "LMWindowDataset", "PreparedFile",
@@ -55,7 +55,7 @@ def split_indices(file: PreparedFile, split: str | None, val_fraction: float | N
     """Sample rows of ``split``; with ``val_fraction`` and no stored ``val`` split, ``train`` and
     ``val`` are a deterministic stratified split of the stored train split (by ``seed``)."""
     if val_fraction and split in ("train", "val") and "val" not in file.splits:
-        base = file.split_indices("train")
+        base = file.stored_split("train")
         labels = file.labels[base] if file.labels is not None else np.zeros(len(base), np.int64)
         train_pos, val_pos = train_val_split(labels, float(val_fraction), seed)
         return base[train_pos] if split == "train" else base[val_pos]
@@ -63,7 +63,7 @@ def split_indices(file: PreparedFile, split: str | None, val_fraction: float | N
         have = ", ".join(sorted(file.splits))
         raise StoreError(f"{file.path}: no split 'val' (have: {have}); pass val_fraction=0.1 to "
                          f"carve a stratified one out of train")
-    return file.split_indices(split)
+    return file.stored_split(split)
 
 
 def _torch_flavour(plain: type) -> type:

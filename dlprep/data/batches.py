@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .order import distributed_rank_world, shard_positions, worker_id_count
-from .source import PreparedFile
+from .prepared import PreparedFile
 from .transforms import prepare_transform, reseed_transform
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from .order import worker_seed
+from .prepared import PreparedFile, SplitView
 from .sampling import ShardedSampler, class_weights
-from .source import PreparedFile, SplitView
 from .transforms import apply_batched, prepare_transform, reseed_transform
 
 

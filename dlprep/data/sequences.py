@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
+from .prepared import PreparedFile, SplitView
 from .sampling import ShardedSampler, class_weights
-from .source import PreparedFile, SplitView
 
 IN_MEMORY_BYTES = 256 << 20
 PAD_ID = 0

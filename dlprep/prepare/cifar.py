@@ -17,7 +17,7 @@ from ..errors import FormatError, RecipeError
 from ..formats.cifar import PIXELS, decode_cifar_member
 from ..formats.compressed import DECOMPRESS_ERRORS, is_compressed, open_maybe_compressed
 from ..formats.tarstream import TarStream
-from ..store.hdf5 import ImageTensorWriter
+from ..store import ImageTensorWriter
 from .core import PrepareContext
 from .params import Param
 

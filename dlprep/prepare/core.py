@@ -24,7 +24,7 @@ from ..cache import Cache, offline_from_env, safe_component
 from ..errors import DlprepError
 from ..fetch.download import FileSpec, fetch_file, fetch_many, hash_file
 from ..recipes import Recipe
-from ..store.hdf5 import FORMAT_VERSION, atomic_output
+from ..store import FORMAT_VERSION, atomic_output
 from .params import resolve_options
 
 log = logging.getLogger("dlprep")

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DlprepError, FormatError, require
 from ..fetch.download import hash_file
-from ..store.hdf5 import ImageTensorWriter
+from ..store import ImageTensorWriter
 from .core import PrepareContext
 from .params import Param
 from .text import TEXT_PARAMS
@@ -331,7 +331,7 @@ def _build_images(ctx: PrepareContext, out: Path, splits: dict[str, Any], image:
 def _build_text(ctx: PrepareContext, out: Path, splits: dict[str, Any], text: str,
                 label: str) -> None:
     """String column -> ragged tokens; tokenizer fitted on the train split (else all rows)."""
-    from ..store.hdf5 import SequenceWriter
+    from ..store import SequenceWriter
     from ..text.clean import clean_text
     from ..text.tokenizers import fit_tokenizer
 

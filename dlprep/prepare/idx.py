@@ -14,7 +14,7 @@ import numpy as np
 from ..background import Prefetch
 from ..errors import FormatError, RecipeError
 from ..formats.idx import IdxStream, read_idx_labels
-from ..store.hdf5 import ImageTensorWriter
+from ..store import ImageTensorWriter
 from .core import PrepareContext
 
 PARAMS = ()

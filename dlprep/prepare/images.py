@@ -32,7 +32,7 @@ from ..formats.images import (
     tar_refs,
     zip_refs,
 )
-from ..store.hdf5 import ImageTensorWriter
+from ..store import ImageTensorWriter
 from .core import PrepareContext
 from .params import Param
 from .splits import stratified_split

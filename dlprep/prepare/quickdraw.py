@@ -20,7 +20,7 @@ from ..errors import DlprepError, FormatError
 from ..fetch.download import FileSpec
 from ..formats.npy import read_npy_header, read_npy_rows
 from ..formats.quickdraw import iter_binary, iter_ndjson, to_stroke3
-from ..store.hdf5 import ImageTensorWriter, SequenceWriter
+from ..store import ImageTensorWriter, SequenceWriter
 from .core import PrepareContext
 from .params import Param
 from .splits import stratified_split

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import DlprepError, FetchError, FormatError, OfflineError
 from ..fetch.download import FileSpec
 from ..sources import gutenberg
-from ..store.hdf5 import SequenceWriter
+from ..store import SequenceWriter
 from ..text.clean import (
     NORMAL_FORMS,
     chunk_paragraphs,

@@ -1,19 +1,22 @@
-"""HDF5 store (``dlprep-hdf5/1``): atomic writers and a validating reader. Spec: docs/FORMAT.md."""
+"""HDF5 store (``dlprep-hdf5/1``): atomic writers and a validating reader. Spec: docs/FORMAT.md.
 
-from .hdf5 import (
-    FORMAT_VERSION,
-    ImageTensorWriter,
-    SequenceWriter,
-    atomic_output,
-    dataset_summary,
-    open_prepared,
-)
+Modules: ``writers`` (image and sequence writers), ``reader`` (open with a format check,
+summaries), ``layout`` (what every file shares: provenance, splits, classes, meta), ``atomic``
+(temp name + rename), ``osio`` (positional writes with early writeback). Pixel statistics live
+in :mod:`dlprep.pixelstats`.
+"""
+
+from .atomic import atomic_output
+from .layout import FORMAT_VERSION, command_line
+from .reader import dataset_summary, open_prepared
+from .writers import ImageTensorWriter, SequenceWriter
 
 __all__ = [
     "FORMAT_VERSION",
     "ImageTensorWriter",
     "SequenceWriter",
     "atomic_output",
+    "command_line",
     "dataset_summary",
     "open_prepared",
 ]

@@ -20,14 +20,15 @@ import h5py
 import numpy as np
 
 from ..errors import StoreError
-from ..store.hdf5 import dataset_summary, open_prepared
+from ..store import dataset_summary, open_prepared
 
 DATA_KEYS = ("images", "tokens", "values")
 log = logging.getLogger("dlprep")
 
 
-def resolve_prepared(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None
-                     = None, offline: bool = False) -> Path:
+def resolve_prepared(name_or_path: str | os.PathLike[str],
+                     cache_dir: str | os.PathLike[str] | None = None,
+                     offline: bool = False) -> Path:
     """A prepared ``.h5`` path, or a dataset name resolved through the cache (prepared if needed)."""
     p = Path(name_or_path)
     if p.suffix in {".h5", ".hdf5"} or p.is_file():
@@ -184,8 +185,9 @@ class PreparedFile:
         return np.array(arr[start:stop])
 
     # -- splits --------------------------------------------------------------------------
-    def split_indices(self, split: str | None) -> np.ndarray:
-        """Sorted int64 sample indices of ``split`` (``None`` or ``"all"``: every sample)."""
+    def stored_split(self, split: str | None) -> np.ndarray:
+        """Sorted int64 sample rows of the split stored as ``splits/<split>`` (``None`` or
+        ``"all"``: every sample). :func:`dlprep.data.split_indices` adds ``val_fraction``."""
         if split is None or (split == "all" and "all" not in self.splits):
             return np.arange(self.num_samples, dtype=np.int64)
         if split not in self.splits:
@@ -194,14 +196,14 @@ class PreparedFile:
         return self.splits[split]
 
     def summary(self) -> dict[str, Any]:
-        """``store.hdf5.dataset_summary`` of the file (shapes, splits, class counts, provenance)."""
+        """``store.dataset_summary`` of the file (shapes, splits, class counts, provenance)."""
         return dataset_summary(self.path)
 
 
 class SplitView:
     """What every dataset over one split of a prepared file shares: ``file``, ``indices``
-    (rows of the split), ``split``, ``transform``/``target_transform``; the file's ``classes`` and ``info``; the split's
-    ``labels`` (-1 when unlabelled) and its length."""
+    (rows of the split), ``split``, ``transform``/``target_transform``; the file's ``classes``
+    and ``info``; the split's ``labels`` (-1 when unlabelled) and its length."""
 
     def __init__(self, file: PreparedFile, indices: np.ndarray, split: str | None,
                  transform: Any, target_transform: Any) -> None:

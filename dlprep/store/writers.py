@@ -1,20 +1,14 @@
-"""Writers and reader for prepared datasets (``dlprep-hdf5/1``; the spec is docs/FORMAT.md).
+"""Writers of prepared files (``dlprep-hdf5/1``; the spec is docs/FORMAT.md).
 
-Files are written to a temporary name in the target folder and renamed into place only after
-the writer finished, so a reader never sees a half-written file (even after ``kill -9``).
+Write inside :func:`dlprep.store.atomic_output` so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import datetime as _dt
 import json
 import os
-import shlex
-import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,125 +16,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._version import __version__
 from ..errors import StoreError
-from ..pixelstats import channel_sums
-from ..redact import redact_text
-
-FORMAT_VERSION = "dlprep-hdf5/1"
-_STR = h5py.string_dtype(encoding="utf-8")
-TMP_PREFIX = ".tmp-"
-
-
-@contextlib.contextmanager
-def atomic_output(target: Path) -> Iterator[Path]:
-    """Yield a temp path next to ``target``; rename it to ``target`` if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give it a normal file's mode
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def command_line(argv: Sequence[str] | None = None) -> str:
-    """The command that made a file, as ``dlprep ARGS`` (program name, not a cwd-relative path),
-    with credentials in URLs masked (``dlprep.redact``)."""
-    argv = list(sys.argv if argv is None else argv)
-    prog = Path(argv[0]).name if argv else "python"
-    if prog in {"__main__.py", "dlprep"} or prog.startswith("dlprep"):
-        prog = "dlprep"
-    return redact_text(shlex.join([prog, *argv[1:]]))
-
-
-def _provenance_attrs(
-    f: h5py.File, kind: str, recipe: str, recipe_version: str, sources: Sequence[Mapping[str, Any]],
-    license: str, citation: str, config: Mapping[str, Any], extra: Mapping[str, Any] | None,
-) -> None:
-    f.attrs["format"] = FORMAT_VERSION
-    f.attrs["kind"] = kind
-    f.attrs["recipe"] = recipe
-    f.attrs["recipe_version"] = recipe_version
-    f.attrs["dlprep_version"] = __version__
-    f.attrs["created"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    f.attrs["command"] = command_line()
-    f.attrs["sources"] = redact_text(json.dumps(list(sources), sort_keys=True))
-    f.attrs["license"] = license
-    f.attrs["citation"] = citation
-    f.attrs["config"] = json.dumps(dict(config), sort_keys=True)
-    for key, value in (extra or {}).items():
-        f.attrs[key] = value
-
-
-def _label_axes(dset: h5py.Dataset, labels: Sequence[str]) -> None:
-    for i, label in enumerate(labels):
-        dset.dims[i].label = label
-
-
-def _write_common(f: h5py.File, splits: Mapping[str, np.ndarray], classes: Sequence[str] | None,
-                  meta: Mapping[str, Sequence[Any]] | None, n: int) -> None:
-    grp = f.create_group("splits")
-    for name, idx in splits.items():
-        idx = np.asarray(idx, dtype=np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise StoreError(f"split {name!r} has indices outside [0, {n})")
-        grp.create_dataset(name, data=idx)
-    if classes is not None:
-        f.create_dataset("classes", data=np.array(list(classes), dtype=object), dtype=_STR)
-    if meta:
-        mgrp = f.create_group("meta")
-        for key, values in meta.items():
-            arr = np.asarray(values)
-            if len(arr) != n:
-                raise StoreError(f"meta/{key} has {len(arr)} entries for {n} samples")
-            if arr.dtype.kind in "OUS":
-                mgrp.create_dataset(key, data=np.array([str(v) for v in arr], dtype=object),
-                                    dtype=_STR)
-            else:
-                mgrp.create_dataset(key, data=arr)
-
-
-def pixel_sums(x: np.ndarray, block: int = 1 << 18) -> tuple[np.ndarray, np.ndarray, int]:
-    """Exact per-channel sums of pixel values and of their squares for uint8 (n, H, W, C).
-
-    Works in cache-sized blocks (the squares go through one small uint16 buffer), about 2.5x
-    faster than whole-array temporaries; grayscale goes through byte histograms, faster still."""
-    fast = channel_sums(x)
-    if fast is not None:
-        return fast
-    c = x.shape[-1]
-    flat = x.reshape(-1, c)
-    total, total_sq = np.zeros(c, np.uint64), np.zeros(c, np.uint64)
-    buf = np.empty(min(block, len(flat)), np.uint16)
-    for start in range(0, len(flat), block):
-        rows = flat[start:start + block]
-        sq = buf[:len(rows)]
-        for ch in range(c):
-            plane = rows[:, ch]
-            total[ch] += plane.sum(dtype=np.uint64)
-            np.multiply(plane, plane, out=sq, dtype=np.uint16)  # 255**2 fits in uint16
-            total_sq[ch] += sq.sum(dtype=np.uint64)
-    return total, total_sq, len(flat)
-
-
-def _mean_std(total: np.ndarray, total_sq: np.ndarray, count: int,
-              c: int) -> tuple[np.ndarray, np.ndarray]:
-    if count == 0:
-        return np.zeros(c, np.float32), np.ones(c, np.float32)
-    mean = total.astype(np.float64) / count
-    var = total_sq.astype(np.float64) / count - mean * mean
-    return ((mean / 255.0).astype(np.float32),
-            (np.sqrt(np.maximum(var, 0.0)) / 255.0).astype(np.float32))
+from ..pixelstats import mean_std, pixel_sums
+from .layout import STR_DTYPE, label_axes, write_common, write_provenance
+from .osio import HAVE_PWRITE, pwrite_all
 
 
 def _direct_dcpl() -> h5py.h5p.PropDCID:
@@ -151,35 +30,6 @@ def _direct_dcpl() -> h5py.h5p.PropDCID:
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     return dcpl
 
-
-def _load_sync_file_range() -> Any:
-    """Linux ``sync_file_range`` (start writing dirty pages back now, without waiting), or
-    None where it is not available."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
-    """Write ``data``'s bytes at ``offset`` (no GIL held while the kernel copies), then ask
-    the kernel to start writing them to disk, so the final fsync has little left to wait
-    for."""
-    view = memoryview(data.reshape(-1)).cast("B")
-    done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], offset + done)
-    if _SYNC_FILE_RANGE is not None and done:
-        _SYNC_FILE_RANGE(fd, offset, done, _SYNC_FILE_RANGE_WRITE)  # a hint; errors ignored
 
 
 class ImageTensorWriter:
@@ -207,9 +57,9 @@ class ImageTensorWriter:
             kwargs = {"dcpl": _direct_dcpl()}
         self.images = self.f.create_dataset("images", shape=(self.n, *self.shape), dtype=np.uint8,
                                             **kwargs)
-        _label_axes(self.images, ("batch", "height", "width", "channel"))
+        label_axes(self.images, ("batch", "height", "width", "channel"))
         self.labels = self.f.create_dataset("labels", shape=(self.n,), dtype=np.int64)
-        _label_axes(self.labels, ("batch",))
+        label_axes(self.labels, ("batch",))
         self.pos = 0
         self.written = 0
         self._all_tagged = True
@@ -220,7 +70,7 @@ class ImageTensorWriter:
         self._fd: int | None = None
         self._io: ThreadPoolExecutor | None = None
         self._io_jobs: list[Future[None]] = []
-        if self._offset is not None and hasattr(os, "pwrite"):
+        if self._offset is not None and HAVE_PWRITE:
             self._fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
 
     def write(self, images: np.ndarray, labels: np.ndarray | None = None, *,
@@ -267,11 +117,11 @@ class ImageTensorWriter:
         data = np.ascontiguousarray(images)
         offset = self._offset + start * self._row_bytes
         if not background:
-            _pwrite_all(self._fd, data, offset)
+            pwrite_all(self._fd, data, offset)
             return None
         if self._io is None:
             self._io = ThreadPoolExecutor(1, thread_name_prefix="dlprep-write")
-        job = self._io.submit(_pwrite_all, self._fd, data, offset)
+        job = self._io.submit(pwrite_all, self._fd, data, offset)
         self._io_jobs.append(job)
         return job
 
@@ -294,7 +144,7 @@ class ImageTensorWriter:
                 x = self.images[sel]
             s1, s2, k = pixel_sums(x)
             total, total_sq, count = total + s1, total_sq + s2, count + k
-        return _mean_std(total, total_sq, count, c)
+        return mean_std(total, total_sq, count, c)
 
     def finish(self, *, recipe: str, recipe_version: str, splits: Mapping[str, np.ndarray],
                classes: Sequence[str] | None, sources: Sequence[Mapping[str, Any]] = (),
@@ -304,11 +154,11 @@ class ImageTensorWriter:
         self._drain_io()
         if self.written != self.n:
             raise StoreError(f"{self.path}: wrote {self.written} images, announced {self.n}")
-        _write_common(self.f, splits, classes, meta, self.n)
+        write_common(self.f, splits, classes, meta, self.n)
         train = splits.get("train")
         if self._stats_jobs and self._all_tagged:
             parts = [job.result() for job in self._stats_jobs]
-            mean, std = _mean_std(sum(p[0] for p in parts), sum(p[1] for p in parts),
+            mean, std = mean_std(sum(p[0] for p in parts), sum(p[1] for p in parts),
                                   sum(p[2] for p in parts), self.shape[2])
         else:
             mean, std = self._channel_stats(None if train is None else np.asarray(train))
@@ -316,7 +166,7 @@ class ImageTensorWriter:
             self._pool.shutdown()
         self.f.create_dataset("mean", data=mean)
         self.f.create_dataset("std", data=std)
-        _provenance_attrs(self.f, "image", recipe, recipe_version, sources, license, citation,
+        write_provenance(self.f, "image", recipe, recipe_version, sources, license, citation,
                           config or {}, extra_attrs)
         if self._fd is not None:
             os.close(self._fd)
@@ -351,12 +201,12 @@ class SequenceWriter:
         if features is None:
             self.data = self.f.create_dataset("tokens", shape=(0,), maxshape=(None,),
                                               dtype=np.int32, chunks=(chunk,))
-            _label_axes(self.data, ("time",))
+            label_axes(self.data, ("time",))
         else:
             self.data = self.f.create_dataset("values", shape=(0, features),
                                               maxshape=(None, features), dtype=np.float32,
                                               chunks=(chunk, features))
-            _label_axes(self.data, ("time", "feature"))
+            label_axes(self.data, ("time", "feature"))
         self.offsets: list[int] = [0]
         self._buf: list[np.ndarray] = []
         self._buffered = 0
@@ -400,75 +250,21 @@ class SequenceWriter:
         self._flush()
         n = self.count
         off = self.f.create_dataset("offsets", data=np.asarray(self.offsets, dtype=np.int64))
-        _label_axes(off, ("batch",))
+        label_axes(off, ("batch",))
         if labels is not None:
             if len(labels) != n:
                 raise StoreError(f"{len(labels)} labels for {n} sequences")
             self.f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
         if vocab is not None:
-            self.f.create_dataset("vocab", data=np.array(list(vocab), dtype=object), dtype=_STR)
+            self.f.create_dataset("vocab", data=np.array(list(vocab), dtype=object),
+                                  dtype=STR_DTYPE)
         if tokenizer is not None:
             self.f.attrs["tokenizer"] = json.dumps(dict(tokenizer), sort_keys=True)
-        _write_common(self.f, splits, classes, meta, n)
-        _provenance_attrs(self.f, "sequence", recipe, recipe_version, sources, license, citation,
+        write_common(self.f, splits, classes, meta, n)
+        write_provenance(self.f, "sequence", recipe, recipe_version, sources, license, citation,
                           config or {}, extra_attrs)
         self.f.close()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.f.close()
-
-
-def open_prepared(path: str | os.PathLike[str]) -> h5py.File:
-    """Open a prepared file read-only after checking it is ``dlprep-hdf5/1``."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"{path}: no such prepared file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise StoreError(f"{path}: not an HDF5 file ({exc})") from exc
-    version = f.attrs.get("format")
-    if isinstance(version, bytes):
-        version = version.decode()
-    if version != FORMAT_VERSION:
-        f.close()
-        raise StoreError(f"{path}: format {version!r} is not {FORMAT_VERSION!r}; re-prepare it "
-                         f"with this dlprep (dlprep fetch NAME --force)")
-    return f
-
-
-def _str_list(dset: h5py.Dataset) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in dset[()]]
-
-
-def dataset_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Shapes, dtypes, splits, class counts and provenance of a prepared file (JSON-able)."""
-    with open_prepared(path) as f:
-        out: dict[str, Any] = {"path": str(path)}
-        for key, value in f.attrs.items():
-            out[key] = value.decode() if isinstance(value, bytes) else (
-                value.item() if hasattr(value, "item") else value)
-        for key in ("sources", "config", "tokenizer"):
-            if isinstance(out.get(key), str):
-                out[key] = json.loads(out[key])
-        arrays = {}
-        for key in ("images", "labels", "tokens", "values", "offsets", "mean", "std", "vocab"):
-            if key in f:
-                arrays[key] = {"shape": list(f[key].shape), "dtype": str(f[key].dtype)}
-        out["arrays"] = arrays
-        out["splits"] = {k: int(v.shape[0]) for k, v in f["splits"].items()} if "splits" in f else {}
-        if "offsets" in f:
-            out["samples"] = int(f["offsets"].shape[0] - 1)
-        elif "images" in f:
-            out["samples"] = int(f["images"].shape[0])
-        if "classes" in f:
-            classes = _str_list(f["classes"])
-            out["classes"] = classes
-            if "labels" in f:
-                counts = np.bincount(f["labels"][()], minlength=len(classes))
-                out["class_counts"] = {c: int(k) for c, k in zip(classes, counts, strict=False)}
-        if "mean" in f:
-            out["mean"] = [round(float(v), 6) for v in f["mean"][()]]
-            out["std"] = [round(float(v), 6) for v in f["std"][()]]
-        return out
