@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dlprep
-from dlprep.data import load, open_file
+from dlprep.data import load, open_file, stratified_split
 from dlprep.errors import StoreError
 from dlprep.store import ImageTensorWriter, atomic_output
 
@@ -199,6 +199,11 @@ def test_val_fraction_split(files: dict[str, Path]) -> None:
         np.abs(np.bincount(val.labels) - 96 / 5).max() <= 1
     again = load(files["contiguous"], "val", val_fraction=0.2, seed=3)
     assert np.array_equal(again.indices, val.indices)
+    with h5py.File(files["contiguous"], "r") as f:  # the one stratified split, on train
+        base = f["splits/train"][()]
+        want = stratified_split(f["labels"][()][base], {"val": 0.2}, 3)
+    assert np.array_equal(val.indices, base[want["val"]])
+    assert np.array_equal(train.indices, base[want["train"]])
     other = load(files["contiguous"], "val", val_fraction=0.2, seed=4)
     assert not np.array_equal(other.indices, val.indices)
 

@@ -9,7 +9,7 @@ import pytest
 from test_loaders import TRAIN, ids_of, make_images
 
 import dlprep
-from dlprep.data import ClassBalancedSampler, class_weights, train_val_split
+from dlprep.data import ClassBalancedSampler, class_weights
 from dlprep.data.transforms import (
     Compose,
     Normalize,
@@ -132,20 +132,6 @@ def test_class_weights_and_balanced_sampler() -> None:
                                                                                        seed=1))
     halves = [list(ClassBalancedSampler(labels, 51, seed=1, rank=r, world_size=2)) for r in (0, 1)]
     assert len(halves[0]) + len(halves[1]) == 51
-
-
-def test_train_val_split_stratified_deterministic() -> None:
-    labels = np.repeat(np.arange(4), [100, 50, 10, 3])
-    tr, va = train_val_split(labels, 0.2, seed=0)
-    assert len(va) == round(0.2 * len(labels)) and len(tr) + len(va) == len(labels)
-    assert np.array_equal(np.sort(np.concatenate([tr, va])), np.arange(len(labels)))
-    counts = np.bincount(labels[va], minlength=4)
-    assert counts[0] == 20 and counts[1] == 10 and counts[2] == 2 and counts[3] >= 1
-    tr2, va2 = train_val_split(labels, 0.2, seed=0)
-    assert np.array_equal(va, va2) and np.array_equal(tr, tr2)
-    assert not np.array_equal(va, train_val_split(labels, 0.2, seed=1)[1])
-    with pytest.raises(ValueError):
-        train_val_split(labels, 1.0)
 
 
 def test_balanced_sampler_with_dataloader(tmp_path: Path) -> None:

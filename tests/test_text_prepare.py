@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from dlprep.cli import main
-from dlprep.prepare.text import split_documents
 from dlprep.text.clean import clean_text, strip_gutenberg
 from dlprep.text.tokenizers import from_prepared
 
@@ -65,21 +64,6 @@ def test_gutenberg_sample_offline_round_trips_both_books(cache_dir: Path, realda
     all_idx = np.concatenate(list(splits.values()))
     assert sorted(splits) == ["test", "train", "val"]
     assert len(all_idx) == len(set(all_idx.tolist())) == len(docs)
-
-
-@pytest.mark.parametrize("labels", [None, [k % 3 for k in range(50)] + [7] * 10])
-def test_split_by_document_has_no_overlap(labels: list[int] | None) -> None:
-    n = 60
-    splits = split_documents(n, val_fraction=0.1, test_fraction=0.2, seed=3, labels=labels)
-    sets = {k: set(v.tolist()) for k, v in splits.items()}
-    assert not (sets["train"] & sets["val"] or sets["train"] & sets["test"]
-                or sets["val"] & sets["test"])
-    assert set().union(*sets.values()) == set(range(n))
-    assert (len(sets["val"]), len(sets["test"])) == (6, 12)
-    again = split_documents(n, val_fraction=0.1, test_fraction=0.2, seed=3, labels=labels)
-    assert all(np.array_equal(splits[k], again[k]) for k in splits)  # deterministic
-    if labels is not None:  # stratified: class 7 (1/6 of the data) gets 2 of the 12 test docs
-        assert sum(labels[i] == 7 for i in splits["test"]) == 2
 
 
 def write_emotion_csv(path: Path, rows: int = 130) -> list[tuple[str, str]]:

@@ -139,11 +139,11 @@ def load_data(dataset: Any, *, cache_dir: str | None = None, offline: bool = Fal
 
 
 def _carve_val(train: Split, fraction: float, seed: int) -> dict[str, Split]:
-    from ..data.sampling import train_val_split
+    from ..prepare.splits import stratified_split
 
     labels = train.y if (train.y >= 0).all() else np.zeros(len(train), np.int64)
-    train_pos, val_pos = train_val_split(labels, float(fraction), seed)
-    return {"train": train.take(np.sort(train_pos)), "val": train.take(np.sort(val_pos))}
+    pos = stratified_split(labels, {"val": float(fraction)}, seed)
+    return {"train": train.take(pos["train"]), "val": train.take(pos["val"])}
 
 
 def _from_loader(name: str, *, cache_dir: str | None, offline: bool, split_val: float,

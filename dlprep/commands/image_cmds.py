@@ -66,7 +66,7 @@ def import_images_cmd(state: State, source: Path, out_name: str, size: str, gray
 
     if workers < 1:
         raise DlprepError(f"--workers must be >= 1, got {workers}")
-    recipe = Recipe(name="image-folder", title=f"images imported from {source}", version="1",
+    recipe = Recipe(name="image-folder", title=f"images imported from {source}", version="2",
                     kind="image", path=source, parser="image-folder",
                     description="local images imported with dlprep import-images")
     options = {"source": str(source), "size": size, "grayscale": grayscale, "resize": policy,

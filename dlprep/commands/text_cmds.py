@@ -59,7 +59,7 @@ def import_text_cmd(state: State, file: Path, extra: tuple[str, ...], text_colum
     digest = _file_sha256(file)
     # The cached copy's name carries the content hash: editing FILE gives a new copy/dataset.
     cached_name = f"{file.stem[:60]}-{digest[:12]}{file.suffix}"
-    recipe = Recipe(name=name, title=f"texts imported from {file.name}", version="1",
+    recipe = Recipe(name=name, title=f"texts imported from {file.name}", version="2",
                     kind="sequence", path=file, parser="csv-text",
                     description=f"imported with dlprep import-text from {file}",
                     files=[FileSpec(name=cached_name, urls=[str(file)], sha256=digest)])

@@ -19,16 +19,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
+from ..prepare.splits import stratified_split
 from .batches import BatchStream
 from .images import ImageDataset
 from .prepared import PreparedFile, resolve_prepared
-from .sampling import ClassBalancedSampler, ShardedSampler, class_weights, train_val_split
+from .sampling import ClassBalancedSampler, ShardedSampler, class_weights
 from .sequences import LMWindowDataset, SequenceDataset, collate_sequences, pad_batch
 
 __all__ = [
     "BatchStream", "ClassBalancedSampler", "ImageDataset", "LMWindowDataset", "PreparedFile",
     "SequenceDataset", "ShardedSampler", "batches", "class_weights", "collate_sequences", "load",
-    "open_file", "pad_batch", "split_indices", "train_val_split",
+    "open_file", "pad_batch", "split_indices", "stratified_split",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -57,8 +58,7 @@ def split_indices(file: PreparedFile, split: str | None, val_fraction: float | N
     if val_fraction and split in ("train", "val") and "val" not in file.splits:
         base = file.stored_split("train")
         labels = file.labels[base] if file.labels is not None else np.zeros(len(base), np.int64)
-        train_pos, val_pos = train_val_split(labels, float(val_fraction), seed)
-        return base[train_pos] if split == "train" else base[val_pos]
+        return base[stratified_split(labels, {"val": float(val_fraction)}, seed)[split]]
     if split == "val" and "val" not in file.splits and "train" in file.splits:
         have = ", ".join(sorted(file.splits))
         raise StoreError(f"{file.path}: no split 'val' (have: {have}); pass val_fraction=0.1 to "

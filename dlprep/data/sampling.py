@@ -1,5 +1,5 @@
-"""Samplers and label statistics: sharded epoch sampler, class-balanced sampler, class weights,
-and a deterministic stratified train/val split.
+"""Samplers and label statistics: sharded epoch sampler, class-balanced sampler, class weights.
+(The stratified train/val split is :func:`dlprep.prepare.splits.stratified_split`.)
 
 The samplers are plain iterables of positions ``0..len(dataset)-1``; torch's ``DataLoader``
 accepts them as ``sampler=`` (no torch import here).
@@ -106,37 +106,3 @@ class ClassBalancedSampler:
 
     def __len__(self) -> int:
         return len(range(self.rank, self.num_samples, self.world_size))
-
-
-def train_val_split(labels: np.ndarray, val_fraction: float, seed: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic stratified split of positions ``0..n-1`` into sorted (train, val) int64 arrays.
-
-    Val gets ``round(val_fraction * n)`` samples, shared between classes in proportion to their
-    counts (largest remainders; at least one per class of two or more samples, never a whole
-    class); the draw depends only on ``seed`` and the labels. Raises ``ValueError`` unless ``0 <= val_fraction < 1``.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    labels = np.asarray(labels, dtype=np.int64)
-    rng = np.random.default_rng([int(seed), 7919])
-    val_parts = []
-    order = np.argsort(labels, kind="stable")
-    classes, starts = np.unique(labels[order], return_index=True)
-    bounds = np.append(starts, len(labels))
-    counts = np.diff(bounds)
-    exact = val_fraction * counts
-    quota = np.floor(exact).astype(np.int64)
-    extra = int(round(val_fraction * len(labels))) - int(quota.sum())
-    if extra > 0:  # largest remainders first, so the total is round(val_fraction * n)
-        quota[np.argsort(-(exact - quota), kind="stable")[:extra]] += 1
-    if val_fraction > 0:
-        quota = np.where((quota == 0) & (counts >= 2), 1, quota)
-    quota = np.where(counts > 1, np.minimum(quota, counts - 1), quota)
-    for c in range(len(classes)):
-        members = order[bounds[c]:bounds[c + 1]]
-        val_parts.append(rng.permutation(members)[:int(quota[c])])
-    val = np.sort(np.concatenate(val_parts)) if val_parts else np.empty(0, np.int64)
-    mask = np.ones(len(labels), bool)
-    mask[val] = False
-    return np.nonzero(mask)[0].astype(np.int64), val.astype(np.int64)

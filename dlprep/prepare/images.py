@@ -319,7 +319,8 @@ def build(ctx: PrepareContext, out: Path) -> None:
                               dedupe=ctx.options["dedupe"], progress=ctx.progress)
     try:
         kept_labels = labels[result.kept]
-        splits = stratified_split(kept_labels, ctx.options["test_fraction"], ctx.options["seed"])
+        splits = stratified_split(kept_labels, {"test": ctx.options["test_fraction"]},
+                                  ctx.options["seed"])
         result.writer.finish(splits=splits, classes=classes,
                              meta={"ids": [samples[i].name for i in result.kept]},
                              extra_attrs=result.report_attrs(), **ctx.finish_kwargs())

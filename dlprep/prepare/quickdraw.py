@@ -118,7 +118,8 @@ def _build_bitmaps(ctx: PrepareContext, out: Path) -> None:
             for start in range(0, rows, BLOCK_ROWS):
                 block = read_npy_rows(path, min(BLOCK_ROWS, rows - start), start, header)
                 writer.write(block.reshape(-1, 28, 28, 1), np.full(len(block), k, np.int64))
-        splits = stratified_split(labels, ctx.options["test_fraction"], ctx.options["seed"])
+        splits = stratified_split(labels, {"test": ctx.options["test_fraction"]},
+                                  ctx.options["seed"])
         writer.finish(splits=splits, classes=[p[0] for p in plan], **ctx.finish_kwargs())
     finally:
         writer.close()
@@ -150,7 +151,8 @@ def _build_strokes(ctx: PrepareContext, out: Path) -> None:
             if not count:
                 raise FormatError(path, 0, f"no drawings for category {category!r}")
         lab = np.asarray(labels, np.int64)
-        splits = stratified_split(lab, ctx.options["test_fraction"], ctx.options["seed"])
+        splits = stratified_split(lab, {"test": ctx.options["test_fraction"]},
+                                  ctx.options["seed"])
         writer.finish(splits=splits, labels=lab, classes=[c for c, _ in paths],
                       meta={k: np.asarray(v) for k, v in meta.items()},
                       extra_attrs={"stroke_format": "stroke-3 (dx, dy, pen_lift); first row is "

@@ -36,6 +36,7 @@ from ..text.clean import (
 from ..text.tokenizers import KINDS, fit_tokenizer
 from .core import PrepareContext
 from .params import Param
+from .splits import stratified_split
 
 log = logging.getLogger("dlprep")
 
@@ -64,65 +65,6 @@ PARAMS: tuple[Param, ...] = TEXT_PARAMS + (
                                             "(when markers are found), yes, no",
           ("auto", "yes", "no")),
 )
-
-
-def split_documents(n: int, *, val_fraction: float, test_fraction: float, seed: int,
-                    labels: Sequence[int] | None = None) -> dict[str, np.ndarray]:
-    """Deterministic split of ``n`` documents into sorted index arrays ``train``/``val``/``test``
-    (stratified by ``labels`` when given: each class in proportion). Every split with a
-    non-zero fraction gets at least one document when there are enough (val needs 3, test 2);
-    ``train`` always keeps at least one."""
-    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= frac < 1:
-            raise DlprepError(f"--{name.replace('_', '-')}: must be in [0, 1), got {frac}")
-    if val_fraction + test_fraction >= 1:
-        raise DlprepError("--val-fraction + --test-fraction must be below 1")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
-    n_test = max(n_test, 1 if test_fraction and n >= 2 else 0)
-    n_val = max(n_val, 1 if val_fraction and n >= 3 else 0)
-    while n_test + n_val >= n and (n_test or n_val):
-        if n_val >= n_test and n_val:
-            n_val -= 1
-        else:
-            n_test -= 1
-    if labels is None:
-        test, val = order[:n_test], order[n_test:n_test + n_val]
-    else:  # per class in proportion (largest remainders), so the totals are exact
-        lab = np.asarray(labels)[order]
-        classes, counts = np.unique(lab, return_counts=True)
-        test_k = _apportion(counts, n_test)
-        val_k = _apportion(counts - test_k, n_val)
-        test_parts, val_parts = [], []
-        for c, kt, kv in zip(classes, test_k, val_k, strict=True):
-            members = order[lab == c]
-            test_parts.append(members[:kt])
-            val_parts.append(members[kt:kt + kv])
-        test, val = np.concatenate(test_parts), np.concatenate(val_parts)
-    held = np.zeros(n, bool)
-    held[test] = held[val] = True
-    out = {"train": np.flatnonzero(~held).astype(np.int64)}
-    if len(val):
-        out["val"] = np.sort(val).astype(np.int64)
-    if len(test):
-        out["test"] = np.sort(test).astype(np.int64)
-    return out
-
-
-def _apportion(counts: np.ndarray, total: int) -> np.ndarray:
-    """Split ``total`` over groups in proportion to ``counts`` (largest remainder method)."""
-    counts = np.asarray(counts, np.int64)
-    if total <= 0 or counts.sum() == 0:
-        return np.zeros(len(counts), np.int64)
-    exact = counts * (total / counts.sum())
-    k = np.minimum(np.floor(exact).astype(np.int64), counts)
-    for i in np.argsort(-(exact - k), kind="stable"):
-        if k.sum() >= total:
-            break
-        if k[i] < counts[i]:
-            k[i] += 1
-    return k
 
 
 TextSource = Callable[[], Iterable[str]]
@@ -196,8 +138,10 @@ def write_text_dataset(ctx: PrepareContext, out: Path, texts: TextSource | Seque
                               f"recipe's classes {names}")
         label_ids = [index[str(labels[r])] for r in rows]
         classes = names
-    splits = split_documents(len(rows), val_fraction=o["val_fraction"],
-                             test_fraction=o["test_fraction"], seed=o["seed"], labels=label_ids)
+    by_class = label_ids if label_ids is not None else np.zeros(len(rows), np.int64)
+    splits = {k: idx for k, idx in stratified_split(
+        by_class, {"test": o["test_fraction"], "val": o["val_fraction"]}, o["seed"]).items()
+        if k == "train" or len(idx)}
     # word/bpe vocabularies come from the train split only; the char inventory from all text,
     # so that every split decodes exactly and an LM's bits/char never meets <unk>
     if o["tokenizer"] == "char":
