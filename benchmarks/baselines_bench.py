@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dlprep.baselines import train  # noqa: E402
 from dlprep.baselines.data import load_data  # noqa: E402
 from dlprep.cache import Cache  # noqa: E402
+from dlprep.fetch.options import FetchOptions  # noqa: E402
 from dlprep.prepare.core import prepare  # noqa: E402
 from dlprep.recipes import find_recipe  # noqa: E402
 
@@ -110,7 +111,8 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="dlprep-baselines-bench-"))
     cache = Cache.open(tmp / "cache")
-    prepared = prepare(find_recipe("mnist-sample"), cache, offline=True, progress=False)
+    prepared = prepare(find_recipe("mnist-sample"), cache,
+                       fetch=FetchOptions(offline=True, progress=False))
     reference = {"nearest_mean_accuracy": nearest_mean_accuracy(prepared),
                  "mean_image_mse": mean_image_mse(prepared)}
     print(f"mnist-sample: {prepared}\nload average at start: {os.getloadavg()}")

@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import requests  # noqa: E402
 from timing import best_of  # noqa: E402
 
-from dlprep.fetch import FileSpec, fetch_file, fetch_many  # noqa: E402
+from dlprep.fetch import FetchOptions, FileSpec, fetch_file, fetch_many  # noqa: E402
 
 
 def _payloads(size_mb: int, n_small: int) -> dict[str, bytes]:
@@ -84,7 +84,7 @@ def bench_large_file(base: str, meta: dict, work: Path, repeat: int) -> dict:
 
     def ours() -> None:
         shutil.rmtree(out, ignore_errors=True)
-        fetch_file(spec, out, progress=False)
+        fetch_file(spec, out, FetchOptions(progress=False))
 
     def curl_run() -> None:
         subprocess.run([curl, "-s", "-o", str(target), url], check=True)  # type: ignore[list-item]
@@ -124,7 +124,7 @@ def bench_small_files(base: str, meta: dict, work: Path, latency: float, repeat:
 
         def ours(out: Path = out, workers: int | None = workers) -> None:
             shutil.rmtree(out, ignore_errors=True)
-            fetch_many(specs, out, max_workers=workers, progress=False)
+            fetch_many(specs, out, FetchOptions(max_workers=workers, progress=False))
 
         t_ours = _best(ours, repeat)
         n = len(paths)

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dlprep.cache import Cache  # noqa: E402
+from dlprep.fetch.options import FetchOptions  # noqa: E402
 from dlprep.prepare.core import prepare  # noqa: E402
 from dlprep.recipes import Recipe  # noqa: E402
 
@@ -83,7 +84,7 @@ def dlprep_import(tree: Path, cache_dir: Path, size: int, workers: int
     recipe = Recipe(name="image-folder", title="bench", version="1", kind="image", path=tree,
                     parser="image-folder")
     c0, t0 = cpu_seconds(), time.perf_counter()
-    out = prepare(recipe, Cache.open(cache_dir), name="bench", force=True,
+    out = prepare(recipe, Cache.open(cache_dir), name="bench", fetch=FetchOptions(force=True),
                   options={"source": str(tree), "size": str(size), "workers": workers})
     return time.perf_counter() - t0, cpu_seconds() - c0, out
 

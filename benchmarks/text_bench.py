@@ -35,6 +35,7 @@ from timing import best_of  # noqa: E402
 
 from dlprep.cache import Cache  # noqa: E402
 from dlprep.fetch.download import pkgdata_path  # noqa: E402
+from dlprep.fetch.options import FetchOptions  # noqa: E402
 from dlprep.prepare.core import prepare  # noqa: E402
 from dlprep.recipes import find_recipe  # noqa: E402
 from dlprep.text.clean import chunk_paragraphs, clean_text, strip_gutenberg  # noqa: E402
@@ -118,7 +119,7 @@ def bench_char_rnn(minutes: float, work: Path) -> dict[str, Any]:
     from dlprep.baselines import train
 
     cache = Cache.open(work / "cache")
-    path = prepare(find_recipe("gutenberg-sample"), cache, offline=True)
+    path = prepare(find_recipe("gutenberg-sample"), cache, fetch=FetchOptions(offline=True))
     with h5py.File(path, "r") as f:
         tokens = f["tokens"][()]
         off = f["offsets"][()]

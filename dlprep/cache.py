@@ -23,11 +23,6 @@ MARKER = ".dlprep-cache"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-def offline_from_env() -> bool:
-    """True when ``DLPREP_OFFLINE`` is set to a true value (1, true, yes, on)."""
-    return os.environ.get("DLPREP_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def resolve_cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Return the cache root following the documented precedence (the folder may not exist yet)."""
     if cache_dir:

@@ -12,7 +12,7 @@ import logging
 import click
 
 from ._version import __version__
-from .commands.common import State
+from .commands.common import State, global_options
 from .errors import DlprepError
 
 log = logging.getLogger("dlprep")
@@ -20,11 +20,7 @@ log = logging.getLogger("dlprep")
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dlprep")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Cache root (see `dlprep CMD --help`).")
-@click.option("--offline", is_flag=True, default=False, help="Never touch the network.")
-@click.option("--quiet", "-q", is_flag=True, default=False, help="Only print errors.")
-@click.option("--verbose", "-v", count=True, help="More log output.")
+@global_options
 @click.pass_context
 def cli(ctx: click.Context, cache_dir: str | None, offline: bool, quiet: bool, verbose: int) -> None:
     """dlprep: public deep-learning data -> verified, cached HDF5 tensors -> fast loaders.
@@ -37,10 +33,7 @@ def cli(ctx: click.Context, cache_dir: str | None, offline: bool, quiet: bool, v
       dlprep preview mnist --out m.png a grid of samples
       dlprep train-baseline cnn mnist  prove the data trains
     """
-    state = ctx.ensure_object(State)
-    state.cache_dir = cache_dir
-    state.offline = offline
-    state.verbosity = -1 if quiet else verbose
+    ctx.ensure_object(State).apply(cache_dir, offline, quiet, verbose)
 
 
 def _register() -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 from .cache import Cache
 from .fetch.download import fetch_file, hash_file
+from .fetch.options import FetchOptions
 from .recipes import Recipe, load_recipe_file
 
 
@@ -24,14 +24,14 @@ def _set_key(block: list[str], key: str, value: str) -> list[str]:
     return block
 
 
-def fill_checksums(recipe: Recipe, cache: Cache, *, mirrors: Sequence[str] = (),
-                   offline: bool = False) -> dict[str, tuple[str, int]]:
+def fill_checksums(recipe: Recipe, cache: Cache,
+                   fetch: FetchOptions | None = None) -> dict[str, tuple[str, int]]:
     """Fetch each file (verified against what the recipe already states), then write its
     sha256 and size into the recipe file. Returns ``{file: (sha256, size)}``."""
+    fetch = (fetch or FetchOptions()).with_(lock_dir=(fetch and fetch.lock_dir) or cache.locks_dir)
     values: dict[str, tuple[str, int]] = {}
     for spec in recipe.files:
-        path = fetch_file(spec, cache.raw_dir(recipe.name), mirrors=mirrors, offline=offline,
-                          lock_dir=cache.locks_dir)
+        path = fetch_file(spec, cache.raw_dir(recipe.name), fetch)
         values[spec.name] = (hash_file(path, "sha256"), path.stat().st_size)
     lines = Path(recipe.path).read_text(encoding="utf-8").splitlines(keepends=True)
     out: list[str] = []

@@ -18,7 +18,7 @@ REALDATA = ROOT / "tests" / "data" / "realdata"  # real upstream samples, see PR
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test touches the user's cache or recipes, and none reads DLPREP_* from the caller."""
-    for var in ("DLPREP_CACHE", "DLPREP_OFFLINE", "DLPREP_RECIPES"):
+    for var in ("DLPREP_CACHE", "DLPREP_OFFLINE", "DLPREP_RECIPES", "DLPREP_MAX_BYTES"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
 

@@ -41,11 +41,13 @@ def _one_thread() -> object:
 def mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """mnist-sample prepared (offline, from the bundled real IDX files) in a module cache."""
     from dlprep.cache import Cache
+    from dlprep.fetch.options import FetchOptions
     from dlprep.prepare.core import prepare
     from dlprep.recipes import find_recipe
 
     cache = Cache.open(tmp_path_factory.mktemp("cache"))
-    return prepare(find_recipe("mnist-sample"), cache, offline=True, progress=False)
+    return prepare(find_recipe("mnist-sample"), cache,
+                   fetch=FetchOptions(offline=True, progress=False))
 
 
 def _png(path: Path) -> None:

@@ -28,10 +28,12 @@ def _torchrun(nproc: int, prepared: Path, out: Path, port: int) -> dict:
 @pytest.mark.slow
 def test_two_processes_match_one_within_a_point(tmp_path: Path) -> None:
     from dlprep.cache import Cache
+    from dlprep.fetch.options import FetchOptions
     from dlprep.prepare.core import prepare
     from dlprep.recipes import find_recipe
 
-    prepared = prepare(find_recipe("mnist-sample"), Cache.open(tmp_path / "cache"), offline=True)
+    prepared = prepare(find_recipe("mnist-sample"), Cache.open(tmp_path / "cache"),
+                       fetch=FetchOptions(offline=True))
     one = _torchrun(1, prepared, tmp_path / "one", 29631)
     two = _torchrun(2, prepared, tmp_path / "two", 29632)
     assert one["world_size"] == 1 and two["world_size"] == 2 and "DDP" in two["device"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dlprep.errors import ChecksumError, FetchError, OfflineError
-from dlprep.fetch import FileSpec, RetryPolicy, fetch_file, fetch_many
+from dlprep.fetch import FetchOptions, FileSpec, RetryPolicy, fetch_file, fetch_many
 from dlprep.recipes import find_recipe
 
 PAYLOAD = random.Random(11).randbytes(400_000)
@@ -76,7 +76,7 @@ def test_checksum_mismatch_moves_on_to_the_next_mirror(loopback, tmp_path: Path)
     loopback.serve("/bad/data.bin", PAYLOAD[::-1])
     loopback.serve("/good/data.bin", PAYLOAD)
     spec = _spec(loopback.url("good/data.bin"))
-    path = fetch_file(spec, tmp_path, mirrors=[loopback.url("bad")])
+    path = fetch_file(spec, tmp_path, FetchOptions(mirrors=(loopback.url("bad"),)))
     assert path.read_bytes() == PAYLOAD
     assert [r.path for r in loopback.log] == ["/bad/data.bin", "/good/data.bin"]
 
@@ -119,7 +119,7 @@ def test_genuine_regzipped_mnist_files_pass_by_content_md5(realdata: Path, tmp_p
     for name in names:
         spec = recipe.file(name)
         assert spec.content_md5
-        path = fetch_file(spec, tmp_path, mirrors=[mirror], offline=True)
+        path = fetch_file(spec, tmp_path, FetchOptions(mirrors=(mirror,), offline=True))
         assert path.read_bytes() == (realdata / "mnist" / name).read_bytes()
         assert hashlib.sha256(path.read_bytes()).hexdigest() != spec.sha256
     assert dlprep_log.text.count("re-compressed mirror") == 3
@@ -127,22 +127,24 @@ def test_genuine_regzipped_mnist_files_pass_by_content_md5(realdata: Path, tmp_p
     tampered.content_md5 = "f" * 32
     with pytest.raises(ChecksumError, match=f"content_md5 mismatch .*expected {'f' * 32}, got "
                                             "27ae3e4e09519cfbb04c329615203637"):
-        fetch_file(tampered, tmp_path / "again", mirrors=[mirror], offline=True)
+        fetch_file(tampered, tmp_path / "again", FetchOptions(mirrors=(mirror,), offline=True))
 
 
 def test_offline_with_an_empty_cache_fails_clearly_without_a_socket(
         tmp_path: Path, no_sockets: None, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = FileSpec("data.bin", ["https://example.org/data.bin"], sha256=SHA)
     with pytest.raises(OfflineError) as err:
-        fetch_file(spec, tmp_path, offline=True)
+        fetch_file(spec, tmp_path, FetchOptions(offline=True))
     msg = str(err.value)
     assert "data.bin is not in the cache" in msg and "--offline" in msg
     assert "https://example.org/data.bin" in msg and "--mirror DIR" in msg
-    monkeypatch.setenv("DLPREP_OFFLINE", "1")
+    monkeypatch.setenv("DLPREP_OFFLINE", "1")  # read once, by FetchOptions.from_env
+    from_env = FetchOptions.from_env()
+    assert from_env.offline and FetchOptions.from_env(offline=False).offline
     with pytest.raises(OfflineError):
-        fetch_file(spec, tmp_path)
+        fetch_file(spec, tmp_path, from_env)
     with pytest.raises(OfflineError):
-        fetch_many([spec, FileSpec("b.bin", ["https://example.org/b.bin"])], tmp_path)
+        fetch_many([spec, FileSpec("b.bin", ["https://example.org/b.bin"])], tmp_path, from_env)
 
 
 def test_offline_uses_cached_files_and_local_mirrors(tmp_path: Path, no_sockets: None) -> None:
@@ -151,10 +153,11 @@ def test_offline_uses_cached_files_and_local_mirrors(tmp_path: Path, no_sockets:
     (folder / "data.bin").write_bytes(PAYLOAD)
     spec = _spec("https://example.org/data.bin")
     dest = tmp_path / "raw"
-    assert fetch_file(spec, dest, mirrors=[str(folder)], offline=True).read_bytes() == PAYLOAD
-    assert fetch_file(spec, dest, offline=True).read_bytes() == PAYLOAD  # now cached
+    offline = FetchOptions(mirrors=(str(folder),), offline=True)
+    assert fetch_file(spec, dest, offline).read_bytes() == PAYLOAD
+    assert fetch_file(spec, dest, FetchOptions(offline=True)).read_bytes() == PAYLOAD  # now cached
     plain = FileSpec("x.bin", [(folder / "data.bin").as_uri()], sha256=SHA)
-    assert fetch_file(plain, dest, offline=True).read_bytes() == PAYLOAD
+    assert fetch_file(plain, dest, FetchOptions(offline=True)).read_bytes() == PAYLOAD
 
 
 def test_fetch_many_downloads_each_file_once(loopback, tmp_path: Path) -> None:
@@ -162,7 +165,7 @@ def test_fetch_many_downloads_each_file_once(loopback, tmp_path: Path) -> None:
     for name, data in files.items():
         loopback.serve(f"/{name}", data, latency=0.01)
     specs = [_spec(loopback.url(n), n, d) for n, d in files.items()]
-    paths = fetch_many(specs, tmp_path, max_workers=8)
+    paths = fetch_many(specs, tmp_path, FetchOptions(max_workers=8))
     assert [p.name for p in paths] == list(files)
     assert all(p.read_bytes() == files[p.name] for p in paths)
     assert loopback.requests() == 60
@@ -177,7 +180,7 @@ def test_fetch_many_reports_failures_and_keeps_the_rest(loopback, tmp_path: Path
             loopback.serve(f"/f{i}", data)
         specs.append(_spec(loopback.url(f"f{i}"), f"f{i}", data))
     with pytest.raises(FetchError, match=r"2 of 6 files could not be fetched: .*f2: HTTP 404"):
-        fetch_many(specs, tmp_path, retry=RetryPolicy(sleep=lambda s: None))
+        fetch_many(specs, tmp_path, FetchOptions(retry=RetryPolicy(sleep=lambda s: None)))
     assert sorted(p.name for p in tmp_path.glob("f?")) == ["f0", "f1", "f3", "f5"]
 
 
@@ -186,9 +189,10 @@ def _fetch_script(url: str, dest: Path, sha: str, size: int) -> str:
         import logging, sys
         from pathlib import Path
         logging.basicConfig(level=logging.INFO)
-        from dlprep.fetch import FileSpec, fetch_file
+        from dlprep.fetch import FetchOptions, FileSpec, fetch_file
         spec = FileSpec("data.bin", [{url!r}], sha256={sha!r}, size={size})
-        print(fetch_file(spec, Path({str(dest)!r}), lock_dir=Path({str(dest / 'locks')!r})))
+        options = FetchOptions(lock_dir=Path({str(dest / 'locks')!r}))
+        print(fetch_file(spec, Path({str(dest)!r}), options))
     """)
 
 
@@ -229,9 +233,9 @@ def test_kill_9_during_fetch_then_rerun_resumes_and_never_serves_a_partial_file(
     assert not (tmp_path / "data.bin").exists()
     spec = _spec(loopback.url("data.bin"), data=data)
     with pytest.raises(OfflineError):  # a partial file is never handed out
-        fetch_file(spec, tmp_path, offline=True, lock_dir=tmp_path / "locks")
+        fetch_file(spec, tmp_path, FetchOptions(offline=True, lock_dir=tmp_path / "locks"))
     route.throttle_bps = None
-    path = fetch_file(spec, tmp_path, lock_dir=tmp_path / "locks")
+    path = fetch_file(spec, tmp_path, FetchOptions(lock_dir=tmp_path / "locks"))
     assert path.read_bytes() == data
     last = loopback.requests_for("/data.bin")[-1]
     assert last.status == 206 and last.headers["Range"].startswith("bytes=")

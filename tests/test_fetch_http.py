@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dlprep.errors import FetchError
-from dlprep.fetch import FileSpec, RetryPolicy, fetch_file
+from dlprep.fetch import FetchOptions, FileSpec, RetryPolicy, fetch_file
 from dlprep.fetch.http import USER_AGENT, parse_retry_after
 
 PAYLOAD = random.Random(7).randbytes(1_000_000)
@@ -39,6 +39,10 @@ class FakeClock:
     def policy(self, **kw: object) -> RetryPolicy:
         return RetryPolicy(sleep=self.sleep, clock=self.time, rng=random.Random(0), **kw)
 
+    def options(self, **kw: object) -> FetchOptions:
+        """Fetch options whose retries use this clock (``kw``: RetryPolicy fields)."""
+        return FetchOptions(retry=self.policy(**kw))
+
 
 def test_plain_download_sends_user_agent_and_leaves_only_the_file(loopback, tmp_path: Path) -> None:
     loopback.serve("/data.bin", PAYLOAD)
@@ -57,7 +61,7 @@ def test_plain_download_sends_user_agent_and_leaves_only_the_file(loopback, tmp_
 def test_connection_cut_mid_file_resumes_with_range(loopback, tmp_path: Path, validator: str) -> None:
     route = loopback.serve("/data.bin", PAYLOAD, cut_after=600_000, validator=validator)
     clock = FakeClock()
-    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=clock.policy())
+    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, clock.options())
     assert path.read_bytes() == PAYLOAD
     first, second = loopback.requests_for("/data.bin")
     assert first.body_bytes == 600_000
@@ -85,8 +89,7 @@ def test_resume_restarts_cleanly_when_the_file_changed(loopback, tmp_path: Path)
 
 def test_server_without_range_support_restarts_from_zero(loopback, tmp_path: Path) -> None:
     loopback.serve("/data.bin", PAYLOAD, cut_after=300_000, ranges=False)
-    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path,
-                      retry=FakeClock().policy())
+    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, FakeClock().options())
     assert path.read_bytes() == PAYLOAD
     assert [r.status for r in loopback.requests_for("/data.bin")] == [200, 200]
 
@@ -94,7 +97,7 @@ def test_server_without_range_support_restarts_from_zero(loopback, tmp_path: Pat
 def test_503_then_ok_honours_retry_after_seconds(loopback, tmp_path: Path) -> None:
     loopback.serve("/data.bin", PAYLOAD, fail_first=2, fail_status=503, retry_after="7")
     clock = FakeClock()
-    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=clock.policy())
+    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, clock.options())
     assert path.read_bytes() == PAYLOAD
     assert clock.sleeps == [7.0, 7.0]
     assert loopback.requests("/data.bin") == 3
@@ -104,7 +107,7 @@ def test_429_then_ok_honours_retry_after_http_date(loopback, tmp_path: Path) -> 
     clock = FakeClock()
     loopback.serve("/data.bin", PAYLOAD, fail_first=1, fail_status=429,
                    retry_after=formatdate(clock.now + 30, usegmt=True))
-    fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=clock.policy())
+    fetch_file(_spec([loopback.url("data.bin")]), tmp_path, clock.options())
     assert clock.sleeps == [pytest.approx(30, abs=1)]
 
 
@@ -112,7 +115,7 @@ def test_backoff_is_exponential_with_jitter_and_bounded(loopback, tmp_path: Path
     loopback.serve("/data.bin", PAYLOAD, fail_first=100, fail_status=502)
     clock = FakeClock()
     with pytest.raises(FetchError) as err:
-        fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=clock.policy(attempts=4))
+        fetch_file(_spec([loopback.url("data.bin")]), tmp_path, clock.options(attempts=4))
     msg = str(err.value)
     assert loopback.url("data.bin") in msg and "HTTP 502" in msg and "4 attempts" in msg
     assert loopback.requests("/data.bin") == 4
@@ -165,10 +168,10 @@ def test_refused_and_dns_failures_fail_fast_naming_the_url(tmp_path: Path) -> No
     clock = FakeClock()
     refused = "http://127.0.0.1:1/data.bin"
     with pytest.raises(FetchError, match=rf"{refused}: connection refused"):
-        fetch_file(_spec([refused]), tmp_path, retry=clock.policy())
+        fetch_file(_spec([refused]), tmp_path, clock.options())
     bad_host = "https://no-such-host.invalid/data.bin"
     with pytest.raises(FetchError, match=rf"{bad_host}: cannot resolve the host name"):
-        fetch_file(_spec([bad_host]), tmp_path, retry=clock.policy())
+        fetch_file(_spec([bad_host]), tmp_path, clock.options())
     assert clock.sleeps == []  # neither is worth retrying
 
 
@@ -178,7 +181,7 @@ def test_read_timeout_is_retried(loopback, tmp_path: Path) -> None:
     start = time.monotonic()
     with pytest.raises(FetchError, match="timed out"):
         fetch_file(_spec([loopback.url("slow.bin")], name="slow.bin"), tmp_path,
-                   retry=clock.policy(attempts=2, read_timeout=0.1))
+                   clock.options(attempts=2, read_timeout=0.1))
     assert loopback.requests("/slow.bin") == 2 and len(clock.sleeps) == 1
     assert time.monotonic() - start < 5
 
@@ -188,7 +191,7 @@ def test_threaded_writer_for_big_downloads_resumes_correctly(loopback, tmp_path:
     """Big downloads write + hash on a helper thread; a cut and a resume still give exact bytes."""
     monkeypatch.setattr("dlprep.fetch.http.THREADED_MIN", 0)
     loopback.serve("/data.bin", PAYLOAD, cut_after=555_555)
-    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, retry=FakeClock().policy())
+    path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, FakeClock().options())
     assert path.read_bytes() == PAYLOAD
     assert loopback.requests_for("/data.bin")[-1].headers["Range"] == "bytes=555555-"
 
@@ -199,7 +202,7 @@ def test_content_range_not_matching_the_partial_file_restarts_cleanly(loopback,
     url = loopback.url("data.bin")
     (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:400_000])
     (tmp_path / "data.bin.part.json").write_text(json.dumps({"url": url, "validator": route.etag}))
-    path = fetch_file(_spec([url]), tmp_path, retry=FakeClock().policy())
+    path = fetch_file(_spec([url]), tmp_path, FakeClock().options())
     assert path.read_bytes() == PAYLOAD
     first, second = loopback.requests_for("/data.bin")
     assert first.headers["Range"] == "bytes=400000-" and first.status == 206

@@ -16,6 +16,7 @@ import pytest
 
 from dlprep.cli import main
 from dlprep.errors import FetchError, FormatError, OfflineError
+from dlprep.fetch.options import FetchOptions
 from dlprep.sources.gutenberg import (
     CATALOG_COLUMNS,
     CATALOG_PATH,
@@ -217,8 +218,8 @@ def test_mirror_is_not_throttled_and_mirror_tree_fallback(loopback, realdata: Pa
     loopback.serve("/1/2/123/123-8.txt", latin1.replace("\ufeff", "").encode("latin-1"))
     clock = FakeClock()
     limiter = RecordingLimiter(clock)
-    client = GutenbergClient(tmp_path / "raw", mirrors=[loopback.base_url], base_url="",
-                             limiter=limiter)
+    client = GutenbergClient(tmp_path / "raw", FetchOptions(mirrors=(loopback.base_url,)),
+                             base_url="", limiter=limiter)
     alice = client.fetch_book(11)
     assert alice.name == "11-0.txt" and alice.parent.name == "11"
     assert loopback.requests("/cache/epub/11/pg11.txt") == 1  # main layout tried first (404)
@@ -240,14 +241,14 @@ def test_catalog_refreshed_at_most_daily(loopback, tmp_path: Path) -> None:
     second = client.fetch_catalog()
     assert second != first and loopback.requests() == 2 and len(read_catalog(second)) == 2
     day[0] = dt.date(2026, 11, 29)
-    offline = GutenbergClient(tmp_path / "raw", base_url=loopback.base_url, offline=True,
-                              today=lambda: day[0])
+    offline = GutenbergClient(tmp_path / "raw", FetchOptions(offline=True),
+                              base_url=loopback.base_url, today=lambda: day[0])
     assert offline.fetch_catalog() == second and loopback.requests() == 2
     loopback.route("/" + CATALOG_PATH).fail_first = 100
     loopback.route("/" + CATALOG_PATH).fail_status = 404
     assert client.fetch_catalog() == second  # refresh failed: yesterday's copy is used
     with pytest.raises(OfflineError, match="catalog is not in the cache"):
-        GutenbergClient(tmp_path / "empty", offline=True).fetch_catalog()
+        GutenbergClient(tmp_path / "empty", FetchOptions(offline=True)).fetch_catalog()
 
 
 def _fetch(capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
@@ -348,8 +349,9 @@ def test_book_download_resumes_after_a_cut(loopback, realdata: Path, tmp_path: P
     book = (realdata / "gutenberg/pg1342.txt").read_bytes()
     loopback.serve("/cache/epub/1342/pg1342.txt", book, cut_after=300_000)
     clock = FakeClock()
-    client = GutenbergClient(tmp_path / "raw", mirrors=[loopback.base_url], base_url="",
-                             retry=RetryPolicy(sleep=clock.sleep, clock=clock))
+    retry = RetryPolicy(sleep=clock.sleep, clock=clock)
+    client = GutenbergClient(tmp_path / "raw", FetchOptions(mirrors=(loopback.base_url,),
+                                                            retry=retry), base_url="")
     path = client.fetch_book(1342)
     assert path.read_bytes() == book and not list(path.parent.glob("*.part"))
     assert loopback.requests("/cache/epub/1342/pg1342.txt") == 2

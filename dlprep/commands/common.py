@@ -25,15 +25,33 @@ class State:
 
         return Cache.open(self.cache_dir)
 
+    def fetch_options(self, **overrides: Any):  # type: ignore[no-untyped-def]
+        """The run's ``FetchOptions``: --offline (or DLPREP_OFFLINE), no progress bar with -q,
+        plus ``overrides`` (a command's --mirror, --force, ...)."""
+        from ..fetch.options import FetchOptions
+
+        overrides.setdefault("progress", False if self.quiet else None)
+        overrides["offline"] = self.offline or bool(overrides.get("offline"))
+        return FetchOptions.from_env(**overrides)
+
     @property
     def is_offline(self) -> bool:
-        from ..cache import offline_from_env
-
-        return self.offline or offline_from_env()
+        return bool(self.fetch_options().offline)
 
     @property
     def quiet(self) -> bool:
         return self.verbosity < 0
+
+    def apply(self, cache_dir: str | None, offline: bool, quiet: bool, verbose: int) -> None:
+        """Merge the global options given here (before or after the command name)."""
+        if cache_dir:
+            self.cache_dir = cache_dir
+        self.offline = self.offline or offline
+        if quiet:
+            self.verbosity = -1
+        elif verbose:
+            self.verbosity = verbose
+        _setup_logging(self.verbosity)
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -50,30 +68,36 @@ def _setup_logging(verbosity: int) -> None:
     root.propagate = bool(logging.getLogger().handlers)
 
 
-def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--cache-dir, --offline, --quiet, -v on a command (also accepted before the command)."""
+_GLOBAL_OPTIONS = (
+    click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                 help="Cache root (default: $DLPREP_CACHE, else the user cache folder "
+                      "~/.cache/dlprep; `dlprep info` shows it)."),
+    click.option("--offline", is_flag=True, default=False,
+                 help="Never open a network connection; fail naming what is missing "
+                      "(also DLPREP_OFFLINE=1)."),
+    click.option("--quiet", "-q", is_flag=True, default=False, help="Only print errors."),
+    click.option("--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+)
 
-    @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                  help="Cache root (default: $DLPREP_CACHE, ./cache if it is a dlprep cache, "
-                       "else ~/.cache/dlprep).")
-    @click.option("--offline", is_flag=True, default=False,
-                  help="Never open a network connection; fail naming what is missing "
-                       "(also DLPREP_OFFLINE=1).")
-    @click.option("--quiet", "-q", is_flag=True, default=False, help="Only print errors.")
-    @click.option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
+
+def global_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --cache-dir, --offline, --quiet, -v (declared once, here) to a command or group."""
+    for option in reversed(_GLOBAL_OPTIONS):
+        func = option(func)
+    return func
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The global options on a command too (so they may follow the command name); the
+    command receives the merged ``State`` as its first argument."""
+
+    @global_options
     @click.pass_context
     @functools.wraps(func)
     def wrapper(ctx: click.Context, cache_dir: str | None, offline: bool, quiet: bool,
                 verbose: int, *args: Any, **kwargs: Any) -> Any:
         state = ctx.ensure_object(State)
-        if cache_dir:
-            state.cache_dir = cache_dir
-        state.offline = state.offline or offline
-        if quiet:
-            state.verbosity = -1
-        elif verbose:
-            state.verbosity = verbose
-        _setup_logging(state.verbosity)
+        state.apply(cache_dir, offline, quiet, verbose)
         return ctx.invoke(func, state, *args, **kwargs)
 
     return wrapper

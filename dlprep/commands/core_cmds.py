@@ -162,8 +162,8 @@ def fetch_cmd(state: State, name: str, extra: tuple[str, ...], recipe_file: str 
 
     recipe = find_recipe(name, recipe_file)
     options = parse_extra_args(list(extra), f"dataset {name}")
-    out = prepare(recipe, state.cache(), options=options, name=out_name, mirrors=list(mirrors),
-                  offline=state.is_offline, force=force, progress=None if not state.quiet else False)
+    fetch = state.fetch_options(mirrors=mirrors, force=force)
+    out = prepare(recipe, state.cache(), options=options, name=out_name, fetch=fetch)
     if not state.quiet:
         click.echo(summary_line(out))
     emit_path(out)
@@ -184,7 +184,7 @@ def preview_cmd(state: State, name: str, out_file: str, split: str | None, count
     from ..prepare.core import prepared_or_prepare
     from ..preview import render_preview
 
-    path = prepared_or_prepare(name, state.cache(), offline=state.is_offline)
+    path = prepared_or_prepare(name, state.cache(), fetch=state.fetch_options())
     render_preview(path, Path(out_file), split=split, count=count, seed=seed)
     click.echo(f"wrote {out_file}")
 
@@ -206,8 +206,7 @@ def recipes_checksum(state: State, recipe_file: str, mirrors: tuple[str, ...]) -
     from ..recipes_edit import fill_checksums
 
     recipe = load_recipe_file(recipe_file)
-    changed = fill_checksums(recipe, state.cache(), mirrors=list(mirrors),
-                             offline=state.is_offline)
+    changed = fill_checksums(recipe, state.cache(), state.fetch_options(mirrors=mirrors))
     for name, (sha, size) in changed.items():
         click.echo(f"{name}: sha256 {sha}, {size:,} bytes")
     click.echo(f"updated {recipe_file}")

@@ -45,7 +45,7 @@ def prepare_cmd(state: State, from_hf: str | None, name: str, image_column: str,
     options = {"path": from_hf, "image_column": image_column, "label_column": label_column,
                "text_column": text_column, "size": size, "tokenizer": tokenizer}
     out = prepare(import_recipe(from_hf, name), state.cache(), options=options, name=name,
-                  offline=True, force=force)
+                  fetch=state.fetch_options(offline=True, force=force))
     if not state.quiet:
         from .summary import summary_line
 

@@ -72,8 +72,8 @@ def import_images_cmd(state: State, source: Path, out_name: str, size: str, gray
     options = {"source": str(source), "size": size, "grayscale": grayscale, "resize": policy,
                "dedupe": dedupe, "test_fraction": test_fraction, "seed": seed,
                "max_pixels": max_pixels, "workers": workers}
-    out = prepare(recipe, state.cache(), options=options, name=out_name, force=force,
-                  offline=state.is_offline, progress=False if state.quiet else None)
+    out = prepare(recipe, state.cache(), options=options, name=out_name,
+                  fetch=state.fetch_options(force=force))
     if not state.quiet:
         from .summary import summary_line
 

@@ -66,8 +66,8 @@ def import_text_cmd(state: State, file: Path, extra: tuple[str, ...], text_colum
     options = parse_extra_args(list(extra), f"import-text {file.name}")
     options.update({"text_column": text_column, "label_column": label_column,
                     "tokenizer": tokenizer, "format": fmt, "encoding": encoding})
-    out = prepare(recipe, state.cache(), options=options, name=name, offline=True,
-                  force=force, progress=None if not state.quiet else False)
+    out = prepare(recipe, state.cache(), options=options, name=name,
+                  fetch=state.fetch_options(offline=True, force=force))
     if not state.quiet:
         from .summary import summary_line
 
@@ -97,8 +97,8 @@ def gutenberg_search_cmd(state: State, ids: str | None, author: str | None, titl
         raise DlprepError("gutenberg-search: give --ids, --author, --title, --subject or "
                           "--language")
     cache = state.cache()
-    client = GutenbergClient(cache.raw_dir("gutenberg"), mirrors=list(mirrors),
-                             offline=state.is_offline, lock_dir=cache.locks_dir)
+    client = GutenbergClient(cache.raw_dir("gutenberg"),
+                             state.fetch_options(mirrors=mirrors, lock_dir=cache.locks_dir))
     entries = search_catalog(read_catalog(client.fetch_catalog()),
                              ids=parse_ids(ids) if ids else None, author=author, title=title,
                              subject=subject, language=language, limit=limit or None)

@@ -14,7 +14,7 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -22,24 +22,34 @@ import numpy as np
 from ..errors import StoreError
 from ..store import dataset_summary, open_prepared
 
+if TYPE_CHECKING:
+    from ..fetch.options import FetchOptions
+
 DATA_KEYS = ("images", "tokens", "values")
 log = logging.getLogger("dlprep")
 
 
 def resolve_prepared(name_or_path: str | os.PathLike[str],
                      cache_dir: str | os.PathLike[str] | None = None,
-                     offline: bool = False) -> Path:
-    """A prepared ``.h5`` path, or a dataset name resolved through the cache (prepared if needed)."""
+                     offline: bool = False, *, fetch: FetchOptions | None = None) -> Path:
+    """A prepared ``.h5`` path, or a dataset name resolved through the cache (prepared if needed).
+
+    ``fetch``: how to download if it must be prepared (default: ``FetchOptions.from_env``,
+    offline when ``offline`` is true or ``DLPREP_OFFLINE`` is set)."""
     p = Path(name_or_path)
     if p.suffix in {".h5", ".hdf5"} or p.is_file():
         if not p.is_file():
             raise StoreError(f"{p}: no such prepared file")
         return p
-    from ..cache import Cache, offline_from_env
+    from ..cache import Cache
+    from ..fetch.options import FetchOptions
     from ..prepare.core import prepared_or_prepare
 
-    return prepared_or_prepare(str(name_or_path), Cache.open(cache_dir),
-                               offline=offline or offline_from_env())
+    if fetch is None:
+        fetch = FetchOptions.from_env(offline=offline)
+    elif offline and not fetch.offline:
+        fetch = fetch.with_(offline=True)
+    return prepared_or_prepare(str(name_or_path), Cache.open(cache_dir), fetch=fetch)
 
 
 def _text(value: Any) -> str:

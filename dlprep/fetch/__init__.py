@@ -2,5 +2,6 @@
 
 from .download import FileSpec, fetch_file, fetch_many
 from .http import RetryPolicy
+from .options import FetchOptions
 
-__all__ = ["FileSpec", "RetryPolicy", "fetch_file", "fetch_many"]
+__all__ = ["FetchOptions", "FileSpec", "RetryPolicy", "fetch_file", "fetch_many"]

@@ -20,18 +20,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ..cache import offline_from_env
 from ..errors import ChecksumError, DlprepError, FetchError, OfflineError
 from ..locks import PathLock
 from ..progress import progress_bar, progress_enabled
-from .http import RetryPolicy, discard_partial, download_url, shared_session
+from .http import discard_partial, download_url, shared_session
+from .options import FetchOptions
 from .verify import CHUNK, has_checksum, hash_file, primary_algorithm, verify_file
 
 __all__ = ["FileSpec", "fetch_file", "fetch_many", "hash_file", "verify_file", "local_source",
            "mirror_urls", "pkgdata_path"]
 
 log = logging.getLogger("dlprep")
-_DEFAULT_RETRY = RetryPolicy()
+_DEFAULTS = FetchOptions()
 
 
 @dataclass
@@ -112,53 +112,44 @@ def _offline_error(spec: FileSpec, target: Path, urls: Sequence[str]) -> Offline
                         f"or pass --mirror DIR holding {spec.name}")
 
 
-def fetch_file(
-    spec: FileSpec,
-    dest_dir: Path,
-    *,
-    mirrors: Sequence[str] = (),
-    offline: bool = False,
-    force: bool = False,
-    session: Any = None,
-    lock_dir: Path | None = None,
-    retry: RetryPolicy | None = None,
-    progress: bool | None = None,
-) -> Path:
+def fetch_file(spec: FileSpec, dest_dir: Path, options: FetchOptions | None = None, *,
+               session: Any = None) -> Path:
     """Make ``dest_dir/spec.name`` present and verified; return its path.
 
-    Tries ``mirrors`` (``BASE/<name>``) then ``spec.urls`` in order; a checksum mismatch, an
-    HTTP error or an HTML page moves on to the next one. ``offline`` (or ``DLPREP_OFFLINE=1``)
-    uses only the cache and local mirrors and never opens a socket. ``force`` downloads again
-    even if cached. ``retry`` sets retries/timeouts (and the sleep/clock, for tests);
-    ``progress``: True/False, or None for a bar only on a TTY outside CI.
+    Tries ``options.mirrors`` (``BASE/<name>``) then ``spec.urls`` in order; a checksum
+    mismatch, an HTTP error or an HTML page moves on to the next one. ``options.offline`` uses
+    only the cache and local mirrors and never opens a socket; ``options.force`` downloads
+    again even if cached (see :class:`FetchOptions` for the rest). ``session``: a requests
+    session (default: the shared one).
     Raises ``OfflineError``, ``ChecksumError`` (naming expected and actual hash) or ``FetchError``.
     """
+    options = options or _DEFAULTS
     dest_dir = Path(dest_dir)
     target = dest_dir / spec.name
-    if target.is_file() and not force:
+    if target.is_file() and not options.force:
         return target
-    offline = offline or offline_from_env()
-    urls = mirror_urls(spec, mirrors)
-    if offline and not any(local_source(u) is not None for u in urls):
+    urls = mirror_urls(spec, options.mirrors)
+    if options.offline and not any(local_source(u) is not None for u in urls):
         raise _offline_error(spec, target, urls)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    lock_file = _lock_path(target, lock_dir)
+    lock_file = _lock_path(target, options.lock_dir)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock = PathLock(lock_file)
     if not lock.acquire(timeout=0.2):
         log.info("%s: waiting for another dlprep process that is downloading it", spec.name)
         lock.acquire()
     try:
-        if target.is_file() and not force:  # another process finished it while we waited
+        if target.is_file() and not options.force:  # another process finished it meanwhile
             return target
-        return _fetch_locked(spec, target, urls, offline=offline, session=session,
-                             retry=retry or _DEFAULT_RETRY, progress=progress_enabled(progress))
+        return _fetch_locked(spec, target, urls, options, session=session,
+                             progress=progress_enabled(options.progress))
     finally:
         lock.release()
 
 
-def _fetch_locked(spec: FileSpec, target: Path, urls: Sequence[str], *, offline: bool,
-                  session: Any, retry: RetryPolicy, progress: bool) -> Path:
+def _fetch_locked(spec: FileSpec, target: Path, urls: Sequence[str], options: FetchOptions, *,
+                  session: Any, progress: bool) -> Path:
+    offline = options.offline
     part = target.with_name(target.name + ".part")
     algorithm = primary_algorithm(spec)
     errors: list[str] = []
@@ -173,7 +164,8 @@ def _fetch_locked(spec: FileSpec, target: Path, urls: Sequence[str], *, offline:
                 digest = _copy_local(src, part, algorithm=algorithm, progress=progress)
             else:
                 digest = download_url(url, part, name=spec.name,
-                                      session=session or shared_session(), retry=retry,
+                                      session=session or shared_session(),
+                                      retry=options.retry_policy,
                                       algorithm=algorithm, progress=progress)
             verify_file(part, spec, url, digest=digest)
         except ChecksumError as exc:
@@ -210,55 +202,41 @@ def _auto_workers(specs: Sequence[FileSpec]) -> int:
     return 16 if small else 8
 
 
-def fetch_many(
-    specs: Sequence[FileSpec],
-    dest_dir: Path,
-    *,
-    mirrors: Sequence[str] = (),
-    offline: bool = False,
-    force: bool = False,
-    session: Any = None,
-    lock_dir: Path | None = None,
-    retry: RetryPolicy | None = None,
-    progress: bool | None = None,
-    max_workers: int | None = None,
-) -> list[Path]:
+def fetch_many(specs: Sequence[FileSpec], dest_dir: Path, options: FetchOptions | None = None,
+               *, session: Any = None) -> list[Path]:
     """Fetch many files concurrently (thread pool, one shared session, a lock per file).
 
-    ``max_workers``: threads; by default 16 when every file is known to be small (under
-    1 MiB: the time goes to waiting on the server, so more requests in flight help) and 8
-    otherwise (bandwidth-bound, and polite to one host).
+    ``options.max_workers``: threads; by default 16 when every file is known to be small
+    (under 1 MiB: the time goes to waiting on the server, so more requests in flight help)
+    and 8 otherwise (bandwidth-bound, and polite to one host).
 
     Same guarantees as ``fetch_file`` for each file; returns the paths in the order of
     ``specs``. Every file is attempted; if some fail, raises the error of the single failure,
     or a ``FetchError`` counting the failures and naming the first few.
     """
+    options = options or _DEFAULTS
     specs = list(specs)
     dupes = sorted(n for n, k in Counter(s.name for s in specs).items() if k > 1)
     if dupes:
         raise FetchError(f"fetch_many: duplicate file names {', '.join(dupes[:5])}")
-    offline = offline or offline_from_env()
-    if session is None and not offline:
+    if session is None and not options.offline:
         session = shared_session()
     results: list[Path | None] = [None] * len(specs)
     failures: list[tuple[int, DlprepError]] = []
     todo: list[int] = []
     for i, spec in enumerate(specs):
         cached = Path(dest_dir) / spec.name
-        if cached.is_file() and not force:
+        if cached.is_file() and not options.force:
             results[i] = cached
         else:
             todo.append(i)
-    enabled = progress_enabled(progress)
+    enabled = progress_enabled(options.progress)
+    one_bar = options.with_(progress=enabled and len(todo) == 1)
+    workers = options.max_workers or _auto_workers(specs)
     with progress_bar(enabled and len(todo) > 1, desc="files", total=len(todo), unit="file") as bar, \
-            ThreadPoolExecutor(max_workers=max(1, min(max_workers or _auto_workers(specs),
-                                                       len(todo) or 1))) as pool:
-        futures = {
-            pool.submit(fetch_file, specs[i], dest_dir, mirrors=mirrors, offline=offline,
-                        force=force, session=session, lock_dir=lock_dir, retry=retry,
-                        progress=enabled and len(todo) == 1): i
-            for i in todo
-        }
+            ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool:
+        futures = {pool.submit(fetch_file, specs[i], dest_dir, one_bar, session=session): i
+                   for i in todo}
         for future in as_completed(futures):
             i = futures[future]
             try:

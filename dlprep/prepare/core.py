@@ -3,7 +3,9 @@
 Each recipe names a *builder*: ``parser = "idx"`` (a file-based format) or
 ``connector = "gutenberg"`` (a parameterized source). A builder module exports ``PARAMS`` (its
 options), optionally ``collect(ctx) -> list[Path]`` (connectors: fetch what the options select),
-and ``build(ctx, out_path)`` (write the HDF5 file with the store writers).
+and ``build(ctx, out_path)`` (write the HDF5 file with the store writers). What ``collect``
+returns (a small dataclass of the builder's own, e.g. the listed samples) is kept in
+``ctx.collected`` for ``build``; read it back with ``ctx.collected_as(TheClass)``.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
-from filelock import FileLock
-
-from ..cache import Cache, offline_from_env, safe_component
+from ..cache import Cache, safe_component
 from ..errors import DlprepError
 from ..fetch.download import FileSpec, fetch_file, fetch_many, hash_file
+from ..fetch.options import FetchOptions
+from ..locks import PathLock
 from ..recipes import Recipe
 from ..store import FORMAT_VERSION, atomic_output
 from .params import resolve_options
 
 log = logging.getLogger("dlprep")
+T = TypeVar("T")
+#: a value in ``PrepareContext.inputs`` (stored as JSON in the ``config`` attribute)
+ConfigInput = str | int | list[int]
 
 # builder id -> module. Add a line here when adding a format or a source.
 BUILDERS: dict[str, str] = {
@@ -56,46 +61,62 @@ def builder_module(recipe: Recipe) -> ModuleType:
 
 @dataclass
 class PrepareContext:
-    """What a builder sees: the recipe, resolved options, the cache and how to fetch."""
+    """What a builder sees: the recipe, resolved options, the cache and how to fetch.
+
+    ``options``: the resolved builder options (part of the config hash). ``workers``: a
+    runtime option (how, not what: not in the hash). ``inputs``: further config-hash inputs a
+    builder computes in ``collect`` (e.g. a listing digest, the chosen book ids). ``collected``:
+    whatever ``collect`` returned, for ``build``.
+    """
 
     recipe: Recipe
     options: dict[str, Any]
     cache: Cache
     name: str
-    mirrors: Sequence[str] = ()
-    offline: bool = False
-    force_download: bool = False
-    progress: bool | None = None
+    fetch_options: FetchOptions = field(default_factory=FetchOptions)
+    workers: int = 1
     files: dict[str, Path] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
-    extra_inputs: dict[str, Any] = field(default_factory=dict)
-    # not in the config hash: options in the builder's RUNTIME_OPTIONS (how, not what, e.g.
-    # workers) and scratch state that collect() hands to build()
-    runtime: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, ConfigInput] = field(default_factory=dict)
+    collected: object | None = None
 
     @property
     def raw_dir(self) -> Path:
         return self.cache.raw_dir(self.recipe.name)
 
+    @property
+    def offline(self) -> bool:
+        return self.fetch_options.offline
+
+    @property
+    def force_download(self) -> bool:
+        return self.fetch_options.force
+
+    @property
+    def progress(self) -> bool | None:
+        return self.fetch_options.progress
+
+    def collected_as(self, kind: type[T]) -> T:
+        """``collected`` checked to be a ``kind`` (what this builder's ``collect`` returned)."""
+        if not isinstance(self.collected, kind):
+            raise TypeError(f"{self.recipe.name}: build() expected collect() to return "
+                            f"{kind.__name__}, got {type(self.collected).__name__}")
+        return self.collected
+
     def fetch(self, spec: FileSpec, subdir: str | None = None) -> Path:
         """Fetch one file into ``raw/<recipe>[/subdir]`` and record it as a source."""
         dest = self.raw_dir / subdir if subdir else self.raw_dir
-        path = fetch_file(spec, dest, mirrors=self.mirrors, offline=self.offline,
-                          force=self.force_download, lock_dir=self.cache.locks_dir,
-                          progress=self.progress)
+        path = fetch_file(spec, dest, self.fetch_options)
         self._record(spec, path, subdir)
         return path
 
     def fetch_all(self, specs: Sequence[FileSpec], subdir: str | None = None) -> list[Path]:
         """Fetch several files concurrently (``fetch_many``) and record them, in order.
         Offline there is nothing to overlap, and the first missing file is the clearest error."""
-        if self.offline or offline_from_env() or len(specs) < 2:
+        if self.offline or len(specs) < 2:
             return [self.fetch(spec, subdir) for spec in specs]
         dest = self.raw_dir / subdir if subdir else self.raw_dir
-        paths = fetch_many(specs, dest, mirrors=self.mirrors, offline=self.offline,
-                           force=self.force_download, lock_dir=self.cache.locks_dir,
-                           progress=self.progress)
+        paths = fetch_many(specs, dest, self.fetch_options)
         for spec, path in zip(specs, paths, strict=True):
             self._record(spec, path, subdir)
         return paths
@@ -123,7 +144,7 @@ class PrepareContext:
         return {"format": FORMAT_VERSION, "recipe": self.recipe.name, "name": self.name,
                 "version": self.recipe.version,
                 "builder": self.recipe.parser or self.recipe.connector,
-                "options": self.options, "inputs": self.extra_inputs,
+                "options": self.options, "inputs": self.inputs,
                 "sources": sorted((s["name"], s["sha256"]) for s in self.sources)}
 
     def config_hash(self) -> str:
@@ -166,39 +187,62 @@ def find_prepared(cache: Cache, name: str) -> Path | None:
 
 def _write_latest(cache: Cache, name: str, out: Path) -> None:
     pointer = latest_pointer(cache, name)
+    try:
+        if pointer.read_text().strip() == out.name:
+            return  # nothing to write (and a read-only cache stays untouched)
+    except OSError:
+        pass
     tmp = pointer.with_name(".latest.tmp")
     tmp.write_text(out.name + "\n")
     tmp.replace(pointer)
 
 
+def _context(recipe: Recipe, cache: Cache, module: ModuleType, options: Mapping[str, Any],
+             name: str | None, fetch: FetchOptions) -> PrepareContext:
+    where = f"dataset {recipe.name}"
+    resolved = resolve_options(getattr(module, "PARAMS", ()), recipe.options, options, where)
+    runtime = {k: resolved.pop(k) for k in getattr(module, "RUNTIME_OPTIONS", ()) if k in resolved}
+    unknown = sorted(set(runtime) - {"workers"})
+    if unknown:
+        raise DlprepError(f"{where}: unknown runtime option(s) {', '.join(unknown)}")
+    if fetch.lock_dir is None:
+        fetch = fetch.with_(lock_dir=cache.locks_dir)
+    return PrepareContext(recipe=recipe, options=resolved, cache=cache,
+                          name=safe_component(name or recipe.name, "dataset name"),
+                          fetch_options=fetch, workers=int(runtime.get("workers", 1)))
+
+
 def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None = None,
-            name: str | None = None, mirrors: Sequence[str] = (), offline: bool = False,
-            force: bool = False, progress: bool | None = None) -> Path:
+            name: str | None = None, fetch: FetchOptions | None = None) -> Path:
     """Fetch, verify and prepare ``recipe``; return the prepared HDF5 path (idempotent).
 
-    ``force`` re-downloads the files and rebuilds the HDF5 file. ``name`` stores the result
-    under another dataset name (for parameterized sources such as ``gutenberg --name nietzsche``).
+    ``fetch``: how to download (mirrors, offline, ...); ``fetch.force`` re-downloads the files
+    and rebuilds the HDF5 file. ``name`` stores the result under another dataset name (for
+    parameterized sources such as ``gutenberg --name nietzsche``). A file that is already
+    prepared is returned without taking any lock, so a read-only cache can be read.
     """
+    fetch = fetch or FetchOptions()
     module = builder_module(recipe)
-    where = f"dataset {recipe.name}"
-    resolved = resolve_options(getattr(module, "PARAMS", ()), recipe.options, options or {}, where)
-    runtime = {k: resolved.pop(k) for k in getattr(module, "RUNTIME_OPTIONS", ()) if k in resolved}
-    ctx = PrepareContext(recipe=recipe, options=resolved, cache=cache,
-                         name=safe_component(name or recipe.name, "dataset name"),
-                         mirrors=mirrors, offline=offline, force_download=force, progress=progress,
-                         runtime=runtime)
+    ctx = _context(recipe, cache, module, options or {}, name, fetch)
     if hasattr(module, "collect"):
-        module.collect(ctx)
+        ctx.collected = module.collect(ctx)
     else:
         paths = ctx.fetch_all(recipe.files)
         ctx.files.update({spec.name: path for spec, path in zip(recipe.files, paths,
                                                                 strict=True)})
     out_dir = cache.prepared_dir(ctx.name)
     out = out_dir / f"{ctx.config_hash()}.h5"
+    if out.is_file() and not fetch.force:  # complete (atomic rename): no lock needed to read
+        log.info("already prepared: %s", out)
+        try:
+            _write_latest(cache, ctx.name, out)
+        except OSError as exc:  # a read-only cache: the file is there, the pointer stays
+            log.info("could not update %s: %s", latest_pointer(cache, ctx.name), exc)
+        return out
     out_dir.mkdir(parents=True, exist_ok=True)
     cache.locks_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache.locks_dir / f"prepare.{ctx.name}.{out.stem}.lock")):
-        if out.is_file() and not force:
+    with PathLock(cache.locks_dir / f"prepare.{ctx.name}.{out.stem}.lock"):
+        if out.is_file() and not fetch.force:  # another process built it while we waited
             log.info("already prepared: %s", out)
         else:
             log.info("preparing %s -> %s", ctx.name, out)
@@ -208,7 +252,8 @@ def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None =
     return out
 
 
-def prepared_or_prepare(name_or_path: str, cache: Cache, *, offline: bool = False) -> Path:
+def prepared_or_prepare(name_or_path: str, cache: Cache, *,
+                        fetch: FetchOptions | None = None) -> Path:
     """Resolve a path or a dataset name to a prepared file, preparing with defaults if needed."""
     from ..recipes import find_recipe
 
@@ -218,4 +263,4 @@ def prepared_or_prepare(name_or_path: str, cache: Cache, *, offline: bool = Fals
     found = find_prepared(cache, name_or_path)
     if found is not None:
         return found
-    return prepare(find_recipe(name_or_path), cache, offline=offline)
+    return prepare(find_recipe(name_or_path), cache, fetch=fetch)

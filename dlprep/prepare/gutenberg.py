@@ -9,6 +9,7 @@ layout, then mirror tree). One document per book (or per ``--chunk-chars`` piece
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DlprepError
@@ -37,9 +38,7 @@ PARAMS: tuple[Param, ...] = (
 
 
 def _client(ctx: PrepareContext) -> GutenbergClient:
-    return GutenbergClient(ctx.raw_dir, mirrors=list(ctx.mirrors),
-                           base_url=ctx.options["base_url"], offline=ctx.offline,
-                           force=ctx.force_download, lock_dir=ctx.cache.locks_dir)
+    return GutenbergClient(ctx.raw_dir, ctx.fetch_options, base_url=ctx.options["base_url"])
 
 
 def select_ids(ctx: PrepareContext, client: GutenbergClient) -> list[int]:
@@ -60,20 +59,28 @@ def select_ids(ctx: PrepareContext, client: GutenbergClient) -> list[int]:
     return [e.id for e in entries]
 
 
-def collect(ctx: PrepareContext) -> None:
+@dataclass
+class Books:
+    """What ``collect`` chose: the book ids, in order."""
+
+    ids: list[int]
+
+
+def collect(ctx: PrepareContext) -> Books:
     client = _client(ctx)
     ids = select_ids(ctx, client)
-    ctx.extra_inputs["gutenberg_ids"] = ids
+    ctx.inputs["gutenberg_ids"] = ids
     for book_id in ids:
         path = client.fetch_book(book_id)
         rel = path.relative_to(ctx.raw_dir).as_posix()
         ctx.files[str(book_id)] = path
         ctx.sources.append({"name": rel, "url": client.urls_used.get(str(path), ""),
                             "sha256": file_sha256(path)})
+    return Books(ids)
 
 
 def build(ctx: PrepareContext, out: Path) -> None:
-    ids = ctx.extra_inputs["gutenberg_ids"]
+    ids = ctx.collected_as(Books).ids
     meta: dict[str, list] = {k: [] for k in ("id", "title", "author", "language", "license")}
     for book_id in ids:
         pg = strip_gutenberg(read_book(ctx.files[str(book_id)]))

@@ -291,7 +291,15 @@ def _fingerprint(source: Path, samples: list[ImageRef]) -> str:
     return h.hexdigest()
 
 
-def collect(ctx: PrepareContext) -> None:
+@dataclass
+class ImageListing:
+    """What ``collect`` found: the samples and their class names, in order."""
+
+    samples: list[ImageRef]
+    label_names: list[str]
+
+
+def collect(ctx: PrepareContext) -> ImageListing:
     if not ctx.options.get("source"):
         raise DlprepError("import-images: no source folder/CSV/archive given")
     source = Path(ctx.options["source"]).expanduser().resolve()
@@ -301,21 +309,20 @@ def collect(ctx: PrepareContext) -> None:
         raise DlprepError(f"{source}: no images found (expected one sub-folder per class, or a "
                           f"CSV of path,label)")
     digest = _fingerprint(source, samples)
-    ctx.extra_inputs["listing"] = digest
+    ctx.inputs["listing"] = digest
     ctx.sources.append({"name": source.name, "url": source.as_uri(), "sha256": digest})
-    ctx.state["samples"] = samples
-    ctx.state["label_names"] = names
+    return ImageListing(samples, names)
 
 
 def build(ctx: PrepareContext, out: Path) -> None:
-    samples: list[ImageRef] = ctx.state["samples"]
-    names: list[str] = ctx.state["label_names"]
+    listing = ctx.collected_as(ImageListing)
+    samples, names = listing.samples, listing.label_names
     classes = sorted(set(names))
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[n] for n in names], np.int64)
     spec = image_spec(ctx.options)
     result = decode_to_writer(out, [DecodeJob(s) for s in samples], labels, spec,
-                              workers=ctx.runtime.get("workers", 1),
+                              workers=ctx.workers,
                               dedupe=ctx.options["dedupe"], progress=ctx.progress)
     try:
         kept_labels = labels[result.kept]

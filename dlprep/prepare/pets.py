@@ -110,7 +110,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
                           resample=Image.Resampling.NEAREST, keep_values=True) if trimaps else None
     use_species = ctx.options["label"] == "species"
     labels, other = (species, breed) if use_species else (breed, species)
-    result = decode_to_writer(out, jobs, labels, spec, workers=ctx.runtime.get("workers", 1),
+    result = decode_to_writer(out, jobs, labels, spec, workers=ctx.workers,
                               dedupe=ctx.options["dedupe"], mask_spec=mask_spec,
                               progress=ctx.progress)
     try:

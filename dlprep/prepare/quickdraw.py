@@ -11,6 +11,7 @@ stratified one is made (``--test-fraction``, ``--seed``).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -71,7 +72,15 @@ def category_spec(ctx: PrepareContext, category: str, layout: str) -> FileSpec:
                     note="no published checksum; sha256 recorded in the prepared file")
 
 
-def collect(ctx: PrepareContext) -> None:
+@dataclass
+class Downloads:
+    """What ``collect`` fetched: (category, cached file) in order, and the source layout."""
+
+    paths: list[tuple[str, Path]]
+    layout: str
+
+
+def collect(ctx: PrepareContext) -> Downloads:
     categories = [_check_category(c) for c in ctx.options["categories"]]
     if not categories:
         raise DlprepError("--categories: give at least one QuickDraw category")
@@ -84,8 +93,7 @@ def collect(ctx: PrepareContext) -> None:
     for category in categories:
         spec = category_spec(ctx, category, layout)
         paths.append((category, ctx.fetch(spec)))  # cache names are unique per layout
-    ctx.state["paths"] = paths
-    ctx.state["layout"] = layout
+    return Downloads(paths, layout)
 
 
 def build(ctx: PrepareContext, out: Path) -> None:
@@ -100,7 +108,7 @@ def _limit(ctx: PrepareContext) -> int | None:
 
 
 def _build_bitmaps(ctx: PrepareContext, out: Path) -> None:
-    paths: list[tuple[str, Path]] = ctx.state["paths"]
+    paths = ctx.collected_as(Downloads).paths
     limit = _limit(ctx)
     plan = []
     for category, path in paths:
@@ -126,8 +134,8 @@ def _build_bitmaps(ctx: PrepareContext, out: Path) -> None:
 
 
 def _build_strokes(ctx: PrepareContext, out: Path) -> None:
-    paths: list[tuple[str, Path]] = ctx.state["paths"]
-    layout: str = ctx.state["layout"]
+    downloads = ctx.collected_as(Downloads)
+    paths, layout = downloads.paths, downloads.layout
     limit = _limit(ctx)
     reader = iter_binary if layout == "binary" else iter_ndjson
     recognized_only = ctx.options["recognized_only"]

@@ -195,7 +195,7 @@ def fetch_politely(ctx: PrepareContext, spec: FileSpec) -> Path:
     if not pg_urls or (ctx.raw_dir / spec.name).is_file() and not ctx.force_download:
         return ctx.fetch(spec)
     other = [u for u in spec.urls if u not in pg_urls]
-    if other or ctx.mirrors:
+    if other or ctx.fetch_options.mirrors:
         try:
             return ctx.fetch(replace(spec, urls=other))
         except OfflineError:

@@ -25,11 +25,11 @@ import urllib.robotparser
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import DlprepError, FetchError, FormatError, OfflineError
 from ..fetch.download import FileSpec, fetch_file, local_source
+from ..fetch.options import FetchOptions
 
 log = logging.getLogger("dlprep")
 
@@ -296,22 +296,20 @@ def _http_get_text(url: str) -> tuple[int, str]:
 class GutenbergClient:
     """Fetch the catalog and books into ``dest`` (``catalog/<date>/``, ``books/<id>/``).
 
-    ``mirrors`` are tried first (main layout, then mirror tree), then ``base_url`` (main layout).
-    ``polite(url)`` says which URLs the rate limit and robots.txt apply to; ``limiter``,
-    ``robots``, ``today`` and ``retry`` (its sleep/clock) are injectable for tests.
+    ``options.mirrors`` are tried first (main layout, then mirror tree), then ``base_url``
+    (main layout); the other fetch options (offline, force, lock folder, retry policy) apply
+    to every download. ``polite(url)`` says which URLs the rate limit and robots.txt apply
+    to; ``limiter``, ``robots``, ``today`` and ``options.retry`` (its sleep/clock) are
+    injectable for tests.
     """
 
     dest: Path
-    mirrors: Sequence[str] = ()
+    options: FetchOptions = field(default_factory=FetchOptions)
     base_url: str = DEFAULT_BASE
-    offline: bool = False
-    force: bool = False
-    lock_dir: Path | None = None
     limiter: RateLimiter = field(default_factory=default_limiter)
     robots: RobotsPolicy | None = None
     polite: Callable[[str], bool] = is_gutenberg_host
     today: Callable[[], _dt.date] = lambda: _dt.datetime.now(_dt.UTC).date()
-    retry: Any = None  # fetch.http.RetryPolicy for the downloads (None: its defaults)
     urls_used: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -323,9 +321,21 @@ class GutenbergClient:
 
                 self.robots = RobotsPolicy(USER_AGENT, self.limiter)
 
+    @property
+    def mirrors(self) -> tuple[str, ...]:
+        return self.options.mirrors
+
+    @property
+    def offline(self) -> bool:
+        return self.options.offline
+
+    @property
+    def force(self) -> bool:
+        return self.options.force
+
     def _get(self, url: str, dest_dir: Path, name: str) -> Path:
         """Fetch one URL into ``dest_dir/name`` (rate-limited + robots.txt for Gutenberg hosts)."""
-        retry = self.retry
+        retry = self.options.retry
         if local_source(url) is None and self.polite(url):
             assert self.robots is not None
             if not self.robots.allowed(url):
@@ -338,8 +348,9 @@ class GutenbergClient:
             retry = replace(retry or RetryPolicy(attempts=3, sleep=self.limiter.sleep),
                             backoff=max(self.limiter.interval, (retry.backoff if retry else 0)))
         spec = FileSpec(name=name, urls=[url], checksum_optional=True)
-        path = fetch_file(spec, dest_dir, offline=self.offline, force=self.force,
-                          lock_dir=self.lock_dir, retry=retry, progress=False)
+        # the mirrors are already in ``url``; a book is small: no progress bar
+        path = fetch_file(spec, dest_dir, self.options.with_(mirrors=(), retry=retry,
+                                                             progress=False))
         self.urls_used[str(path)] = url
         return path
 
