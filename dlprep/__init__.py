@@ -16,3 +16,8 @@ def __getattr__(name: str) -> object:
 
         return getattr(data, name)
     raise AttributeError(f"module 'dlprep' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """``dir(dlprep)`` lists the lazily imported ``load`` and ``batches`` too."""
+    return sorted(set(globals()) | {"batches", "load"})

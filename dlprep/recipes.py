@@ -20,6 +20,7 @@ KINDS = ("image", "sequence")
 FAMILIES = ("mlp", "cnn", "rnn", "autoencoder", "gan")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _HEX = re.compile(r"^[0-9a-f]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOP_KEYS = {
     "name": str, "title": str, "version": str, "kind": str, "homepage": str, "license": str,
     "citation": str, "description": str, "parser": str, "connector": str, "files": list,
@@ -53,12 +54,6 @@ class Recipe:
     baselines: list[str] = field(default_factory=list)
     notes: str = ""
 
-    def file(self, name: str) -> FileSpec:
-        for spec in self.files:
-            if spec.name == name:
-                return spec
-        raise RecipeError(f"{self.path}: files: no file named {name!r}")
-
 
 def _err(path: Path, key: str, what: str) -> RecipeError:
     return RecipeError(f"{path}: {key}: {what}")
@@ -80,14 +75,19 @@ def _parse_file(path: Path, index: int, raw: Any) -> FileSpec:
     name = raw.get("name")
     if not name:
         raise _err(path, f"{key}.name", "missing")
-    if "/" in name or "\\" in name or name in {".", ".."} or name.startswith("."):
-        raise _err(path, f"{key}.name", f"{name!r} must be a plain file name")
+    if "/" in name or "\\" in name or name in {".", ".."} or name.startswith(".") \
+            or _CONTROL.search(name):
+        raise _err(path, f"{key}.name", f"{name!r} must be a plain file name (no '/', '\\', "
+                                        f"leading '.' or control characters such as NUL)")
     urls = raw.get("urls")
     if not urls:
         raise _err(path, f"{key}.urls", "missing or empty (give at least one URL)")
     for i, url in enumerate(urls):
         if not isinstance(url, str):
             raise _err(path, f"{key}.urls[{i}]", f"expected a string, got {url!r}")
+        if _CONTROL.search(url):
+            raise _err(path, f"{key}.urls[{i}]", f"{url!r}: control characters (such as NUL) "
+                                                 f"are not allowed in a URL")
         if url.startswith("http://"):
             raise _err(path, f"{key}.urls[{i}]",
                        f"{url}: remote URLs in recipes must be https (pass --mirror for others)")
@@ -135,6 +135,8 @@ def parse_recipe(data: dict[str, Any], path: Path) -> Recipe:
         for i, c in enumerate(classes):
             if not isinstance(c, str):
                 raise _err(path, f"classes[{i}]", f"expected a string, got {c!r}")
+            if "\x00" in c:
+                raise _err(path, f"classes[{i}]", f"{c!r}: a NUL is not allowed in a class name")
     return Recipe(
         name=data["name"], title=data["title"], version=data["version"], kind=data["kind"],
         path=path, homepage=data.get("homepage", ""), license=data.get("license", ""),

@@ -117,13 +117,13 @@ def test_genuine_regzipped_mnist_files_pass_by_content_md5(realdata: Path, tmp_p
     mirror = (realdata / "mnist").as_uri()
     names = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"]
     for name in names:
-        spec = recipe.file(name)
+        spec = next(s for s in recipe.files if s.name == name)
         assert spec.content_md5
         path = fetch_file(spec, tmp_path, FetchOptions(mirrors=(mirror,), offline=True))
         assert path.read_bytes() == (realdata / "mnist" / name).read_bytes()
         assert hashlib.sha256(path.read_bytes()).hexdigest() != spec.sha256
     assert dlprep_log.text.count("re-compressed mirror") == 3
-    tampered = recipe.file("t10k-labels-idx1-ubyte.gz")
+    tampered = next(s for s in recipe.files if s.name == "t10k-labels-idx1-ubyte.gz")
     tampered.content_md5 = "f" * 32
     with pytest.raises(ChecksumError, match=f"content_md5 mismatch .*expected {'f' * 32}, got "
                                             "27ae3e4e09519cfbb04c329615203637"):

@@ -318,3 +318,13 @@ def test_random_reads_of_compressed_file_warn_once(files: dict[str, Path],
         ds.__getitems__(spread)
         assert warned() == first
     assert first and "gzip.h5" in first[0]
+
+
+def test_batches_is_keyword_only_like_load_and_listed_in_dir(files: dict[str, Path]) -> None:
+    """``batches(path, split, *, ...)``: a third positional argument is refused, as for ``load``
+    after its transforms; ``dir(dlprep)`` names both lazily imported entry points."""
+    with pytest.raises(TypeError, match="positional"):
+        dlprep.batches(files["contiguous"], "train", 32)  # type: ignore[misc]
+    x, _ = next(dlprep.batches(files["contiguous"], "train", batch_size=32))
+    assert len(x) == 32
+    assert {"load", "batches"} <= set(dir(dlprep))

@@ -118,3 +118,50 @@ def test_cli_recipes_validate_builtins(cache_dir: Path) -> None:
     proc = run_cli("recipes", "validate", cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ok  ") == len(all_recipes())
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from dlprep.cli import main
+
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _sample_recipe(tmp_path: Path, old: str, new: str) -> Path:
+    text = find_recipe("mnist-sample").path.read_text()
+    assert old in text
+    return write(tmp_path, text.replace(old, new), "mnist-sample.toml")
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ('name = "t10k-labels-idx1-ubyte.gz"', 'name = "t10k-labels\\u0000idx1-ubyte.gz"',
+     "files[3].name"),
+    ('urls = ["pkgdata:mnist-sample/t10k-labels-idx1-ubyte.gz"]',
+     'urls = ["pkgdata:mnist-sample/t10k-labels\\u0000idx1-ubyte.gz"]', "files[3].urls[0]"),
+])
+def test_nul_in_a_recipe_file_name_is_a_recipe_error(tmp_path: Path, cache_dir: Path, capsys,
+                                                     old: str, new: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    """Was ``internal error ValueError: embedded null byte`` at fetch."""
+    path = _sample_recipe(tmp_path, old, new)
+    for args in (("recipes", "validate", str(path)),
+                 ("--cache-dir", str(cache_dir), "fetch", "mnist-sample", "--recipe", str(path))):
+        rc, _, err = _cli(capsys, *args)
+        assert rc == 1 and err.count("\n") == 1, err
+        assert err.startswith(f"error: {path}: {key}: ") and "control characters" in err
+    assert not (cache_dir / "prepared").exists()
+
+
+def test_split_naming_an_undeclared_file_fails_validate(tmp_path: Path, cache_dir: Path,
+                                                        capsys) -> None:  # type: ignore[no-untyped-def]
+    """Passed ``recipes validate`` and failed at build with an internal KeyError."""
+    path = _sample_recipe(tmp_path, 'labels = "t10k-labels-idx1-ubyte.gz"',
+                          'labels = "t10k-labels.gz"')
+    rc, out, err = _cli(capsys, "recipes", "validate", str(path))
+    assert rc == 1 and "ok" not in out and err.count("\n") == 1
+    assert err.startswith(f"error: {path}: splits.test.labels: 't10k-labels.gz' is not a file "
+                          f"of [[files]]")
+    rc, _, err = _cli(capsys, "--cache-dir", str(cache_dir), "fetch", "mnist-sample",
+                      "--recipe", str(path))
+    assert rc == 1 and "splits.test.labels" in err and "internal error" not in err
+    assert not (cache_dir / "raw").exists()  # refused before anything was fetched

@@ -10,7 +10,6 @@ import pytest
 from dlprep.text.clean import (
     chunk_paragraphs,
     clean_text,
-    first_occurrences,
     normalize_newlines,
     strip_gutenberg,
 )
@@ -155,7 +154,3 @@ def test_chunk_paragraphs_cuts_only_at_paragraph_breaks() -> None:
     assert all(len(p) >= 200 for p in pieces[:-1])
     assert all(p.startswith("Paragraph ") for p in pieces)
     assert chunk_paragraphs(text, 0) == [text] and chunk_paragraphs("", 10) == []
-
-
-def test_first_occurrences_drops_identical_documents() -> None:
-    assert first_occurrences(["a", "b", "a", "c", "b", "a "]) == [0, 1, 3, 5]

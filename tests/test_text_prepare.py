@@ -187,6 +187,24 @@ def test_import_text_latin1_and_bad_jsonl(tmp_path: Path, cache_dir: Path,
     assert rc == 1 and f"{bad} at byte 24: line 2: invalid JSON" in err
 
 
+@pytest.mark.parametrize("encoding,message", [
+    ("rot13", "--encoding: 'rot13' is not a text encoding"),
+    ("base64", "--encoding: 'base64' is not a text encoding"),
+    ("no-such-codec", "--encoding: unknown encoding 'no-such-codec'"),
+])
+def test_import_text_refuses_a_codec_that_is_not_a_text_encoding(
+        tmp_path: Path, cache_dir: Path, capsys, encoding: str,  # type: ignore[no-untyped-def]
+        message: str) -> None:
+    """``--encoding rot13`` was ``internal error LookupError``; now one line, nothing cached."""
+    src = tmp_path / "t.csv"
+    src.write_text("text\nhello\nworld\n")
+    rc, out, err = run(capsys, "import-text", str(src), "--cache-dir", str(cache_dir),
+                       "--text-column", "text", "--encoding", encoding)
+    assert rc == 1 and out == "" and err.startswith(f"error: {message}")
+    assert err.count("\n") == 1 and "internal error" not in err
+    assert not [p for p in cache_dir.rglob("*") if p.is_file() and p.name != ".dlprep-cache"]
+
+
 def test_loader_decodes_with_the_stored_tokenizer(tmp_path: Path, cache_dir: Path,
                                                   capsys) -> None:  # type: ignore[no-untyped-def]
     """dlprep.load(...).decode goes through text.tokenizers.from_prepared (the loader contract)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -15,14 +14,6 @@ from .common import State, common_options, echo_json, emit_path
 def _dataset_name(path: Path) -> str:
     name = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-._")
     return name or "imported-text"
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @click.command("import-text", context_settings={"ignore_unknown_options": True,
@@ -49,14 +40,14 @@ def import_text_cmd(state: State, file: Path, extra: tuple[str, ...], text_colum
     More text options follow as --key value (see `dlprep info gutenberg-sample`), e.g.
     `--lowercase true --min-freq 2 --max-vocab 20000 --meta-columns id,author`.
     """
-    from ..fetch.download import FileSpec
+    from ..fetch.download import FileSpec, hash_file
     from ..prepare.core import prepare
     from ..prepare.params import parse_extra_args
     from ..recipes import Recipe
 
     file = file.resolve()
     name = out_name or _dataset_name(file)
-    digest = _file_sha256(file)
+    digest = hash_file(file, "sha256")
     # The cached copy's name carries the content hash: editing FILE gives a new copy/dataset.
     cached_name = f"{file.stem[:60]}-{digest[:12]}{file.suffix}"
     recipe = Recipe(name=name, title=f"texts imported from {file.name}", version="2",

@@ -100,11 +100,11 @@ def load(name_or_path: PathLike, split: str | None = "train",
                buffer_chunks=buffer_chunks)
 
 
-def batches(name_or_path: PathLike, split: str | None = "train", batch_size: int = 256,
-            shuffle: bool = True, seed: int = 0, drop_last: bool = False,
-            rank: int | None = None, world_size: int | None = None, epoch: int = 0,
-            as_torch: bool = False, cache_dir: PathLike | None = None, *,
-            transform: Callable[[np.ndarray], Any] | None = None, offline: bool = False,
+def batches(name_or_path: PathLike, split: str | None = "train", *, batch_size: int = 256,
+            shuffle: bool = True, seed: int = 0, epoch: int = 0, drop_last: bool = False,
+            rank: int | None = None, world_size: int | None = None, as_torch: bool = False,
+            transform: Callable[[np.ndarray], Any] | None = None,
+            cache_dir: PathLike | None = None, offline: bool = False,
             val_fraction: float | None = None, buffer_chunks: int = 8) -> BatchStream:
     """Iterator of ``(x, y)`` batches of an image split: x uint8 ``(B, H, W, C)`` (or the
     transform's output), y int64 ``(B,)``; torch tensors when ``as_torch``.

@@ -43,12 +43,26 @@ def table_format(path: Path, fmt: str = "auto") -> str:
     return _SUFFIX_FORMAT.get(path.suffix.lower(), "csv")
 
 
-def decode_text(path: Path, data: bytes, encoding: str) -> str:
-    """Decode ``data`` strictly; a ``FormatError`` names the first bad byte and the fix."""
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if it decodes bytes to text; else a ``DlprepError`` saying why (unknown, or
+    a bytes/str transform such as ``rot13``, ``base64`` or ``zlib``)."""
     try:
         codecs.lookup(encoding)
     except LookupError as exc:
         raise DlprepError(f"--encoding: unknown encoding {encoding!r}") from exc
+    try:
+        b"a".decode(encoding)  # a bytes->bytes or str->str codec refuses this
+    except UnicodeError:
+        pass  # a text encoding (e.g. utf-16: one byte is a truncated unit)
+    except LookupError as exc:
+        raise DlprepError(f"--encoding: {encoding!r} is not a text encoding (it does not "
+                          f"decode bytes to text); use e.g. utf-8 or latin-1") from exc
+    return encoding
+
+
+def decode_text(path: Path, data: bytes, encoding: str) -> str:
+    """Decode ``data`` strictly; a ``FormatError`` names the first bad byte and the fix."""
+    check_encoding(encoding)
     try:
         return data.decode(encoding).removeprefix("\ufeff")
     except UnicodeDecodeError as exc:

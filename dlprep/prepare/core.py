@@ -50,13 +50,17 @@ BUILDERS: dict[str, str] = {
 
 
 def builder_module(recipe: Recipe) -> ModuleType:
+    """The builder of ``recipe``, after its optional ``check_recipe(recipe)`` passed."""
     key = recipe.parser or recipe.connector or ""
     target = BUILDERS.get(key)
     if target is None:
         what = "parser" if recipe.parser else "connector"
         raise DlprepError(f"{recipe.path}: {what}: unknown {what} {key!r}; known: "
                           f"{', '.join(sorted(BUILDERS))}")
-    return importlib.import_module(target)
+    module = importlib.import_module(target)
+    if hasattr(module, "check_recipe"):  # the builder's own recipe checks (e.g. its [splits])
+        module.check_recipe(recipe)
+    return module
 
 
 @dataclass

@@ -14,23 +14,36 @@ import numpy as np
 from ..background import Prefetch
 from ..errors import FormatError, RecipeError
 from ..formats.idx import IdxStream, read_idx_labels
+from ..recipes import Recipe
 from ..store import ImageTensorWriter
 from .core import PrepareContext
 
 PARAMS = ()
 
 
-def build(ctx: PrepareContext, out: Path) -> None:
-    recipe = ctx.recipe
+def check_recipe(recipe: Recipe) -> None:
+    """``[splits.<name>]`` tables name exactly ``images`` and ``labels``, each a declared file
+    (checked by ``recipes validate`` and before anything is fetched)."""
     if not recipe.splits:
         raise RecipeError(f"{recipe.path}: splits: an idx recipe needs [splits.<name>] tables")
+    declared = {spec.name for spec in recipe.files}
+    for split, table in recipe.splits.items():
+        if not isinstance(table, dict) or set(table) != {"images", "labels"}:
+            raise RecipeError(f"{recipe.path}: splits.{split}: needs exactly 'images' and "
+                              f"'labels'")
+        for key, name in table.items():
+            if name not in declared:
+                raise RecipeError(f"{recipe.path}: splits.{split}.{key}: {name!r} is not a "
+                                  f"file of [[files]] (have: {', '.join(sorted(declared))})")
+
+
+def build(ctx: PrepareContext, out: Path) -> None:
+    recipe = ctx.recipe
+    check_recipe(recipe)
     n_classes = len(recipe.classes) if recipe.classes else None
     with contextlib.ExitStack() as stack:
         parts = []
         for split, table in recipe.splits.items():
-            if not isinstance(table, dict) or set(table) != {"images", "labels"}:
-                raise RecipeError(f"{recipe.path}: splits.{split}: needs exactly 'images' and "
-                                  f"'labels'")
             img_path, lab_path = ctx.files[table["images"]], ctx.files[table["labels"]]
             labels = read_idx_labels(lab_path, n_classes)
             images = stack.enter_context(IdxStream(img_path))

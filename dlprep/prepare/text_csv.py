@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DlprepError, FetchError, OfflineError
-from ..formats.text_table import FORMATS, read_text_table
+from ..formats.text_table import FORMATS, check_encoding, read_text_table
 from .core import PrepareContext
 from .params import Param
 from .text import TEXT_PARAMS, write_text_dataset
@@ -25,6 +25,7 @@ PARAMS: tuple[Param, ...] = (
 def collect(ctx: PrepareContext) -> None:
     if len(ctx.recipe.files) != 1:
         raise DlprepError(f"{ctx.recipe.path}: files: a csv-text recipe takes exactly one file")
+    check_encoding(ctx.options["encoding"])  # before anything is fetched or copied
     spec = ctx.recipe.files[0]
     try:
         ctx.files[spec.name] = ctx.fetch(spec)

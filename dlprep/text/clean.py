@@ -271,14 +271,3 @@ def chunk_paragraphs(text: str, target_chars: int) -> list[str]:
         else:
             pieces.append(tail)
     return pieces
-
-
-def first_occurrences(docs: Sequence[str]) -> list[int]:
-    """Indices of the first occurrence of each distinct document (order kept)."""
-    seen: set[str] = set()
-    keep = []
-    for i, doc in enumerate(docs):
-        if doc not in seen:
-            seen.add(doc)
-            keep.append(i)
-    return keep
