@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,15 @@ from click.testing import CliRunner
 from dlprep.cli import cli
 from dlprep.errors import DlprepError
 from dlprep.store import SequenceWriter, atomic_output
-from tests.conftest import run_cli
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
 from dlprep.baselines import load_checkpoint, train  # noqa: E402
+from dlprep.baselines.checkpoint import FORMAT  # noqa: E402
 from dlprep.baselines.config import make_config, with_defaults  # noqa: E402
 from dlprep.baselines.data import from_arrays, load_data  # noqa: E402
+from dlprep.baselines.run import train_run  # noqa: E402
 from dlprep.baselines.runtime import Runtime, seed_everything  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -50,6 +52,24 @@ def mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    fetch=FetchOptions(offline=True, progress=False))
 
 
+def _dlprep(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The real entry point (``dlprep.cli.main``, with its one-line error handling), in-process:
+    exit code, stdout, stderr."""
+    from dlprep.cli import main
+
+    capsys.readouterr()
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _one_line_error(rc: int, err: str, *needles: str) -> None:
+    assert rc == 1 and "Traceback" not in err, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
 def _png(path: Path) -> None:
     assert path.is_file() and path.read_bytes()[:8] == PNG and path.stat().st_size > 2000
 
@@ -67,7 +87,8 @@ def test_family_on_mnist_sample_writes_metrics_checkpoint_plots(
         mnist: Path, tmp_path: Path, family: str, options: dict, metric: str,
         plots: list[str]) -> None:
     out = tmp_path / "run"
-    m = train(family, mnist, out=str(out), **TINY, **options)
+    run = train_run(family, mnist, out=str(out), **TINY, **options)
+    m = run.metrics
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["final"] == m["final"] and saved["metric"] == metric
     assert saved["dataset"] == "mnist-sample" and saved["data"]["shape"] == [28, 28, 1]
@@ -88,31 +109,40 @@ def test_family_on_mnist_sample_writes_metrics_checkpoint_plots(
     assert saved["plots"] == plots
     for name in plots:
         _png(out / name)
-    # the checkpoint rebuilds the same model: identical outputs on real test images
+    _reloads_the_trained_model(run.modules, out, mnist, family, m)
+
+
+def _reloads_the_trained_model(trained: dict, out: Path, mnist: Path, family: str,
+                               m: dict) -> None:
+    """The checkpoint holds the trained weights: every module's tensors, and the outputs on
+    real test images, equal those of the in-memory model the run trained."""
     ckpt = load_checkpoint(out)
     assert ckpt.family == family and ckpt.config["family"] == family
-    x = torch.from_numpy(load_data(mnist).splits["test"].x[:8].transpose(0, 3, 1, 2)).float()
-    x = x / 255.0
+    assert set(ckpt.modules) == set(trained)
+    for name, module in trained.items():
+        saved, kept = ckpt.modules[name].state_dict(), module.state_dict()
+        assert saved.keys() == kept.keys()
+        assert all(torch.equal(saved[k], kept[k]) for k in kept), name
+        module.eval()
+    test = load_data(mnist).splits["test"]
+    x = torch.from_numpy(test.x[:200].transpose(0, 3, 1, 2)).float() / 255.0
     with torch.no_grad():
         if family == "gan":
             z = torch.randn(8, ckpt.spec["z_dim"], generator=torch.Generator().manual_seed(0))
-            a, b = ckpt.model(z), load_checkpoint(out / "checkpoint.pt").model(z)
+            a, b = trained["generator"](z), ckpt.model(z)
             assert a.shape == (8, 1, 28, 28) and float(a.min()) >= -1 and float(a.max()) <= 1
-        else:
-            a, b = ckpt.model(x), load_checkpoint(out / "checkpoint.pt").model(x)
+            assert torch.equal(trained["discriminator"](x * 2 - 1),
+                               ckpt.modules["discriminator"](x * 2 - 1))
+        elif family == "autoencoder":
+            a, b = trained["model"](x), ckpt.model(x)
+        else:  # classifiers see normalised pixels; the reloaded one scores the run's accuracy
+            mean, std = ckpt.info["mean"][0], ckpt.info["std"][0]
+            full = (torch.from_numpy(test.x.transpose(0, 3, 1, 2)).float() / 255.0 - mean) / std
+            a, b = trained["model"](full), ckpt.model(full)
+            pred = torch.cat([ckpt.model(full[i:i + 512]) for i in range(0, len(full), 512)])
+            acc = float((pred.argmax(1).numpy() == test.y).mean())
+            assert acc == pytest.approx(m["final"]["accuracy"], abs=1e-9)
     assert torch.equal(a, b)
-
-
-def test_checkpoint_reload_matches_trained_model(mnist: Path, tmp_path: Path) -> None:
-    """Predictions of the reloaded classifier equal the run's own test accuracy."""
-    m = train("mlp", mnist, out=str(tmp_path), **TINY)
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    test = load_data(mnist).splits["test"]
-    mean, std = ckpt.info["mean"][0], ckpt.info["std"][0]
-    x = (torch.from_numpy(test.x.transpose(0, 3, 1, 2)).float() / 255.0 - mean) / std
-    with torch.no_grad():
-        acc = float((ckpt.model(x).argmax(1).numpy() == test.y).mean())
-    assert acc == pytest.approx(m["final"]["accuracy"], abs=1e-9)
 
 
 def test_same_seed_same_run_on_cpu(mnist: Path, tmp_path: Path) -> None:
@@ -227,19 +257,41 @@ def _strokes_file(path: Path) -> Path:
     return path
 
 
-def test_char_language_model_reports_bits_per_char_and_samples(tmp_path: Path) -> None:
+def test_char_language_model_prints_and_writes_samples(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the CLI: bits/char below the unigram entropy, and 3 generated samples printed
+    (prompt | text), written to metrics.json and samples.txt, decoding to vocabulary characters."""
     f = _text_file(tmp_path / "text.h5", labelled=False)
-    m = train("rnn", f, out=str(tmp_path / "lm"), epochs=4, seq_len=32, hidden=32,
-              batch_size=8, split_val=0.2, progress=False)
+    out = tmp_path / "lm"
+    rc, stdout, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline",
+                              "rnn", str(f), "--epochs", "4", "--seq-len", "32", "--hidden", "32",
+                              "--batch-size", "8", "--split-val", "0.2", "--out", str(out))
+    assert rc == 0, err
+    m = json.loads((out / "metrics.json").read_text())
     assert m["metric"] == "bits_per_char" and m["eval_split"] == "val"
     bits = m["final"]["bits_per_char"]
     assert math.isfinite(bits) and bits < m["unigram_bits_per_token"]
     losses = [e["train_loss"] for e in m["epochs"]]
     assert losses[-1] < losses[0]
-    text = (tmp_path / "lm" / "samples.txt").read_text()
-    assert "sample 1" in text and " | " in text
-    prompt = text.splitlines()[1].split(" | ", 1)[0]
-    assert len(prompt) == 32 and set(prompt) <= set("abcdefghijklmnopqrstuvwxyz .,")
+    chars = set("abcdefghijklmnopqrstuvwxyz .,")
+    samples = m["samples"]
+    assert len(samples) == 3
+    for s in samples:
+        assert len(s["prompt"]) == 32 and set(s["prompt"]) <= chars
+        assert len(s["generated"]) > 100 and set(s["generated"]) <= chars
+    lines = stdout.splitlines()
+    head = lines.index("generated samples (prompt | generated; in full in samples.txt):")
+    printed = lines[head + 1:head + 4]
+    for k, (line, s) in enumerate(zip(printed, samples, strict=True), 1):
+        assert line.startswith(f"  {k}: ")
+        prompt, text = line[len(f"  {k}: "):].split(" | ", 1)
+        shown = {key: " ".join(s[key].split()) for key in s}  # whitespace runs print as one
+        assert shown["prompt"].endswith(prompt.removeprefix("...")) and set(prompt) <= chars
+        assert shown["generated"].startswith(text.removesuffix("...")) and len(text) >= 20
+    assert lines[-1] == str(out)
+    text = (out / "samples.txt").read_text()
+    for k, s in enumerate(samples, 1):
+        assert f"--- sample {k} (prompt | generated) ---\n{s['prompt']} | {s['generated']}\n" in text
 
 
 def test_word_language_model_reports_perplexity(tmp_path: Path) -> None:
@@ -283,6 +335,10 @@ def test_bad_options_are_one_line_errors() -> None:
         train("cnn", "mnist-sample", epoch=3)
     with pytest.raises(DlprepError, match="no such checkpoint"):
         load_checkpoint("/nonexistent/run")
+    with pytest.raises(DlprepError, match="--judge applies to gan and autoencoder --variational"):
+        train("cnn", "mnist-sample", judge="/some/run")
+    with pytest.raises(DlprepError, match="--max-minutes nan: must be positive"):
+        train("cnn", "mnist-sample", max_minutes=float("nan"))
 
 
 def test_max_minutes_stops_early(mnist: Path, tmp_path: Path) -> None:
@@ -291,12 +347,47 @@ def test_max_minutes_stops_early(mnist: Path, tmp_path: Path) -> None:
     assert math.isfinite(m["final"]["accuracy"])
 
 
-def test_judge_scores_generated_samples(mnist: Path, tmp_path: Path) -> None:
-    train("mlp", mnist, out=str(tmp_path / "judge"), **TINY)
-    m = train("gan", mnist, out=str(tmp_path / "gan"), judge=str(tmp_path / "judge"), **TINY)
+def test_gan_says_what_good_looks_like_and_judges_samples(
+        mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    judge = tmp_path / "judge"
+    train("mlp", mnist, out=str(judge), **TINY)
+    out = tmp_path / "gan"
+    rc, stdout, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
+                              str(mnist), "--epochs", "1", "--max-batches", "3", "--batch-size",
+                              "32", "--judge", str(judge), "--out", str(out))
+    assert rc == 0, err
+    m = json.loads((out / "metrics.json").read_text())
     j = m["judged_samples"]
     assert j["samples"] == 1000 and sum(j["label_counts"]) == 1000
     assert 0 <= j["confident_fraction"] <= 1 and 0 <= j["label_entropy_bits"] <= math.log2(10)
+    guide = m["guide"]
+    assert guide["targets"]["confident_fraction"] == {"min": 0.5}
+    assert guide["targets"]["label_entropy_bits"] == {"min": 2.5}  # DESIGN.md, 10 classes
+    assert guide["targets"]["train_d_loss"]["about"] == pytest.approx(math.log(2), abs=1e-3)
+    assert guide["met"]["confident_fraction"] == (j["confident_fraction"] >= 0.5)
+    assert guide["met"]["label_entropy_bits"] == (j["label_entropy_bits"] >= 2.5)
+    last_d = m["epochs"][-1]["train_d_loss"]
+    assert guide["met"]["train_d_loss"] == (guide["targets"]["train_d_loss"]["min"] <= last_d
+                                            <= guide["targets"]["train_d_loss"]["max"])
+    lines = stdout.splitlines()
+    assert guide["line"] in lines and guide["line"].startswith("what good looks like: ")
+    assert "0.69" in guide["line"] and ">= 50%" in guide["line"] and "2.50 bits" in guide["line"]
+    met = next(line for line in lines if line.startswith("targets met: "))
+    assert met.count(" yes") + met.count(" NO") == 4
+    assert guide["met"]["d_accuracy"] == (m["final"]["d_accuracy"] <= 0.9)
+
+
+def test_gan_without_judge_states_its_targets(tmp_path: Path) -> None:
+    x, y = _digits_like(64, (16, 16, 3))
+    data = from_arrays("toy", (x, y), (x[:16], y[:16]), classes=list("abcd"))
+    m = train("gan", data, out=str(tmp_path / "g"), epochs=1, batch_size=16, progress=False)
+    assert set(m["guide"]["targets"]) == {"train_d_loss", "d_accuracy", "confident_fraction",
+                                          "label_entropy_bits"}
+    assert m["guide"]["targets"]["label_entropy_bits"]["min"] == pytest.approx(
+        2.5 * math.log2(4) / math.log2(10), abs=0.01)
+    assert set(m["guide"]["met"]) == {"train_d_loss", "d_accuracy"}  # no samples judged
+    assert "--judge" in m["guide"]["line"]
+    assert json.loads((tmp_path / "g" / "metrics.json").read_text())["guide"] == m["guide"]
 
 
 def test_cli_train_baseline_prints_summary_and_run_folder(mnist: Path, tmp_path: Path,
@@ -311,12 +402,87 @@ def test_cli_train_baseline_prints_summary_and_run_folder(mnist: Path, tmp_path:
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["epochs"] == 1
 
 
-def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = _text_file(tmp_path / "text.h5", labelled=False)
-    r = run_cli("train-baseline", "cnn", str(f), cache_dir=tmp_path / "c")
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.strip().startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
-    assert "families that fit: rnn" in r.stderr
+    rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "cnn",
+                         str(f))
+    _one_line_error(rc, err, "families that fit: rnn")
+
+
+def _checkpoint(path: Path, **fields: object) -> Path:
+    payload = {"format": FORMAT, "family": "mlp", "dlprep_version": "0", "spec": {},
+               "state_dict": {}, "config": {}, "info": {}, **fields}
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("family", ["nets", "os", "../../tmp/x", "loop", 3])
+def test_checkpoint_with_unknown_family_is_refused_before_any_import(
+        mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], family: object) -> None:
+    """A bogus ``family`` never reaches import_module: one line naming the file and the family,
+    before any training (through the CLI's --judge, which loads a checkpoint)."""
+    bogus = _checkpoint(tmp_path / "bogus.pt", family=family)
+    out = tmp_path / "run"
+    rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
+                         str(mnist), "--judge", str(bogus), "--out", str(out))
+    _one_line_error(rc, err, str(bogus), f"unknown baseline family {family!r}")
+    assert not out.exists()
+    with pytest.raises(DlprepError, match="unknown baseline family"):
+        load_checkpoint(bogus)
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"spec": None}, "damaged mlp checkpoint (no spec)"),
+    ({"state_dict": [1, 2]}, "damaged mlp checkpoint (no state_dict)"),
+    ({"spec": {"input": "pixels"}}, "weights do not fit its spec (KeyError"),
+    ({"spec": {"input": "pixels", "input_dim": 4, "hidden": [3], "classes": 2,
+               "activation": "relu", "dropout": 0.0}, "state_dict": {"model": {}}},
+     "weights do not fit its spec (RuntimeError"),
+])
+def test_damaged_checkpoint_is_one_error(tmp_path: Path, fields: dict, message: str) -> None:
+    path = _checkpoint(tmp_path / "c.pt", **fields)
+    with pytest.raises(DlprepError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
+        load_checkpoint(path)
+
+
+def test_judge_must_be_an_image_classifier_of_the_same_shape(mnist: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    x, y = _digits_like(64, (16, 16, 3))
+    other = from_arrays("toy", (x, y), (x[:16], y[:16]), classes=list("abcd"))
+    train("mlp", other, out=str(tmp_path / "rgb"), epochs=1, progress=False)
+    train("autoencoder", other, out=str(tmp_path / "ae"), epochs=1, progress=False)
+    for judge, needle in ((tmp_path / "rgb", "classifies [16, 16, 3] images, mnist-sample has "
+                                            "[28, 28, 1]"),
+                          (tmp_path / "ae", "is not an image classifier")):
+        rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
+                             str(mnist), "--judge", str(judge), "--out", str(tmp_path / "g"))
+        _one_line_error(rc, err, f"--judge {judge}", needle)
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("lr", ["inf", "nan", "-inf"])
+def test_non_finite_lr_is_refused_up_front(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           lr: str) -> None:
+    rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "mlp",
+                         "no-such-dataset", "--lr", lr)
+    assert rc != 0 and "Traceback" not in err and "--lr" in err, err
+    if lr != "-inf":  # click's range check answers for negative rates
+        _one_line_error(rc, err, f"--lr {lr}: must be a positive, finite number")
+
+
+def test_loss_that_stops_being_finite_stops_the_run(mnist: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """--lr 1e30 passes the up-front check and diverges: exit 1 naming the step, nothing written
+    (today's main trained to NaN and exited 0)."""
+    out = tmp_path / "run"
+    rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "mlp",
+                         str(mnist), "--lr", "1e30", "--epochs", "1", "--max-batches", "5",
+                         "--out", str(out))
+    _one_line_error(rc, err, "mlp on mnist-sample: the training loss became", "(lr 1e+30)",
+                    "lower --lr")
+    assert re.search(r"became (nan|inf) at epoch 1, step [1-5] ", err), err
+    assert not out.exists()
 
 
 def test_cli_compare_writes_one_plot_and_a_table(mnist: Path, tmp_path: Path,
@@ -340,3 +506,66 @@ def test_cli_compare_writes_one_plot_and_a_table(mnist: Path, tmp_path: Path,
 def test_cuda_requested_without_a_gpu_is_a_clear_error(mnist: Path) -> None:
     with pytest.raises(DlprepError, match="--device cuda: no CUDA device is available"):
         train("mlp", mnist, device="cuda", progress=False)
+
+
+def _fake_run(metric: str, values: list[float], losses: list[float]) -> dict:
+    epochs = [{"epoch": i + 1, "train_loss": loss * 1.1, "val_loss": loss, f"val_{metric}": v}
+              for i, (v, loss) in enumerate(zip(values, losses, strict=True))]
+    return {"epochs": epochs, "eval_split": "val", "metric": metric,
+            "test": {metric: values[-1]}}
+
+
+def test_compare_figure_shares_both_y_scales_and_keeps_the_legend_off_the_curves() -> None:
+    from dlprep.baselines.plots import compare_figure
+
+    runs = [("activation=relu", _fake_run("accuracy", [0.80, 0.95, 0.97], [0.9, 0.3, 0.1])),
+            ("activation=tanh", _fake_run("accuracy", [0.40, 0.55, 0.60], [2.3, 1.8, 1.5])),
+            ("activation=sigmoid", _fake_run("accuracy", [0.10, 0.20, 0.30], [4.0, 3.0, 2.2]))]
+    fig = compare_figure(runs, title="mlp on toy")
+    try:
+        panels = [ax for ax in fig.axes if ax.get_ylabel() != "accuracy" and ax.get_title()]
+        twins = [ax for ax in fig.axes if ax not in panels]
+        assert len(panels) == 3 and len(twins) == 3
+        # one loss scale and one accuracy scale for every panel, covering every run's values
+        assert len({ax.get_ylim() for ax in panels}) == 1
+        assert len({ax.get_ylim() for ax in twins}) == 1
+        lo, hi = twins[0].get_ylim()
+        assert lo <= 0.10 and hi >= 0.97
+        lo, hi = panels[0].get_ylim()
+        assert lo <= 0.1 and hi >= 4.0 * 1.1
+        # one figure legend, outside every panel: it covers no curve
+        assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        box = fig.legends[0].get_window_extent(renderer)
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+            "train loss", "val loss", "val accuracy (right axis)"]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_baselines_never_reach_into_fetch_or_prepare() -> None:
+    """A trainer reads prepared data through the loader API only: no module of
+    dlprep.baselines (or the train command) imports dlprep.fetch or dlprep.prepare."""
+    import ast
+
+    import dlprep
+
+    root = Path(dlprep.__file__).parent
+    files = [*sorted((root / "baselines").glob("*.py")), root / "commands" / "train_cmds.py"]
+    assert len(files) > 10
+    for path in files:
+        package = "dlprep.commands" if path.parent.name == "commands" else "dlprep.baselines"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                mod = f"{base}.{node.module}" if base and node.module else (node.module or base)
+                names = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            for name in names:
+                assert not name.startswith(("dlprep.fetch", "dlprep.prepare")), (path, name)

@@ -10,7 +10,7 @@ from typing import Any
 
 from .config import FAMILIES
 
-__all__ = ["FAMILIES", "compare", "load_checkpoint", "train"]
+__all__ = ["FAMILIES", "compare", "load_checkpoint", "train", "train_run"]
 
 
 def train(family: str, dataset: Any, **options: Any) -> dict[str, Any]:
@@ -18,6 +18,13 @@ def train(family: str, dataset: Any, **options: Any) -> dict[str, Any]:
     from .run import train as _train
 
     return _train(family, dataset, **options)
+
+
+def train_run(family: str, dataset: Any, **options: Any) -> Any:
+    """See :func:`dlprep.baselines.run.train_run` (metrics and the trained modules)."""
+    from .run import train_run as _train_run
+
+    return _train_run(family, dataset, **options)
 
 
 def compare(family: str, dataset: Any, axis: str, values: list[str], **options: Any

@@ -114,7 +114,8 @@ class AutoencoderTask(Task):
         h, w, c = data.shape
         self._spec = {"shape": [h, w, c], "latent": cfg.latent or (8 if cfg.variational else 32),
                       "width": cfg.hidden or 32, "stages": max(1, stage_plan(h, w, min_size=4)),
-                      "variational": cfg.variational, "fc": int(cfg.extra.get("fc", 256 if cfg.variational else 0))}
+                      "variational": cfg.variational,
+                      "fc": int(cfg.extra.get("fc", 256 if cfg.variational else 0))}
         self.net = build_modules(self._spec)["model"]
         self.loss = self.wrap(AutoencoderLoss(self.net))
         self.inputs = ImageInputs(data, rt.device, scale="unit")

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import DlprepError, require
+from ..recipes import FAMILIES
 
 FORMAT = "dlprep-baseline/1"
 
@@ -33,7 +34,13 @@ class Checkpoint:
 
 
 def build_modules(family: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild a family's modules (untrained) from the spec stored in its checkpoint."""
+    """Rebuild a family's modules (untrained) from the spec stored in its checkpoint.
+
+    Only the known families (``dlprep.recipes.FAMILIES``) are imported; anything else raises
+    ``DlprepError``.
+    """
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise DlprepError(f"unknown baseline family {family!r}; known: {', '.join(FAMILIES)}")
     module = importlib.import_module(f"dlprep.baselines.{family}")
     return module.build_modules(spec)
 
@@ -65,7 +72,9 @@ def save_checkpoint(path: Path, *, family: str, modules: dict[str, Any], spec: d
 def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> Checkpoint:
     """Load a baseline checkpoint (a ``checkpoint.pt`` or its run folder) into eval-mode modules.
 
-    Raises ``DlprepError`` when the file is missing or not a dlprep baseline checkpoint.
+    Raises ``DlprepError`` when the file is missing, not a dlprep baseline checkpoint, names a
+    family that is not one of ``FAMILIES`` (checked before anything is imported), or holds
+    weights that do not fit its spec.
     """
     torch = require("torch", "torch")
     path = Path(path)
@@ -79,11 +88,27 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         raise DlprepError(f"{path}: not a readable checkpoint ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DlprepError(f"{path}: not a {FORMAT} checkpoint")
-    family = payload["family"]
-    modules = build_modules(family, payload["spec"])
-    for name, m in modules.items():
-        m.load_state_dict(payload["state_dict"][name])
-        m.eval()
+    family = payload.get("family")
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise DlprepError(f"{path}: unknown baseline family {family!r} in the checkpoint; "
+                          f"known: {', '.join(FAMILIES)}")
+    parts = {key: payload.get(key) for key in ("spec", "state_dict", "config", "info")}
+    bad = [key for key, value in parts.items() if not isinstance(value, dict)]
+    if bad:
+        raise DlprepError(f"{path}: damaged {family} checkpoint (no {', '.join(bad)})")
+    try:
+        modules = build_modules(family, parts["spec"])
+        for name, m in modules.items():
+            m.load_state_dict(parts["state_dict"][name])
+            m.eval()
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise DlprepError(f"{path}: the {family} checkpoint's weights do not fit its spec "
+                          f"({type(exc).__name__}: {_first_line(exc)})") from exc
     main = modules.get("model", modules.get("generator"))
-    return Checkpoint(family=family, model=main, modules=modules, spec=payload["spec"],
-                      config=payload["config"], info=payload["info"])
+    return Checkpoint(family=family, model=main, modules=modules, spec=parts["spec"],
+                      config=parts["config"], info=parts["info"])
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else ""

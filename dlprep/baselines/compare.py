@@ -85,7 +85,8 @@ def compare_variants(family: str, dataset: Any, axis: str, values: list[str], **
 def compare_table(axis: str, runs: list[dict[str, Any]]) -> str:
     """A Markdown table: variant, test metric, last train/eval loss, epochs, seconds."""
     metric = runs[0]["metrics"]["metric"]
-    lines = [f"| {axis} | test {metric} | train loss (last) | eval loss (last) | epochs | seconds |",
+    lines = [f"| {axis} | test {metric} | train loss (last) | eval loss (last) | epochs "
+             f"| seconds |",
              "|---|---|---|---|---|---|"]
     for r in runs:
         m = r["metrics"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DlprepError
+from ..recipes import FAMILIES
 
-FAMILIES = ("mlp", "cnn", "rnn", "autoencoder", "gan")
+__all__ = ["ACTIVATIONS", "CELLS", "FAMILIES", "TrainConfig", "make_config", "with_defaults"]
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 CELLS = ("lstm", "gru", "rnn")
 
@@ -70,7 +72,8 @@ class TrainConfig:
 def make_config(family: str, dataset: str, options: dict[str, Any]) -> TrainConfig:
     """A :class:`TrainConfig` from keyword options; unknown or bad options raise ``DlprepError``."""
     if family not in FAMILIES:
-        raise DlprepError(f"unknown baseline family {family!r}; choose one of {', '.join(FAMILIES)}")
+        raise DlprepError(f"unknown baseline family {family!r}; choose one of "
+                          f"{', '.join(FAMILIES)}")
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"family", "dataset"}
     unknown = sorted(set(options) - names)
     if unknown:
@@ -78,7 +81,8 @@ def make_config(family: str, dataset: str, options: dict[str, Any]) -> TrainConf
                           f"{', '.join(sorted(names))}")
     cfg = TrainConfig(family=family, dataset=dataset, **options)
     if cfg.activation not in ACTIVATIONS:
-        raise DlprepError(f"--activation {cfg.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        raise DlprepError(f"--activation {cfg.activation!r}: choose one of "
+                          f"{', '.join(ACTIVATIONS)}")
     if cfg.cell not in CELLS:
         raise DlprepError(f"--cell {cfg.cell!r}: choose one of {', '.join(CELLS)}")
     if cfg.variational and family != "autoencoder":
@@ -87,8 +91,12 @@ def make_config(family: str, dataset: str, options: dict[str, Any]) -> TrainConf
         value = getattr(cfg, key)
         if value is not None and value < 1:
             raise DlprepError(f"--{key.replace('_', '-')} {value}: must be at least 1")
-    if cfg.lr is not None and not cfg.lr > 0:
-        raise DlprepError(f"--lr {cfg.lr}: must be positive")
+    if cfg.lr is not None and not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise DlprepError(f"--lr {cfg.lr}: must be a positive, finite number")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:  # inf: no limit; nan refused
+        raise DlprepError(f"--max-minutes {cfg.max_minutes}: must be positive")
+    if cfg.judge and not (family == "gan" or cfg.variational):
+        raise DlprepError("--judge applies to gan and autoencoder --variational (they sample)")
     if not 0 <= cfg.split_val < 1:
         raise DlprepError(f"--split-val {cfg.split_val}: must be in [0, 1)")
     return cfg

@@ -92,7 +92,8 @@ class BaselineData:
         return ()
 
     def fitting_families(self) -> tuple[str, ...]:
-        key = self.layout if self.layout == "image" or not self.labelled else f"{self.layout}+labels"
+        plain = self.layout == "image" or not self.labelled
+        key = self.layout if plain else f"{self.layout}+labels"
         return _FITS[key]
 
     def check_family(self, family: str) -> None:

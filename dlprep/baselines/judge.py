@@ -10,6 +10,24 @@ from typing import Any
 import numpy as np
 import torch
 
+# DESIGN.md §2: samples a classifier labels with confidence >= 0.9 for >= 50 % of them, with a
+# label entropy >= 2.5 bits for ten classes (scaled by log2 K / log2 10 for K classes)
+CONFIDENT_SHARE = 0.5
+ENTROPY_BITS_10 = 2.5
+
+
+def sample_targets(classes: int) -> dict[str, dict[str, float]]:
+    """The judged-sample targets for a dataset of ``classes`` classes (DESIGN.md §2)."""
+    entropy = ENTROPY_BITS_10 * math.log2(max(classes, 2)) / math.log2(10)
+    return {"confident_fraction": {"min": CONFIDENT_SHARE},
+            "label_entropy_bits": {"min": round(entropy, 2)}}
+
+
+def judged_met(judged: dict[str, Any], targets: dict[str, dict[str, float]]) -> dict[str, bool]:
+    """Which :func:`sample_targets` the judged samples reach."""
+    return {key: bool(judged[key] >= targets[key]["min"])
+            for key in ("confident_fraction", "label_entropy_bits")}
+
 
 @torch.no_grad()
 def judge_samples(images: torch.Tensor, classifier: str | os.PathLike[str] | Any,

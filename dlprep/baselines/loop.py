@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DlprepError
 from .config import TrainConfig
 from .data import BaselineData
 from .runtime import Runtime, shard_batches
@@ -58,6 +59,11 @@ class Task:
         """Additional final figures for metrics.json (e.g. judged sample quality)."""
         return {}
 
+    def guide(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """What a good run of this family looks like, for families whose metric does not say it
+        (GAN): ``line`` (printed), ``targets`` and ``met`` (the targets this run measured)."""
+        return {}
+
     # --- shared helpers -----------------------------------------------------------------
     def wrap(self, module: Any) -> Any:
         """Move to the device and wrap in DDP when running under torchrun."""
@@ -86,7 +92,8 @@ def fit(task: Task, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     """Train ``task`` for ``cfg.epochs`` (or until ``cfg.max_minutes``) and evaluate it.
 
     Returns ``history`` (per epoch: train losses, eval loss/metric, seconds), ``test``, the
-    evaluation split's name, ``stopped_early`` and ``train_seconds``.
+    evaluation split's name, ``stopped_early`` and ``train_seconds``. A training loss that is
+    not finite (on any rank) stops the run with ``DlprepError``: nothing is written.
     """
     from tqdm import tqdm
 
@@ -117,7 +124,12 @@ def fit(task: Task, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
             bar.update(1)
             if steps % 10 == 0 or steps == len(batches):
                 bar.set_postfix({k: f"{v / steps:.4f}" for k, v in list(sums.items())[:2]})
-            if rt.any_true(time.monotonic() > deadline):
+            bad = next((k for k, v in losses.items() if not math.isfinite(v)), None)
+            late, diverged = rt.any_of(time.monotonic() > deadline, bad is not None)
+            if diverged:
+                bar.close()
+                raise _diverged(task, cfg, epoch, steps, bad, losses)
+            if late:
                 stopped = True
                 break
         bar.close()
@@ -132,3 +144,12 @@ def fit(task: Task, cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     test = task.evaluate("test")
     return {"history": history, "eval_split": eval_split, "test": test,
             "stopped_early": stopped, "train_seconds": round(train_seconds, 3)}
+
+
+def _diverged(task: Task, cfg: TrainConfig, epoch: int, step: int, key: str | None,
+              losses: dict[str, float]) -> DlprepError:
+    where = f"epoch {epoch + 1}, step {step}"
+    what = f"the training {key} became {losses[key]}" if key else \
+        "the training loss stopped being finite on another process"
+    return DlprepError(f"{cfg.family} on {task.data.name}: {what} at {where} (lr {cfg.lr}); "
+                       f"nothing was written: lower --lr, or check the data for NaN/inf values")

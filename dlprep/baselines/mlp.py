@@ -44,7 +44,8 @@ class BagOfTokens(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         counts = torch.zeros(ids.shape[0], self.vocab_size, device=ids.device)
-        counts.scatter_add_(1, ids.clamp(0, self.vocab_size - 1), torch.ones_like(ids, dtype=torch.float32))
+        counts.scatter_add_(1, ids.clamp(0, self.vocab_size - 1),
+                            torch.ones_like(ids, dtype=torch.float32))
         counts[:, 0] = 0.0  # padding
         return self.mlp(torch.log1p(counts))
 

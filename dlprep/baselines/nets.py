@@ -73,7 +73,8 @@ class ImageInputs:
 
 def random_affine(x: torch.Tensor, generator: torch.Generator, *, shift: float = 0.1,
                   degrees: float = 10.0, scale: float = 0.1) -> torch.Tensor:
-    """Per-sample random shift (fraction of the side), rotation and zoom of (B, C, H, W) in [0, 1]."""
+    """Per-sample random shift (fraction of the side), rotation and zoom of (B, C, H, W) in
+    [0, 1]."""
     import torch.nn.functional as F
 
     b = x.shape[0]

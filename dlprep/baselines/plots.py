@@ -19,22 +19,27 @@ def _plt() -> Any:
 
 
 def _save(plt: Any, fig: Any, out: Path) -> Path:
-    """Lay out, write ``out`` as a PNG and free the figure."""
-    fig.tight_layout()
+    """Lay out (unless the figure has its own layout engine), write ``out`` as a PNG, free it."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
 
 
-def _curve_axes(ax: Any, history: Sequence[dict[str, Any]], eval_split: str, metric: str,
-                label: str = "") -> Any:
+def _curve_axes(ax: Any, history: Sequence[dict[str, Any]], eval_split: str, metric: str
+                ) -> Any:
+    """Train/eval loss on ``ax`` and the eval metric on a twin axis (returned, or ``None``)."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in history]
-    prefix = f"{label} " if label else ""
-    ax.plot(epochs, [r.get("train_loss", np.nan) for r in history], "o-", label=f"{prefix}train")
+    ax.plot(epochs, [r.get("train_loss", np.nan) for r in history], "o-", label="train loss")
     key = f"{eval_split}_loss"
     if any(key in r for r in history):
-        ax.plot(epochs, [r.get(key, np.nan) for r in history], "s--", label=f"{prefix}{eval_split}")
+        ax.plot(epochs, [r.get(key, np.nan) for r in history], "s--",
+                label=f"{eval_split} loss")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax2 = None
@@ -42,39 +47,69 @@ def _curve_axes(ax: Any, history: Sequence[dict[str, Any]], eval_split: str, met
     if any(mkey in r for r in history):
         ax2 = ax.twinx()
         ax2.plot(epochs, [r.get(mkey, np.nan) for r in history], "^:", color="tab:green",
-                 label=f"{prefix}{eval_split} {metric}")
+                 label=f"{eval_split} {metric} (right axis)")
         ax2.set_ylabel(metric)
     return ax2
+
+
+def _outside_legend(fig: Any, axes: Sequence[Any]) -> Any:
+    """One legend for the figure, below the panels (never over the curves)."""
+    handles: list[Any] = []
+    labels: list[str] = []
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    return fig.legend(handles, labels, loc="outside lower center", ncol=max(1, len(labels)),
+                      fontsize=8, frameon=False)
 
 
 def plot_losses(history: Sequence[dict[str, Any]], out: Path, *, eval_split: str, metric: str,
                 title: str) -> Path:
     """Train and evaluation loss per epoch (+ the family's metric on a second axis)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     ax2 = _curve_axes(ax, history, eval_split, metric)
-    handles, labels = ax.get_legend_handles_labels()
-    if ax2 is not None:
-        h2, l2 = ax2.get_legend_handles_labels()
-        handles, labels = handles + h2, labels + l2
-    ax.legend(handles, labels, loc="best", fontsize=8)
+    _outside_legend(fig, [ax] + ([ax2] if ax2 is not None else []))
     ax.set_title(title, fontsize=10)
     return _save(plt, fig, out)
 
 
-def plot_compare(runs: Sequence[tuple[str, dict[str, Any]]], out: Path, *, title: str) -> Path:
-    """Side-by-side panels (one per variant, shared y axis) of the loss and metric curves."""
+def compare_figure(runs: Sequence[tuple[str, dict[str, Any]]], *, title: str) -> Any:
+    """The ``--compare`` figure: one panel per variant, all loss axes on one scale and all
+    metric axes on one scale, one legend below the panels. Returns the matplotlib figure."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 4), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 4.3), sharey=True,
+                             squeeze=False, layout="constrained")
+    twins, values = [], []
     for ax, (name, m) in zip(axes[0], runs, strict=True):
-        _curve_axes(ax, m["epochs"], m["eval_split"], m["metric"])
+        ax2 = _curve_axes(ax, m["epochs"], m["eval_split"], m["metric"])
+        if ax2 is not None:
+            twins.append(ax2)
+            key = f"{m['eval_split']}_{m['metric']}"
+            values += [float(r[key]) for r in m["epochs"] if r.get(key) is not None]
         final = m["test"].get(m["metric"])
         ax.set_title(f"{name}: test {m['metric']} {final:.4f}" if final is not None else name,
                      fontsize=10)
-        ax.legend(loc="upper right", fontsize=8)
+    for ax2 in twins[1:]:
+        ax2.sharey(twins[0])
+    finite = [v for v in values if np.isfinite(v)]
+    if twins and finite:
+        lo, hi = min(finite), max(finite)
+        pad = 0.05 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-3)
+        twins[0].set_ylim(lo - pad, hi + pad)
+        for ax2 in twins[:-1]:  # the metric scale is labelled once, on the right
+            ax2.tick_params(labelright=False)
+            ax2.set_ylabel("")
+    _outside_legend(fig, [axes[0][0]] + twins[:1])
     fig.suptitle(title, fontsize=11)
-    return _save(plt, fig, out)
+    return fig
+
+
+def plot_compare(runs: Sequence[tuple[str, dict[str, Any]]], out: Path, *, title: str) -> Path:
+    """Write :func:`compare_figure` as a PNG."""
+    return _save(_plt(), compare_figure(runs, title=title), out)
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], out: Path, *, title: str) -> Path:

@@ -23,6 +23,8 @@ from .nets import ImageInputs, SequenceInputs
 from .runtime import Runtime
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+SAMPLES = 3  # generated texts per language model run (metrics.json, samples.txt, printed)
+SAMPLE_TOKENS = 200  # tokens generated after each prompt
 
 
 def _recurrent(cell: str, input_size: int, hidden: int, layers: int, dropout: float) -> nn.Module:
@@ -104,7 +106,7 @@ class LanguageModelTask(Task):
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(cfg.lr or 3e-3),
                                      weight_decay=1e-5)
         self.unigram_bits = unigram_bits(data.splits["train"].seqs or [])
-        self.samples: list[str] = []
+        self.samples: list[dict[str, str]] = []
 
     def modules(self) -> dict[str, Any]:
         return {"model": self.net}
@@ -145,7 +147,9 @@ class LanguageModelTask(Task):
         return {"loss": loss, self.metric: self._metric(loss)}
 
     def extra_results(self) -> dict[str, Any]:
-        return {"unigram_bits_per_token": self.unigram_bits}
+        """The unigram entropy to beat and :data:`SAMPLES` generated texts (printed by the CLI)."""
+        self.samples = self.generate_samples()
+        return {"unigram_bits_per_token": self.unigram_bits, "samples": self.samples}
 
     @torch.no_grad()
     def generate(self, prompt: list[int], length: int, temperature: float = 0.8,
@@ -156,24 +160,48 @@ class LanguageModelTask(Task):
         ids = list(prompt) or [1]
         logits, state = self.net(torch.tensor([ids], device=self.rt.device))
         out = []
+        banned = self._specials()
         for _ in range(length):
-            p = torch.softmax(logits[0, -1].float().cpu() / temperature, 0)
+            step = logits[0, -1].float().cpu() / temperature
+            step[banned] = -math.inf
+            p = torch.softmax(step, 0)
             nxt = int(torch.multinomial(p, 1, generator=gen))
             out.append(nxt)
             logits, state = self.net(torch.tensor([[nxt]], device=self.rt.device), state)
         return out
 
-    def write_plots(self, out_dir: Path) -> list[str]:
+    def _specials(self) -> list[int]:
+        """Ids never generated: the special tokens (``<pad>``, ``<unk>``, ``<bos>``, ``<eos>``,
+        ids 0-3 by FORMAT.md) when the vocabulary has them (``<unk>`` would print U+FFFD)."""
+        from ..text.tokenizers import SPECIALS
+
+        vocab = self.data.vocab or []
+        return list(range(len(SPECIALS))) if tuple(vocab[:len(SPECIALS)]) == SPECIALS else []
+
+    def prompts(self, n: int = SAMPLES, length: int = 32) -> list[list[int]]:
+        """``n`` prompts: the first ``length`` tokens of test windows, else (a test split too
+        short for ``n`` windows) the most frequent train tokens, one token each."""
         test = self.windows["test"]
-        texts = []
-        for k in range(min(3, len(test))):
-            prompt = test[k, :32].tolist()
-            ids = self.generate(prompt, 300, seed=self.cfg.seed + k)
-            decode = self.data.decode or (lambda t: " ".join(str(i) for i in t))
-            texts.append(f"--- sample {k + 1} (prompt | generated) ---\n{decode(prompt)} | "
-                         f"{decode(ids)}\n")
+        out = [test[k, :min(length, test.shape[1] - 1)].tolist() for k in range(min(n, len(test)))]
+        counts = np.bincount(np.concatenate([np.asarray(s, np.int64) for s in
+                                             self.data.splits["train"].seqs or []] or
+                                            [np.ones(1, np.int64)]))
+        counts[[i for i in self._specials() if i < len(counts)]] = 0
+        frequent = [int(i) for i in np.argsort(-counts, kind="stable")]
+        return out + [[frequent[k % len(frequent)]] for k in range(n - len(out))]
+
+    def generate_samples(self, n: int = SAMPLES, length: int = SAMPLE_TOKENS
+                         ) -> list[dict[str, str]]:
+        """``n`` texts generated after :meth:`prompts`, decoded with the dataset's vocabulary."""
+        decode = self.data.decode or (lambda t: " ".join(str(i) for i in t))
+        return [{"prompt": decode(p), "generated": decode(self.generate(p, length,
+                                                                         seed=self.cfg.seed + k))}
+                for k, p in enumerate(self.prompts(n))]
+
+    def write_plots(self, out_dir: Path) -> list[str]:
+        texts = [f"--- sample {k + 1} (prompt | generated) ---\n{s['prompt']} | {s['generated']}\n"
+                 for k, s in enumerate(self.samples or self.generate_samples())]
         (out_dir / "samples.txt").write_text("".join(texts), encoding="utf-8")
-        self.samples = texts
         return ["samples.txt"]
 
 

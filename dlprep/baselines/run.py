@@ -20,6 +20,15 @@ from .config import TrainConfig, make_config, with_defaults
 from .data import BaselineData, load_data
 
 
+@dataclasses.dataclass
+class TrainedRun:
+    """What :func:`train_run` gives back: the ``metrics`` written to ``metrics.json`` and the
+    trained ``modules`` by name (as saved in ``checkpoint.pt``; the same objects, in memory)."""
+
+    metrics: dict[str, Any]
+    modules: dict[str, Any]
+
+
 def train(family: str, dataset: str | os.PathLike[str] | BaselineData, **options: Any
           ) -> dict[str, Any]:
     """Train the ``family`` baseline on ``dataset`` (name, .h5 path or :class:`BaselineData`).
@@ -28,8 +37,15 @@ def train(family: str, dataset: str | os.PathLike[str] | BaselineData, **options
     ``batch_size``, ``lr``, ``seed``, ``device``, ``max_minutes``, ``out``, ``split_val``,
     ``activation``, ``cell``, ``variational``, ``cache_dir``, ``offline``, ...). Returns the
     metrics written to ``<out>/metrics.json`` (``final`` holds the test metric). Raises
-    ``DlprepError`` for bad options or a family that does not fit the data.
+    ``DlprepError`` for bad options, a family that does not fit the data, an unusable
+    ``judge`` or a training loss that stops being finite.
     """
+    return train_run(family, dataset, **options).metrics
+
+
+def train_run(family: str, dataset: str | os.PathLike[str] | BaselineData, **options: Any
+              ) -> TrainedRun:
+    """:func:`train`, also returning the trained modules (no need to reload the checkpoint)."""
     name = dataset.name if isinstance(dataset, BaselineData) else str(dataset)
     cfg = make_config(family, name, options)
     require("torch", "torch")
@@ -41,6 +57,8 @@ def train(family: str, dataset: str | os.PathLike[str] | BaselineData, **options
         data = load_data(dataset, cache_dir=cfg.cache_dir, offline=cfg.offline,
                          split_val=cfg.split_val, seed=cfg.seed)
         data.check_family(family)
+        if cfg.judge:
+            check_judge(cfg.judge, data)
         lm = family == "rnn" and data.layout == "tokens" and not data.labelled
         cfg = with_defaults(cfg, language_model=lm)
         seed_everything(cfg.seed)
@@ -59,9 +77,24 @@ def train(family: str, dataset: str | os.PathLike[str] | BaselineData, **options
             _write_json(out / "metrics.json", metrics)
         else:
             metrics["wall_seconds"] = round(time.monotonic() - t0, 3)
-        return metrics
+        return TrainedRun(metrics=metrics, modules=task.modules())
     finally:
         rt.close()
+
+
+def check_judge(judge: str, data: BaselineData) -> None:
+    """Refuse, before training, a ``--judge`` that is not an image classifier of ``data``'s
+    image shape (a bad file, or a family outside ``FAMILIES``, is refused by the loader)."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(judge)
+    if ckpt.family not in {"mlp", "cnn", "rnn"} or ckpt.info.get("layout") != "image":
+        raise DlprepError(f"--judge {judge}: a {ckpt.family} run on {ckpt.info.get('layout')} "
+                          f"data is not an image classifier (use an mlp, cnn or rnn run)")
+    shape = list(ckpt.info.get("shape") or [])
+    if shape != list(data.shape):
+        raise DlprepError(f"--judge {judge}: classifies {shape} images, {data.name} has "
+                          f"{list(data.shape)}")
 
 
 def _default_out(cfg: TrainConfig, data: BaselineData) -> Path:
@@ -82,7 +115,7 @@ def _metrics(task: Any, cfg: TrainConfig, data: BaselineData, result: dict[str, 
     from .nets import count_parameters
 
     metric = task.metric
-    return {
+    metrics = {
         "family": cfg.family, "dataset": data.name, "metric": metric,
         "higher_is_better": task.higher_is_better,
         "config": cfg.to_json(), "model": task.spec(),
@@ -99,6 +132,10 @@ def _metrics(task: Any, cfg: TrainConfig, data: BaselineData, result: dict[str, 
                      "python": platform.python_version()},
         "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    guide = task.guide(metrics)
+    if guide:
+        metrics["guide"] = guide
+    return metrics
 
 
 def _write_outputs(task: Any, cfg: TrainConfig, data: BaselineData, metrics: dict[str, Any],

@@ -41,9 +41,19 @@ class Runtime:
         return bool(t.item() == 0.0)
 
     def any_true(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank (a collective)."""
+        return self.any_of(flag)[0]
+
+    def any_of(self, *flags: bool) -> tuple[bool, ...]:
+        """For each flag: true on any rank (one collective for all of them)."""
         if not self.distributed:
-            return flag
-        return not self.all_true(not flag)
+            return tuple(bool(f) for f in flags)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if f else 0.0 for f in flags])
+        dist.all_reduce(t)
+        return tuple(bool(v > 0) for v in t.tolist())
 
     def close(self) -> None:
         if self.owns_group:

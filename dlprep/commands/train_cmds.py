@@ -41,6 +41,27 @@ def print_summary(m: dict[str, Any]) -> None:
         click.echo(f"samples judged by a {judged['judge']}: {judged['confident_fraction']:.1%} "
                    f"with confidence >= {judged['threshold']}, label entropy "
                    f"{judged['label_entropy_bits']:.2f} of {judged['max_entropy_bits']:.2f} bits")
+    guide = m.get("guide")
+    if guide:
+        click.echo(guide["line"])
+        if guide.get("met"):
+            click.echo("targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}"
+                                                   for k, v in guide["met"].items()))
+    samples = m.get("samples")
+    if samples:
+        click.echo("generated samples (prompt | generated; in full in samples.txt):")
+        for k, s in enumerate(samples, 1):
+            click.echo(f"  {k}: {sample_line(s['prompt'], s['generated'])}")
+
+
+def sample_line(prompt: str, generated: str, width: int = 100) -> str:
+    """One printable line: the prompt's end, ``|``, the start of the generated text (whitespace
+    runs, newlines included, shown as one space)."""
+    p, g = " ".join(prompt.split()), " ".join(generated.split())
+    keep = max(10, width // 3)
+    p = p if len(p) <= keep else "..." + p[-keep:]
+    room = max(10, width - len(p) - 3)
+    return f"{p} | {g if len(g) <= room else g[:room] + '...'}"
 
 
 @click.command("train-baseline")
