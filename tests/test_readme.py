@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlprep.store.hdf5 import ImageTensorWriter, atomic_output
+from dlprep.store import ImageTensorWriter, atomic_output
 
 torch = pytest.importorskip("torch")
 
