@@ -140,7 +140,7 @@ def load_data(dataset: Any, *, cache_dir: str | None = None, offline: bool = Fal
 
 
 def _carve_val(train: Split, fraction: float, seed: int) -> dict[str, Split]:
-    from ..prepare.splits import stratified_split
+    from ..data import stratified_split  # the loader API's one split rule
 
     labels = train.y if (train.y >= 0).all() else np.zeros(len(train), np.int64)
     pos = stratified_split(labels, {"val": float(fraction)}, seed)
