@@ -41,6 +41,10 @@ def render_preview(path: Path, out: Path, *, split: str | None = None, count: in
     """Write a PNG grid of ``count`` random samples of an image dataset to ``out``."""
     with open_prepared(path) as f:
         kind = _decode(f.attrs.get("kind"))
+        if "osm_format" in f.attrs:  # OpenStreetMap tiles/ways: coloured layers, attribution
+            from . import preview_osm
+
+            return preview_osm.render(f, out, split=split, count=count, seed=seed)
         if kind != "image" or "images" not in f:
             from . import preview_sequences
 

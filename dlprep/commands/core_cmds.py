@@ -123,6 +123,8 @@ def _print_info(out: dict) -> None:
         echo("  prepared  not yet (dlprep fetch " + out["name"] + ")")
         return
     echo(f"  prepared  {p['path']}")
+    if p.get("attribution"):
+        echo(f"    attribution {p['attribution']}")
     for key, a in p["arrays"].items():
         echo(f"    {key:<8} {tuple(a['shape'])} {a['dtype']}")
     if p.get("splits"):

@@ -45,6 +45,7 @@ BUILDERS: dict[str, str] = {
     "text-files": "dlprep.prepare.text",
     "csv-text": "dlprep.prepare.text_csv",
     "gutenberg": "dlprep.prepare.gutenberg",
+    "osm": "dlprep.prepare.osm",
     "hf": "dlprep.prepare.hf",
 }
 

@@ -1,0 +1,188 @@
+"""The ``osm`` connector: OpenStreetMap extracts or Overpass queries -> map tiles or way sequences.
+
+``dlprep fetch osm --pbf andorra-latest.osm.pbf`` (a path or URL; ``.osm``/``.osm.bz2`` too),
+``--region europe/monaco`` (Geofabrik, ``--base-url`` for a mirror) or ``--bbox S,W,N,E
+--overpass [URL]``; ``--format tiles`` (default: one channel per layer, labelled by the dominant
+``landuse``) or ``--format ways`` (each way as float32 (T, 2) metre offsets, labelled by
+``--label-key highway``). docs/OSM.md has the details.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import DlprepError, FetchError
+from ..fetch.download import FileSpec, fetch_file, hash_file, local_source
+from ..formats.osm import Feature, ReadStats, header_box, read_features, sniff_osm
+from ..formats.osm_layers import load_layers
+from ..redact import redact_url
+from ..sources.osm import (
+    ATTRIBUTION,
+    DEFAULT_OVERPASS,
+    GEOFABRIK,
+    OverpassClient,
+    overpass_query,
+    parse_bbox,
+    parse_md5,
+    region_url,
+)
+from .core import PrepareContext
+from .params import Param
+
+log = logging.getLogger("dlprep")
+
+PARAMS: tuple[Param, ...] = (
+    Param("pbf", "str", None, "OSM extract: a path or URL (.osm.pbf, .osm, .osm.bz2; told apart "
+                              "by content); a URL's .md5 is verified"),
+    Param("region", "str", None, "Geofabrik region, e.g. europe/monaco (builds the .pbf URL)"),
+    Param("base_url", "str", GEOFABRIK, "base URL for --region (a Geofabrik mirror)"),
+    Param("overpass", "str", None, "query the Overpass API (URL, or no value for "
+                                   f"{DEFAULT_OVERPASS}) for --bbox instead of a file"),
+    Param("overpass_format", "str", "json", "Overpass reply format", ("json", "xml")),
+    Param("overpass_timeout", "int", 180, "Overpass [timeout:] in seconds"),
+    Param("bbox", "str", None, "area S,W,N,E in degrees (default: the data's extent)"),
+    Param("format", "str", "tiles", "tiles: map images; ways: coordinate sequences",
+          ("tiles", "ways")),
+    Param("tile_size", "int", 64, "tiles: side in pixels"),
+    Param("meters_per_pixel", "float", 2.0, "tiles: ground resolution"),
+    Param("layers", "str", None, "tiles: a TOML file mapping tags to layers (channels); "
+                                 "default highway, building, water, green"),
+    Param("label_key", "str", None, "label tag key (tiles: dominant value by area, default "
+                                    "landuse; ways: the way's value, default highway)"),
+    Param("min_coverage", "float", 0.02, "tiles: drop tiles with less than this share of "
+                                         "drawn pixels"),
+    Param("min_count", "int", 10, "classes with fewer samples are folded into 'other'"),
+    Param("normalize", "bool", False, "ways: scale each way to unit extent (meta/scale_m)"),
+    Param("test_fraction", "float", 0.1, "share of each class in the test split"),
+    Param("seed", "int", 0, "seed of the stratified split"),
+    Param("node_index", "str", "auto", "node locations: memory, disk (sparse file), or auto "
+                                       "(disk from 64 MiB)", ("auto", "memory", "disk")),
+)
+RUNTIME_OPTIONS = ("node_index",)
+
+
+def _bbox(ctx: PrepareContext) -> tuple[float, float, float, float] | None:
+    try:
+        return parse_bbox(ctx.options["bbox"])
+    except FetchError as exc:
+        raise DlprepError(f"dataset {ctx.name}: {exc}") from None
+
+
+def filter_keys(ctx: PrepareContext) -> list[str]:
+    """The tag keys libosmium (or Overpass) filters on for the chosen format."""
+    o = ctx.options
+    if o["format"] == "ways":
+        return [o["label_key"] or "highway"]
+    spec = load_layers(o["layers"])
+    return sorted(set(spec.keys()) | {o["label_key"] or "landuse"})
+
+
+def collect(ctx: PrepareContext) -> None:
+    o = ctx.options
+    bbox = _bbox(ctx)
+    chosen = [k for k in ("pbf", "region", "overpass") if o[k]]
+    if len(chosen) != 1:
+        raise DlprepError(f"dataset {ctx.name}: choose one source: --pbf PATH_OR_URL, "
+                          f"--region europe/monaco or --bbox S,W,N,E --overpass [URL]"
+                          + (f" (got {', '.join('--' + c for c in chosen)})" if chosen else ""))
+    if o["format"] == "tiles":
+        ctx.extra_inputs["osm_layers"] = load_layers(o["layers"]).to_dict()
+    if o["overpass"]:
+        _collect_overpass(ctx, bbox)
+        return
+    url = region_url(o["region"], o["base_url"] or GEOFABRIK) if o["region"] else o["pbf"]
+    path = _collect_file(ctx, url)
+    sniff_osm(path)
+    box = header_box(path)
+    if bbox and box and (bbox[0] > box[2] or bbox[2] < box[0] or bbox[1] > box[3]
+                         or bbox[3] < box[1]):
+        raise DlprepError(f"--bbox {o['bbox']}: outside the area of {path.name} "
+                          f"(S,W,N,E {box[0]:.5f},{box[1]:.5f},{box[2]:.5f},{box[3]:.5f})")
+
+
+def _collect_file(ctx: PrepareContext, url: str) -> Path:
+    src = local_source(url)
+    if src is not None and not url.startswith("file://"):
+        if not src.is_file():
+            raise DlprepError(f"--pbf {src}: no such file")
+        ctx.files["osm"] = src
+        ctx.sources.append({"name": src.name, "url": str(src), "sha256": hash_file(src)})
+        return src
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "extract.osm.pbf"
+    md5 = None
+    if src is None:
+        md5_spec = FileSpec(name=name + ".md5", urls=[url + ".md5"], checksum_optional=True)
+        md5_path = fetch_file(md5_spec, ctx.raw_dir / "pbf", mirrors=(), offline=ctx.offline,
+                              force=ctx.force_download, lock_dir=ctx.cache.locks_dir,
+                              progress=False)
+        md5 = parse_md5(md5_path.read_text("utf-8", "replace"), redact_url(url + ".md5"))
+    spec = FileSpec(name=name, urls=[url], md5=md5, checksum_optional=True)
+    path = ctx.fetch(spec, subdir="pbf")
+    ctx.files["osm"] = path
+    return path
+
+
+def _collect_overpass(ctx: PrepareContext, bbox: tuple[float, float, float, float] | None
+                      ) -> None:
+    o = ctx.options
+    if bbox is None:
+        raise DlprepError(f"dataset {ctx.name}: --overpass needs --bbox S,W,N,E (Overpass "
+                          f"serves areas; use --pbf or --region for whole extracts)")
+    url = DEFAULT_OVERPASS if str(o["overpass"]).lower() == "true" else str(o["overpass"])
+    query = overpass_query(filter_keys(ctx), bbox, timeout=o["overpass_timeout"],
+                           fmt=o["overpass_format"])
+    client = OverpassClient(url, ctx.raw_dir / "overpass", offline=ctx.offline,
+                            force=ctx.force_download)
+    path = client.run(query)
+    ctx.files["osm"] = path
+    ctx.extra_inputs["osm_source"] = "overpass"
+    ctx.sources.append({"name": f"overpass/{path.name}", "url": client.last_url,
+                        "sha256": hash_file(path)})
+
+
+def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: bool,
+                  stats: ReadStats, index_dir: Path | None) -> Iterator[Feature]:
+    """The features of the collected source carrying one of ``keys``, within ``--bbox``."""
+    path = ctx.files["osm"]
+    bbox = _bbox(ctx)
+    if ctx.extra_inputs.get("osm_source") == "overpass":
+        from ..formats.osm_overpass import read_overpass
+
+        wanted = set(keys)
+        source: Iterator[Feature] = (
+            f for f in read_overpass(path, stats)
+            if (f.area and areas or not f.area and lines) and wanted & f.tags.keys())
+    else:
+        source = read_features(path, keys, areas=areas, lines=lines,
+                               node_index=ctx.runtime.get("node_index", "auto"),
+                               index_dir=index_dir, stats=stats)
+    if bbox is None:
+        yield from source
+        return
+    s, w, n, e = (round(v * 1e7) for v in bbox)
+    for feat in source:
+        x0, y0, x1, y1 = feat.bounds()
+        if x1 >= w and x0 <= e and y1 >= s and y0 <= n:
+            yield feat
+
+
+def osm_attrs(ctx: PrepareContext, stats: ReadStats, **more: Any) -> dict[str, Any]:
+    """Root attributes every OSM dataset carries (attribution, source, skipped ways)."""
+    import json
+
+    return {"attribution": ATTRIBUTION, "osm_skipped_ways": int(stats.skipped_ways),
+            "osm_bbox": json.dumps(_bbox(ctx)), **more}
+
+
+def build(ctx: PrepareContext, out: Path) -> None:
+    if ctx.options["format"] == "ways":
+        from .osm_ways import build_ways
+
+        build_ways(ctx, out)
+    else:
+        from .osm_tiles import build_tiles
+
+        build_tiles(ctx, out)
