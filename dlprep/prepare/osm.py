@@ -9,13 +9,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import DlprepError, FetchError
 from ..fetch.download import FileSpec, fetch_file, hash_file, local_source
+from ..fetch.http import RetryPolicy
+from ..fetch.options import DEFAULT_MAX_BYTES
 from ..formats.osm import Feature, ReadStats, header_box, read_features, sniff_osm
 from ..formats.osm_layers import load_layers
 from ..redact import redact_url
@@ -61,7 +65,16 @@ PARAMS: tuple[Param, ...] = (
     Param("node_index", "str", "auto", "node locations: memory, disk (sparse file), or auto "
                                        "(disk from 64 MiB)", ("auto", "memory", "disk")),
 )
-RUNTIME_OPTIONS = ("node_index",)
+
+
+@dataclass(frozen=True)
+class OsmCollected:
+    """What ``collect`` hands to ``build``: the OSM file or cached Overpass reply, and how to
+    keep node locations (a runtime choice, taken out of the config hash)."""
+
+    path: Path
+    overpass: bool
+    node_index: str = "auto"
 
 
 def _bbox(ctx: PrepareContext) -> tuple[float, float, float, float] | None:
@@ -80,19 +93,23 @@ def filter_keys(ctx: PrepareContext) -> list[str]:
     return sorted(set(spec.keys()) | {o["label_key"] or "landuse"})
 
 
-def collect(ctx: PrepareContext) -> None:
+def collect(ctx: PrepareContext) -> OsmCollected:
     o = ctx.options
+    # how node locations are kept changes nothing in the output: not part of the config hash
+    node_index = str(o.pop("node_index", "auto") or "auto")
     bbox = _bbox(ctx)
     chosen = [k for k in ("pbf", "region", "overpass") if o[k]]
     if len(chosen) != 1:
         raise DlprepError(f"dataset {ctx.name}: choose one source: --pbf PATH_OR_URL, "
                           f"--region europe/monaco or --bbox S,W,N,E --overpass [URL]"
                           + (f" (got {', '.join('--' + c for c in chosen)})" if chosen else ""))
-    if o["format"] == "tiles":
-        ctx.extra_inputs["osm_layers"] = load_layers(o["layers"]).to_dict()
+    if o["format"] == "tiles":  # the layer map's content, not the --layers path, is hashed
+        ctx.inputs["osm_layers"] = json.dumps(load_layers(o["layers"]).to_dict(),
+                                              sort_keys=True)
+        if isinstance(o["layers"], str):
+            o["layers"] = None if not o["layers"] else str(Path(o["layers"]).expanduser())
     if o["overpass"]:
-        _collect_overpass(ctx, bbox)
-        return
+        return OsmCollected(_collect_overpass(ctx, bbox), True, node_index)
     url = region_url(o["region"], o["base_url"] or GEOFABRIK) if o["region"] else o["pbf"]
     path = _collect_file(ctx, url)
     sniff_osm(path)
@@ -101,6 +118,7 @@ def collect(ctx: PrepareContext) -> None:
                          or bbox[3] < box[1]):
         raise DlprepError(f"--bbox {o['bbox']}: outside the area of {path.name} "
                           f"(S,W,N,E {box[0]:.5f},{box[1]:.5f},{box[2]:.5f},{box[3]:.5f})")
+    return OsmCollected(path, False, node_index)
 
 
 def _collect_file(ctx: PrepareContext, url: str) -> Path:
@@ -115,9 +133,8 @@ def _collect_file(ctx: PrepareContext, url: str) -> Path:
     md5 = None
     if src is None:
         md5_spec = FileSpec(name=name + ".md5", urls=[url + ".md5"], checksum_optional=True)
-        md5_path = fetch_file(md5_spec, ctx.raw_dir / "pbf", mirrors=(), offline=ctx.offline,
-                              force=ctx.force_download, lock_dir=ctx.cache.locks_dir,
-                              progress=False)
+        md5_path = fetch_file(md5_spec, ctx.raw_dir / "pbf",
+                              ctx.fetch_options.with_(mirrors=(), progress=False))
         md5 = parse_md5(md5_path.read_text("utf-8", "replace"), redact_url(url + ".md5"))
     spec = FileSpec(name=name, urls=[url], md5=md5, checksum_optional=True)
     path = ctx.fetch(spec, subdir="pbf")
@@ -126,7 +143,7 @@ def _collect_file(ctx: PrepareContext, url: str) -> Path:
 
 
 def _collect_overpass(ctx: PrepareContext, bbox: tuple[float, float, float, float] | None
-                      ) -> None:
+                      ) -> Path:
     o = ctx.options
     if bbox is None:
         raise DlprepError(f"dataset {ctx.name}: --overpass needs --bbox S,W,N,E (Overpass "
@@ -134,21 +151,24 @@ def _collect_overpass(ctx: PrepareContext, bbox: tuple[float, float, float, floa
     url = DEFAULT_OVERPASS if str(o["overpass"]).lower() == "true" else str(o["overpass"])
     query = overpass_query(filter_keys(ctx), bbox, timeout=o["overpass_timeout"],
                            fmt=o["overpass_format"])
-    client = OverpassClient(url, ctx.raw_dir / "overpass", offline=ctx.offline,
-                            force=ctx.force_download)
+    fo = ctx.fetch_options
+    client = OverpassClient(url, ctx.raw_dir / "overpass", offline=fo.offline, force=fo.force,
+                            retry=fo.retry or RetryPolicy(),
+                            max_bytes=fo.max_bytes or DEFAULT_MAX_BYTES)
     path = client.run(query)
     ctx.files["osm"] = path
-    ctx.extra_inputs["osm_source"] = "overpass"
     ctx.sources.append({"name": f"overpass/{path.name}", "url": client.last_url,
                         "sha256": hash_file(path)})
+    return path
 
 
 def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: bool,
                   stats: ReadStats, index_dir: Path | None) -> Iterator[Feature]:
     """The features of the collected source carrying one of ``keys``, within ``--bbox``."""
-    path = ctx.files["osm"]
+    got = ctx.collected_as(OsmCollected)
+    path = got.path
     bbox = _bbox(ctx)
-    if ctx.extra_inputs.get("osm_source") == "overpass":
+    if got.overpass:
         from ..formats.osm_overpass import read_overpass
 
         wanted = set(keys)
@@ -157,7 +177,7 @@ def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: b
             if (f.area and areas or not f.area and lines) and wanted & f.tags.keys())
     else:
         source = read_features(path, keys, areas=areas, lines=lines,
-                               node_index=ctx.runtime.get("node_index", "auto"),
+                               node_index=got.node_index,
                                index_dir=index_dir, stats=stats)
     if bbox is None:
         yield from source
@@ -171,8 +191,6 @@ def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: b
 
 def osm_attrs(ctx: PrepareContext, stats: ReadStats, **more: Any) -> dict[str, Any]:
     """Root attributes every OSM dataset carries (attribution, source, skipped ways)."""
-    import json
-
     return {"attribution": ATTRIBUTION, "osm_skipped_ways": int(stats.skipped_ways),
             "osm_bbox": json.dumps(_bbox(ctx)), **more}
 

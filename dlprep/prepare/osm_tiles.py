@@ -31,7 +31,7 @@ from ..formats.osm_raster import (
     gather_tiles,
     render_block,
 )
-from ..store.hdf5 import ImageTensorWriter
+from ..store import ImageTensorWriter
 from .core import PrepareContext
 from .osm import _bbox, iter_features, osm_attrs
 from .splits import stratified_split
@@ -209,7 +209,7 @@ def _write(ctx: PrepareContext, out: Path, scratch: Path, kept: Rendered, y: np.
     o = ctx.options
     size, channels = grid.tile_size, len(layers)
     n = len(kept)
-    splits = stratified_split(y, float(o["test_fraction"]), int(o["seed"]))
+    splits = stratified_split(y, {"test": float(o["test_fraction"])}, int(o["seed"]))
     in_train = np.zeros(n, bool)
     in_train[splits["train"]] = True
     counts = np.frombuffer(kept.counts, np.int32).reshape(n, channels).astype(np.uint64)

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DlprepError
 from ..formats.osm import ReadStats
 from ..formats.osm_raster import EARTH_RADIUS_M, SCALE
-from ..store.hdf5 import SequenceWriter
+from ..store import SequenceWriter
 from .core import PrepareContext
 from .osm import iter_features, osm_attrs
 from .splits import stratified_split
@@ -72,7 +72,7 @@ def build_ways(ctx: PrepareContext, out: Path) -> None:
         index = {c: i for i, c in enumerate(classes)}
         other = index.get(OTHER_CLASS, 0)
         y = np.array([index.get(v, other) for v in values], np.int64)
-        splits = stratified_split(y, float(o["test_fraction"]), int(o["seed"]))
+        splits = stratified_split(y, {"test": float(o["test_fraction"])}, int(o["seed"]))
         meta: dict[str, np.ndarray] = {"osm_id": np.asarray(ids, np.int64)}
         if o["normalize"]:
             meta["scale_m"] = np.asarray(scales, np.float32)

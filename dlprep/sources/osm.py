@@ -110,6 +110,7 @@ class OverpassClient:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     session: Any = None
     max_wait: float = 300.0
+    max_bytes: int = MAX_REPLY_BYTES
     last_url: str = ""
 
     def cache_path(self, query: str) -> Path:
@@ -171,8 +172,8 @@ class OverpassClient:
             chunks, size = [], 0
             for chunk in resp.iter_content(1 << 20):
                 size += len(chunk)
-                if size > MAX_REPLY_BYTES:
-                    raise FetchError(f"{self.last_url}: reply larger than {MAX_REPLY_BYTES} "
+                if size > self.max_bytes:
+                    raise FetchError(f"{self.last_url}: reply larger than {self.max_bytes} "
                                      f"bytes; use a smaller --bbox or a PBF extract")
                 chunks.append(chunk)
             return resp.status_code, resp.headers, b"".join(chunks)
