@@ -105,6 +105,7 @@ class LoggedRequest:
     status: int = 0
     body_bytes: int = 0
     sending: bool = False  # True while the body is being written (counts still growing)
+    body: bytes = b""  # the request body (POST)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -121,10 +122,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._respond(head=False)
 
+    def do_POST(self) -> None:
+        """Read the request body (kept in the log entry), then answer like GET."""
+        self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._respond(head=False)
+
     def _respond(self, head: bool) -> None:
         owner = self.server.owner
         path = self.path.split("?", 1)[0]
-        entry = LoggedRequest(self.command, path, dict(self.headers.items()))
+        entry = LoggedRequest(self.command, path, dict(self.headers.items()),
+                              body=self.__dict__.pop("_body", b""))
         with owner._lock:
             owner.log.append(entry)
             route = owner.routes.get(path)
