@@ -26,6 +26,19 @@ class OfflineError(FetchError):
     """Offline mode is on and a needed file is not in the cache."""
 
 
+class NoNetworkError(FetchError):
+    """A host name did not resolve (no network, or no DNS): said once, however many files."""
+
+    def __init__(self, hosts: list[str], detail: str = "") -> None:
+        self.hosts = list(dict.fromkeys(hosts))
+        self.detail = detail
+        shown = ", ".join(self.hosts[:3]) + (f" and {len(self.hosts) - 3} more"
+                                             if len(self.hosts) > 3 else "")
+        more = f" ({detail})" if detail else ""
+        super().__init__(f"no network (DNS lookup failed for {shown}); use --offline or "
+                         f"--mirror{more}")
+
+
 class ExtractionError(DlprepError):
     """An archive is unsafe (traversal, links, devices, bomb) or corrupt."""
 

@@ -2,8 +2,10 @@
 
 It serves ``{path: bytes}`` with HTTP/1.1 keep-alive, ``Range`` / ``If-Range`` (ETag and
 Last-Modified), and per-path faults: fail the first N requests with a status (503/429, optional
-``Retry-After``), cut the connection after K body bytes, serve an HTML error page with 200, add
-latency, or throttle the body. It counts requests and body bytes sent per path.
+``Retry-After``), cut the connection after K body bytes, announce a Content-Length larger than
+the body (a server that lies), send the body forever (no Content-Length), serve an HTML error
+page with 200, add latency, throttle the body, or run a hook before each answer. It counts
+requests and body bytes sent per path.
 
 Usage in a test (the ``loopback`` fixture is imported into ``tests/conftest.py``)::
 
@@ -36,7 +38,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,6 +65,12 @@ class Route:
     ``throttle_bps``: body bytes per second (None = as fast as possible). ``validator``:
     ``"etag"``, ``"last-modified"``, ``"both"`` or ``"none"``. ``ranges``: honour ``Range``.
     ``broken_ranges``: a buggy server that answers any range with 206 from byte 0.
+    ``extra_length``: every response announces this many bytes more than it sends, then
+    closes the connection (a lying server). ``endless``: no Content-Length; the body is sent
+    over and over until the client hangs up, or ``endless_cap`` bytes are out (a guard, so
+    that a client without a limit fails a test instead of filling the disk).
+    ``on_request(n)``: called before answering the n-th request (to change the route or
+    touch files mid-test).
     """
 
     body: bytes
@@ -79,6 +87,10 @@ class Route:
     ranges: bool = True
     broken_ranges: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    extra_length: int = 0
+    endless: bool = False
+    endless_cap: int = 64 * 2**20
+    on_request: Callable[[int], None] | None = None
     etag: str = ""
     last_modified: str = ""
     requests: int = 0
@@ -141,6 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             self._send_simple(entry, 404, b"not found\n", "text/plain")
             return
+        if route.on_request is not None:
+            route.on_request(nth)
         if route.latency:
             time.sleep(route.latency)
         if nth <= route.fail_first:
@@ -149,6 +163,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if route.html_error:
             self._send_simple(entry, 200, HTML_ERROR_PAGE, "text/html; charset=utf-8")
+            return
+        if route.endless:
+            self._send_endless(route, entry)
             return
 
         body = route.body
@@ -169,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
                     start = 0
         self.send_response(status)
         self.send_header("Content-Type", route.content_type)
-        self.send_header("Content-Length", str(end - start))
+        self.send_header("Content-Length", str(end - start + route.extra_length))
         if route.ranges:
             self.send_header("Accept-Ranges", "bytes")
         if status == 206:
@@ -193,13 +210,25 @@ class _Handler(BaseHTTPRequestHandler):
                 limit = min(limit, route.cut_after)
                 cut = True
         self._send_body(memoryview(body)[start : start + limit], route, entry)
-        if cut:
+        if cut or route.extra_length:
             self.close_connection = True
             try:
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def _send_endless(self, route: Route, entry: LoggedRequest) -> None:
+        """200, no Content-Length, the body repeated until the client goes away."""
+        self.send_response(200)
+        self.send_header("Content-Type", route.content_type)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        entry.status = 200
+        self.close_connection = True
+        view = memoryview(route.body or b"\0")
+        while entry.body_bytes < route.endless_cap and self._send_body(view, route, entry):
+            pass
 
     def _if_range_ok(self, route: Route) -> bool:
         """True when there is no If-Range or it matches the current validator."""
@@ -211,7 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
             return route.validator in ("etag", "both") and cond == route.etag
         return route.validator in ("last-modified", "both") and cond == route.last_modified
 
-    def _send_body(self, view: memoryview, route: Route, entry: LoggedRequest) -> None:
+    def _send_body(self, view: memoryview, route: Route, entry: LoggedRequest) -> bool:
+        """Write ``view``; False when the client went away first."""
         step = _SEND_CHUNK
         if route.throttle_bps:
             step = max(1, min(_SEND_CHUNK, int(route.throttle_bps / 20)))
@@ -230,8 +260,10 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(len(piece) / route.throttle_bps)
         except OSError:  # the client went away
             self.close_connection = True
+            return False
         finally:
             entry.sending = False
+        return True
 
     def _send_simple(self, entry: LoggedRequest, status: int, body: bytes, ctype: str,
                      extra: dict[str, str] | None = None) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dlprep.errors import FetchError
-from dlprep.fetch import FetchOptions, FileSpec, RetryPolicy, fetch_file
+from dlprep.errors import FetchError, NoNetworkError
+from dlprep.fetch import FetchOptions, FileSpec, RetryPolicy, fetch_file, fetch_many
 from dlprep.fetch.http import USER_AGENT, parse_retry_after
 
 PAYLOAD = random.Random(7).randbytes(1_000_000)
@@ -170,9 +170,46 @@ def test_refused_and_dns_failures_fail_fast_naming_the_url(tmp_path: Path) -> No
     with pytest.raises(FetchError, match=rf"{refused}: connection refused"):
         fetch_file(_spec([refused]), tmp_path, clock.options())
     bad_host = "https://no-such-host.invalid/data.bin"
-    with pytest.raises(FetchError, match=rf"{bad_host}: cannot resolve the host name"):
-        fetch_file(_spec([bad_host]), tmp_path, clock.options())
+    with pytest.raises(NoNetworkError) as err:
+        fetch_file(_spec([bad_host]), tmp_path / "raw",
+                   clock.options().with_(lock_dir=tmp_path / "locks"))
+    assert str(err.value) == ("no network (DNS lookup failed for no-such-host.invalid); use "
+                              "--offline or --mirror (could not fetch data.bin)")
     assert clock.sleeps == []  # neither is worth retrying
+    assert not (tmp_path / "raw").exists()  # the failed fetch leaves no empty raw folder
+
+
+def test_dns_failure_of_many_files_is_said_once(tmp_path: Path) -> None:
+    """A multi-file set without network: one short line, not the DNS error once per file."""
+    specs = [FileSpec(f"f{i}.bin", [f"https://no-such-host.invalid/f{i}.bin",
+                                    f"https://mirror.invalid/f{i}.bin"]) for i in range(8)]
+    dest = tmp_path / "raw" / "set"
+    with pytest.raises(NoNetworkError) as err:
+        fetch_many(specs, dest, FakeClock().options().with_(lock_dir=tmp_path / "locks"))
+    assert str(err.value) == ("no network (DNS lookup failed for no-such-host.invalid, "
+                              "mirror.invalid); use --offline or --mirror (8 of 8 files could "
+                              "not be fetched)")
+    assert not dest.exists()  # the failed fetch leaves no empty raw folder behind
+
+
+def test_errors_are_classified_by_exception_type() -> None:
+    """Not by message text: a refused connection reworded by a library is still 'refused'."""
+    import requests
+    import urllib3
+
+    from dlprep.fetch.http import _connection_problem
+
+    cause = urllib3.exceptions.NewConnectionError(None, "no luck today")  # type: ignore[arg-type]
+    refused = requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(
+        None, "/", cause))  # type: ignore[arg-type]
+    refused.args[0].reason.__cause__ = ConnectionRefusedError(111, "nope")
+    assert _connection_problem(refused, "http://h/") == ("connection refused", False)
+    text_only = requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+    assert _connection_problem(text_only, "http://h/")[1] is True  # no type says refused
+    dns = requests.exceptions.ConnectionError(OSError("lookup trouble"))
+    dns.__cause__ = __import__("socket").gaierror(-2, "Name or service not known")
+    with pytest.raises(NoNetworkError, match="DNS lookup failed for h2"):
+        _connection_problem(dns, "http://user:pw@h2:8080/x")
 
 
 def test_read_timeout_is_retried(loopback, tmp_path: Path) -> None:

@@ -150,21 +150,27 @@ def _print_info(out: dict) -> None:
 @click.option("--force", is_flag=True, help="Re-download and re-prepare even if cached.")
 @click.option("--name", "out_name", default=None,
               help="Store the prepared dataset under this name (for parameterized sources).")
+@click.option("--max-bytes", default=None, metavar="SIZE",
+              help="Stop a download whose size nobody declared at SIZE (e.g. 500M, 8G; "
+                   "default 4G, also DLPREP_MAX_BYTES).")
 @common_options
 def fetch_cmd(state: State, name: str, extra: tuple[str, ...], recipe_file: str | None,
-              mirrors: tuple[str, ...], force: bool, out_name: str | None) -> None:
+              mirrors: tuple[str, ...], force: bool, out_name: str | None,
+              max_bytes: str | None) -> None:
     """Download, verify and prepare dataset NAME; print the prepared HDF5 path (last line).
 
     Idempotent: a second run only checks the cache. Dataset-specific options (see
     `dlprep info NAME`) follow as --key value, e.g. `dlprep fetch cifar100 --label coarse`.
     """
+    from ..fetch.options import parse_size
     from ..prepare.core import prepare
     from ..prepare.params import parse_extra_args
     from ..recipes import find_recipe
 
     recipe = find_recipe(name, recipe_file)
     options = parse_extra_args(list(extra), f"dataset {name}")
-    fetch = state.fetch_options(mirrors=mirrors, force=force)
+    cap = parse_size(max_bytes, "--max-bytes") if max_bytes else None
+    fetch = state.fetch_options(mirrors=mirrors, force=force, max_bytes=cap)
     out = prepare(recipe, state.cache(), options=options, name=out_name, fetch=fetch)
     if not state.quiet:
         click.echo(summary_line(out))

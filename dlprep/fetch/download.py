@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ..errors import ChecksumError, DlprepError, FetchError, OfflineError
+from ..errors import ChecksumError, DlprepError, FetchError, NoNetworkError, OfflineError
 from ..locks import PathLock
 from ..progress import progress_bar, progress_enabled
-from .http import discard_partial, download_url, shared_session
+from ..redact import redact_url
+from .http import BodyLimit, discard_partial, download_url, shared_session
 from .options import FetchOptions
 from .verify import CHUNK, has_checksum, hash_file, primary_algorithm, verify_file
 
@@ -106,8 +107,8 @@ def _lock_path(target: Path, lock_dir: Path | None) -> Path:
 
 def _offline_error(spec: FileSpec, target: Path, urls: Sequence[str]) -> OfflineError:
     remote = next((u for u in urls if local_source(u) is None), None)
-    how = f"run without --offline (and unset DLPREP_OFFLINE) to download it from {remote}, " \
-        if remote else ""
+    how = f"run without --offline (and unset DLPREP_OFFLINE) to download it from " \
+        f"{redact_url(remote)}, " if remote else ""
     return OfflineError(f"offline: {spec.name} is not in the cache ({target}); {how}"
                         f"or pass --mirror DIR holding {spec.name}")
 
@@ -131,6 +132,7 @@ def fetch_file(spec: FileSpec, dest_dir: Path, options: FetchOptions | None = No
     urls = mirror_urls(spec, options.mirrors)
     if options.offline and not any(local_source(u) is not None for u in urls):
         raise _offline_error(spec, target, urls)
+    created = not dest_dir.exists()
     dest_dir.mkdir(parents=True, exist_ok=True)
     lock_file = _lock_path(target, options.lock_dir)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -143,8 +145,29 @@ def fetch_file(spec: FileSpec, dest_dir: Path, options: FetchOptions | None = No
             return target
         return _fetch_locked(spec, target, urls, options, session=session,
                              progress=progress_enabled(options.progress))
+    except BaseException:
+        if created:
+            _remove_if_empty(dest_dir)
+        raise
     finally:
         lock.release()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Drop a raw folder that a failed fetch created and left empty (its lock lives there
+    when no ``lock_dir`` is set: then it is kept)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _body_limit(spec: FileSpec, options: FetchOptions) -> BodyLimit:
+    """The recipe's ``size`` is exact, unless a content hash may accept a re-compressed copy
+    of another size; then (and for files of unknown size) the cap applies."""
+    exact = spec.size if spec.size is not None and not (spec.content_sha256 or
+                                                        spec.content_md5) else None
+    return BodyLimit(exact, options.byte_cap)
 
 
 def _fetch_locked(spec: FileSpec, target: Path, urls: Sequence[str], options: FetchOptions, *,
@@ -153,11 +176,13 @@ def _fetch_locked(spec: FileSpec, target: Path, urls: Sequence[str], options: Fe
     part = target.with_name(target.name + ".part")
     algorithm = primary_algorithm(spec)
     errors: list[str] = []
+    no_dns: list[str] = []
     mismatch = False
     for url in urls:
+        shown = redact_url(url)
         src = local_source(url)
         if src is None and offline:
-            errors.append(f"{url}: skipped (offline)")
+            errors.append(f"{shown}: skipped (offline)")
             continue
         try:
             if src is not None:
@@ -165,29 +190,41 @@ def _fetch_locked(spec: FileSpec, target: Path, urls: Sequence[str], options: Fe
             else:
                 digest = download_url(url, part, name=spec.name,
                                       session=session or shared_session(),
-                                      retry=options.retry_policy,
-                                      algorithm=algorithm, progress=progress)
-            verify_file(part, spec, url, digest=digest)
+                                      retry=options.retry_policy, algorithm=algorithm,
+                                      progress=progress, limit=_body_limit(spec, options))
+            verify_file(part, spec, shown, digest=digest)
+            os.replace(part, target)
         except ChecksumError as exc:
             mismatch = True
             errors.append(str(exc))
             discard_partial(part)
             log.warning("%s; trying the next source", exc)
             continue
+        except NoNetworkError as exc:
+            no_dns.extend(exc.hosts)
+            errors.append(f"{shown}: cannot resolve the host name (DNS lookup failed)")
+            log.info("%s: %s", shown, exc)
+            continue
         except FetchError as exc:
             errors.append(str(exc))
             log.info("%s", exc)
             continue
-        os.replace(part, target)
+        except FileNotFoundError as exc:  # the partial file or its folder was removed under us
+            discard_partial(part)
+            raise FetchError(f"{spec.name}: {exc.filename or part} disappeared while it was "
+                             f"being downloaded (was the cache folder removed, e.g. by `dlprep "
+                             f"cache clear`?); rerun to download it again") from None
         discard_partial(part)  # the resume sidecar
         if not has_checksum(spec) and not spec.checksum_optional:
             sha = digest if algorithm == "sha256" else hash_file(target, "sha256")
             log.warning("%s: the recipe has no checksum for %s; downloaded from %s, sha256 %s, "
                         "%d bytes (add them with `dlprep recipes checksum RECIPE_FILE`)",
-                        spec.name, spec.name, url, sha, target.stat().st_size)
+                        spec.name, spec.name, shown, sha, target.stat().st_size)
         return target
     if not urls:
         raise FetchError(f"could not fetch {spec.name}: no URL and no mirror given")
+    if no_dns and len(no_dns) == len(errors):  # every source failed on DNS: say it once
+        raise NoNetworkError(no_dns, f"could not fetch {spec.name}")
     message = f"could not fetch {spec.name}: " + "; ".join(errors)
     if offline:
         message += " (offline: only the cache and local mirrors were tried)"
@@ -215,6 +252,7 @@ def fetch_many(specs: Sequence[FileSpec], dest_dir: Path, options: FetchOptions 
     or a ``FetchError`` counting the failures and naming the first few.
     """
     options = options or _DEFAULTS
+    dest_dir = Path(dest_dir)
     specs = list(specs)
     dupes = sorted(n for n, k in Counter(s.name for s in specs).items() if k > 1)
     if dupes:
@@ -230,6 +268,9 @@ def fetch_many(specs: Sequence[FileSpec], dest_dir: Path, options: FetchOptions 
             results[i] = cached
         else:
             todo.append(i)
+    created = bool(todo) and not dest_dir.exists()
+    if created:  # made here, once: a thread that fails must not remove it under the others
+        dest_dir.mkdir(parents=True, exist_ok=True)
     enabled = progress_enabled(options.progress)
     one_bar = options.with_(progress=enabled and len(todo) == 1)
     workers = options.max_workers or _auto_workers(specs)
@@ -245,9 +286,15 @@ def fetch_many(specs: Sequence[FileSpec], dest_dir: Path, options: FetchOptions 
                 failures.append((i, exc))
             bar.update(1)
     if failures:
+        if created:
+            _remove_if_empty(dest_dir)
         failures.sort(key=lambda item: item[0])
         if len(failures) == 1:
             raise failures[0][1]
+        if all(isinstance(exc, NoNetworkError) for _, exc in failures):  # one line, not N
+            hosts = [h for _, exc in failures for h in exc.hosts]  # type: ignore[attr-defined]
+            raise NoNetworkError(hosts, f"{len(failures)} of {len(specs)} files could not be "
+                                        f"fetched")
         shown = "; ".join(str(exc) for _, exc in failures[:3])
         more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
         kinds = {type(exc) for _, exc in failures}

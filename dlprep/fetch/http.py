@@ -8,7 +8,15 @@ makes it restart cleanly from byte 0.
 
 Retries: connection errors other than DNS failure/refusal, timeouts, a connection cut mid-body,
 HTTP 5xx and 429; exponential backoff with jitter, ``Retry-After`` (seconds or HTTP-date)
-honoured. ``RetryPolicy`` carries the injectable ``sleep``/``clock`` so tests never really wait.
+honoured. A try counts as progress only when it grew the part file that the next try continues
+(bytes *kept*, not bytes received), and every URL gets at most ``RetryPolicy.max_tries`` tries,
+so a server that keeps failing is abandoned for the next mirror. ``RetryPolicy`` carries the
+injectable ``sleep``/``clock`` so tests never really wait.
+
+Limits: a body never grows past the declared size (the recipe's ``size``) or, when nobody
+declared one, past the cap (``FetchOptions.max_bytes``); the download stops there with an error.
+Errors are classified by exception type (DNS failure, refused connection, TLS, timeout), and
+URLs in messages are redacted (``dlprep.redact``).
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._version import __version__
-from ..errors import FetchError
+from ..errors import ChecksumError, FetchError, NoNetworkError
 from ..progress import progress_bar
+from ..redact import redact_text, redact_url
 from .verify import hash_prefix
 
 log = logging.getLogger("dlprep")
@@ -49,13 +59,14 @@ _session_lock = threading.Lock()
 class RetryPolicy:
     """How often and how long to retry one URL. ``sleep``/``clock`` are injectable for tests.
 
-    ``attempts``: tries per URL (consecutive failures; a try that received bytes resets the
-    count). Delays: ``backoff * 2**(n-1)`` seconds capped at ``max_delay``, plus up to
-    ``jitter`` of that at random; a ``Retry-After`` header replaces the delay (a server asking
+    ``attempts``: consecutive failed tries per URL (a try that grew the kept, resumable part
+    file resets the count); ``max_tries``: tries per URL in all, progress or not. Delays:
+    ``backoff * 2**(n-1)`` seconds capped at ``max_delay``, plus up to ``jitter`` of that at random; a ``Retry-After`` header replaces the delay (a server asking
     for more than ``max_retry_after`` seconds makes us move on to the next mirror).
     """
 
     attempts: int = 5
+    max_tries: int = 30
     backoff: float = 1.0
     max_delay: float = 60.0
     jitter: float = 0.5
@@ -137,12 +148,10 @@ def new_session(pool_size: int = 32) -> Any:
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None,
-                 progressed: bool = False) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-        self.progressed = progressed
 
 
 class _Restart(Exception):
@@ -191,78 +200,148 @@ def _save_validator(part: Path, url: str, headers: Any) -> None:
         _sidecar(part).unlink(missing_ok=True)
 
 
-def _connection_problem(exc: BaseException) -> tuple[str, bool]:
-    """A short description of a requests/urllib3 connection error, and whether to retry it."""
-    import requests
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps (``reason``, ``__cause__``, ``__context__``, args)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        cur = todo.pop()
+        if cur is None or any(cur is s for s in seen):
+            continue
+        seen.append(cur)
+        todo.extend(x for x in (getattr(cur, "reason", None), cur.__cause__, cur.__context__,
+                                *getattr(cur, "args", ())) if isinstance(x, BaseException))
+    return seen
 
-    text = " ".join(str(exc).split())  # one line
-    if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS error: {text[:200]}", False
-    if isinstance(exc, requests.exceptions.Timeout):
-        return "timed out", True
-    if ("NameResolutionError" in text or "Name or service not known" in text
-            or "name resolution" in text or "nodename nor servname" in text
-            or "getaddrinfo failed" in text):
-        return "cannot resolve the host name (DNS lookup failed)", False
-    if "Connection refused" in text or "Errno 111" in text or "ConnectionRefusedError" in text:
+
+def _connection_problem(exc: BaseException, url: str) -> tuple[str, bool]:
+    """A short description of a requests/urllib3 connection error, and whether to retry it.
+    Raises ``NoNetworkError`` for a failed DNS lookup. Classified by exception type."""
+    import socket
+    import ssl
+
+    import requests
+    import urllib3
+
+    causes = _causes(exc)
+    text = " ".join(str(exc).split())[:200]  # one line
+    if any(isinstance(c, socket.gaierror | urllib3.exceptions.NameResolutionError)
+           for c in causes):
+        raise NoNetworkError([urlsplit(url).hostname or "?"])
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
         return "connection refused", False
+    if any(isinstance(c, ssl.SSLError | requests.exceptions.SSLError) for c in causes):
+        return f"TLS error: {redact_text(text)}", False
+    if any(isinstance(c, requests.exceptions.Timeout | TimeoutError
+                      | urllib3.exceptions.TimeoutError) for c in causes):
+        return "timed out", True
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema
                   | requests.exceptions.InvalidSchema):
-        return f"invalid URL: {text[:200]}", False
-    return f"connection error: {text[:200]}", True
+        return f"invalid URL: {redact_text(text)}", False
+    return f"connection error: {redact_text(text)}", True
+
+
+def _kept_bytes(part: Path, url: str) -> int:
+    """Bytes of ``part`` that the next try will continue from (0 when it restarts)."""
+    try:
+        meta = json.loads(_sidecar(part).read_text())
+        return part.stat().st_size if meta.get("url") == url and meta.get("validator") else 0
+    except (OSError, ValueError):
+        return 0
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """How large the whole file may get: ``size`` (declared, exact) or else ``cap``."""
+
+    size: int | None
+    cap: int
+
+    def check_announced(self, url: str, name: str, total: int) -> None:
+        """Refuse at once a body whose announced total cannot be right."""
+        if self.size is not None and total != self.size:
+            raise ChecksumError(f"{url}: size mismatch for {name}: expected {self.size} bytes, "
+                                f"got {total} (announced by the server; not downloaded)")
+        if self.size is None and total > self.cap:
+            raise FetchError(f"{url}: the server announces {total} bytes for {name}, more than "
+                             f"the {self.cap}-byte cap for a file of undeclared size "
+                             f"(raise it with --max-bytes or DLPREP_MAX_BYTES)")
+
+    def overflow(self, url: str, name: str) -> FetchError:
+        if self.size is not None:
+            return ChecksumError(f"{url}: size mismatch for {name}: expected {self.size} bytes, "
+                                 f"the server sent more; stopped there")
+        return FetchError(f"{url}: {name} exceeds {self.cap} bytes, the cap for a file of "
+                          f"undeclared size; stopped there (raise it with --max-bytes or "
+                          f"DLPREP_MAX_BYTES if the file really is that large)")
+
+    @property
+    def limit(self) -> int:
+        return self.size if self.size is not None else self.cap
 
 
 def download_url(url: str, part: Path, *, name: str, session: Any, retry: RetryPolicy,
-                 algorithm: str = "sha256", progress: bool = False) -> str:
+                 algorithm: str = "sha256", progress: bool = False,
+                 limit: BodyLimit | None = None) -> str:
     """Stream ``url`` into ``part`` (resuming what is there), retrying per ``retry``.
 
-    Returns the hex digest (``algorithm``) of the whole part file. Raises ``FetchError`` naming
-    the URL for HTTP errors, DNS failure, refused connections, an HTML page where data was
-    expected, or when the retries are used up.
+    ``limit``: the declared size, else the cap (default: no declared size, a 4 GiB cap); the
+    body is never written past it. Returns the hex digest (``algorithm``) of the whole part
+    file. Raises ``FetchError`` naming the (redacted) URL for HTTP errors, refused connections,
+    an HTML page where data was expected, a body over the limit, or when the tries are used up
+    (``NoNetworkError`` when the host name does not resolve).
     """
-    failures = 0
-    restarts = 0
+    shown = redact_url(url)
+    limit = limit or BodyLimit(None, 4 * 2**30)
+    failures = restarts = tries = 0
+    best = _kept_bytes(part, url)
     while True:
+        tries += 1
         try:
             return _attempt(url, part, name=name, session=session, retry=retry,
-                            algorithm=algorithm, progress=progress)
+                            algorithm=algorithm, progress=progress, limit=limit)
         except FetchError:
-            discard_partial(part)  # HTTP error or HTML page: nothing worth resuming
+            discard_partial(part)  # HTTP error, HTML page, too big: nothing worth resuming
             raise
         except _Restart as exc:
             discard_partial(part)
             restarts += 1
-            log.info("%s: %s; restarting from byte 0", url, exc)
-            if restarts > retry.attempts:
-                raise FetchError(f"{url}: {exc} (gave up after {restarts} restarts)") from None
+            failures += 1
+            log.info("%s: %s; restarting from byte 0", shown, exc)
+            if restarts > retry.attempts or tries >= retry.max_tries:
+                raise FetchError(f"{shown}: {exc} (gave up after {tries} attempts)") from None
         except _Retryable as exc:
-            failures = 1 if exc.progressed else failures + 1
-            if failures >= retry.attempts:
-                raise FetchError(f"{url}: {exc.reason} (gave up after {failures} "
-                                 f"attempt{'s' if failures > 1 else ''})") from None
+            kept = _kept_bytes(part, url)
+            failures = 1 if kept > best else failures + 1  # progress = bytes kept, not received
+            best = max(best, kept)
+            if failures >= retry.attempts or tries >= retry.max_tries:
+                discard_partial(part)
+                raise FetchError(f"{shown}: {exc.reason} (gave up after {tries} "
+                                 f"attempt{'s' if tries > 1 else ''})") from None
             if exc.retry_after is not None and exc.retry_after > retry.max_retry_after:
-                raise FetchError(f"{url}: {exc.reason}; the server asks to retry after "
+                raise FetchError(f"{shown}: {exc.reason}; the server asks to retry after "
                                  f"{exc.retry_after:.0f} s") from None
             wait = retry.delay(failures, exc.retry_after)
-            log.info("%s: %s; retrying in %.1f s (attempt %d of %d)", url, exc.reason, wait,
-                     failures + 1, retry.attempts)
+            log.info("%s: %s; retrying in %.1f s (attempt %d of at most %d)", shown, exc.reason,
+                     wait, tries + 1, retry.max_tries)
             retry.sleep(wait)
 
 
 def _attempt(url: str, part: Path, *, name: str, session: Any, retry: RetryPolicy,
-             algorithm: str, progress: bool) -> str:
+             algorithm: str, progress: bool, limit: BodyLimit) -> str:
     import requests
 
+    shown = redact_url(url)
     offset, validator = _resume_point(part, url)
     headers = {"Range": f"bytes={offset}-", "If-Range": validator} if offset else {}
     try:
         resp = session.get(url, headers=headers, stream=True,
                            timeout=(retry.connect_timeout, retry.read_timeout))
     except requests.exceptions.RequestException as exc:
-        what, retryable = _connection_problem(exc)
+        what, retryable = _connection_problem(exc, url)
         if retryable:
             raise _Retryable(what) from None
-        raise FetchError(f"{url}: {what}") from None
+        raise FetchError(f"{shown}: {what}") from None
     with resp:
         status = resp.status_code
         if status == 429 or 500 <= status < 600:
@@ -271,10 +350,10 @@ def _attempt(url: str, part: Path, *, name: str, session: Any, retry: RetryPolic
         if status == 416 and offset:
             raise _Restart("the server cannot continue the partial file (HTTP 416)")
         if status not in (200, 206):
-            raise FetchError(f"{url}: HTTP {status} {resp.reason}")
+            raise FetchError(f"{shown}: HTTP {status} {resp.reason}")
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype in ("text/html", "application/xhtml+xml") and not expects_html(name):
-            raise FetchError(f"{url}: got an HTML page (Content-Type {ctype}) where {name} was "
+            raise FetchError(f"{shown}: got an HTML page (Content-Type {ctype}) where {name} was "
                              f"expected; the server may be showing an error or login page")
         if status == 206:
             m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", "").strip())
@@ -284,17 +363,19 @@ def _attempt(url: str, part: Path, *, name: str, session: Any, retry: RetryPolic
         else:
             if offset:
                 log.info("%s: the server sent the whole file (changed or no range support); "
-                         "restarting", url)
+                         "restarting", shown)
                 offset = 0
         length = resp.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
+        if expected is not None:
+            limit.check_announced(shown, name, offset + expected)
         if status == 200:
             if expected is None or expected >= RESUME_MIN_BYTES:
                 _save_validator(part, url, resp.headers)
             else:  # small files are simply fetched again
                 _sidecar(part).unlink(missing_ok=True)
-        return _stream_body(resp, url, part, name=name, offset=offset, expected=expected,
-                            algorithm=algorithm, progress=progress)
+        return _stream_body(resp, shown, part, name=name, offset=offset, expected=expected,
+                            algorithm=algorithm, progress=progress, limit=limit)
 
 
 class _HashingWriter:
@@ -350,14 +431,16 @@ class _HashingWriter:
 
 
 def _stream_body(resp: Any, url: str, part: Path, *, name: str, offset: int,
-                 expected: int | None, algorithm: str, progress: bool) -> str:
+                 expected: int | None, algorithm: str, progress: bool, limit: BodyLimit) -> str:
+    """Write the body after ``offset``; never past ``limit`` (``url`` is already redacted)."""
     import requests
     import urllib3
 
     hasher = hash_prefix(part, algorithm, offset) if offset else hashlib.new(algorithm)
     received = 0
     sniff = not offset and not expects_html(name)
-    total = offset + expected if expected is not None else None
+    total = offset + expected if expected is not None else limit.size
+    room = limit.limit - offset  # bytes the body may still add
     with open(part, "r+b" if offset else "wb") as fh, \
             progress_bar(progress, desc=name, total=total, initial=offset) as bar:
         if offset:
@@ -372,6 +455,8 @@ def _stream_body(resp: Any, url: str, part: Path, *, name: str, offset: int,
                         raise FetchError(f"{url}: got an HTML page where {name} was expected "
                                          f"(body starts {chunk[:15]!r}); the server may be "
                                          f"showing an error page")
+                if len(chunk) > room - received:
+                    raise limit.overflow(url, name)
                 writer.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
@@ -379,12 +464,12 @@ def _stream_body(resp: Any, url: str, part: Path, *, name: str, offset: int,
                 ConnectionError, TimeoutError) as exc:
             writer.close()  # keep what arrived (and report a disk error first)
             raise _Retryable(f"connection lost after {offset + received} bytes "
-                             f"({type(exc).__name__})", progressed=received > 0) from None
+                             f"({type(exc).__name__})") from None
         except BaseException:
             writer.close(raise_error=False)
             raise
         writer.close()
     if expected is not None and received < expected:
         raise _Retryable(f"connection closed after {offset + received} of {offset + expected} "
-                         f"bytes", progressed=received > 0)
+                         f"bytes")
     return hasher.hexdigest()

@@ -10,22 +10,25 @@ returns (a small dataclass of the builder's own, e.g. the listed samples) is kep
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
 from ..cache import Cache, safe_component
-from ..errors import DlprepError
+from ..errors import DlprepError, FetchError, FormatError
 from ..fetch.download import FileSpec, fetch_file, fetch_many, hash_file
 from ..fetch.options import FetchOptions
+from ..fetch.verify import has_checksum
 from ..locks import PathLock
 from ..recipes import Recipe
+from ..redact import redact_url
 from ..store import FORMAT_VERSION, atomic_output
 from .params import resolve_options
 
@@ -84,6 +87,7 @@ class PrepareContext:
     sources: list[dict[str, Any]] = field(default_factory=list)
     inputs: dict[str, ConfigInput] = field(default_factory=dict)
     collected: object | None = None
+    raw_files: dict[Path, bool] = field(default_factory=dict)  # path -> checksum published?
 
     @property
     def raw_dir(self) -> Path:
@@ -127,9 +131,18 @@ class PrepareContext:
         return paths
 
     def _record(self, spec: FileSpec, path: Path, subdir: str | None) -> None:
-        self.sources.append({"name": spec.name if not subdir else f"{subdir}/{spec.name}",
-                             "url": spec.urls[0] if spec.urls else "",
-                             "sha256": self._source_sha256(spec, path)})
+        self.add_source(spec.name if not subdir else f"{subdir}/{spec.name}",
+                        spec.urls[0] if spec.urls else "", path,
+                        sha256=self._source_sha256(spec, path), checksum=has_checksum(spec))
+
+    def add_source(self, name: str, url: str, path: Path, *, sha256: str | None = None,
+                   checksum: bool = False) -> None:
+        """Record a raw file as a source of the prepared file. ``checksum``: whether a
+        published checksum vouched for it; a file without one that fails to parse is dropped
+        from the cache so that the next run downloads it again."""
+        self.sources.append({"name": name, "url": redact_url(url),
+                             "sha256": sha256 or file_sha256(path)})
+        self.raw_files[path] = checksum
 
     @staticmethod
     def _source_sha256(spec: FileSpec, path: Path) -> str:
@@ -217,6 +230,36 @@ def _context(recipe: Recipe, cache: Cache, module: ModuleType, options: Mapping[
                           fetch_options=fetch, workers=int(runtime.get("workers", 1)))
 
 
+@contextlib.contextmanager
+def _raw_files_checked(ctx: PrepareContext) -> Iterator[None]:
+    """When a builder fails: say so if a raw file vanished meanwhile, and drop raw files that
+    no published checksum vouches for and that did not parse (the next run fetches them
+    again instead of trusting them)."""
+    try:
+        yield
+    except (DlprepError, OSError) as exc:
+        gone = [p for p in ctx.raw_files if not p.exists()]
+        if gone:
+            raise FetchError(f"{gone[0]}: the raw file was deleted while {ctx.name} was being "
+                             f"prepared (by another process, e.g. `dlprep cache clear`?); "
+                             f"rerun to download it again") from exc
+        if isinstance(exc, FormatError):
+            _distrust(ctx, exc)
+        raise
+
+
+def _distrust(ctx: PrepareContext, exc: FormatError) -> None:
+    unverified = [p for p, checksum in ctx.raw_files.items() if not checksum]
+    culprits = [p for p in ctx.raw_files if exc.file.startswith(str(p))]
+    if culprits:  # the error names the file: drop it only if nothing vouched for it
+        unverified = [p for p in unverified if p in culprits]
+    for path in unverified:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        log.warning("%s has no published checksum and did not parse; removed it from the "
+                    "cache, so the next run downloads it again", path)
+
+
 def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None = None,
             name: str | None = None, fetch: FetchOptions | None = None) -> Path:
     """Fetch, verify and prepare ``recipe``; return the prepared HDF5 path (idempotent).
@@ -229,12 +272,13 @@ def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None =
     fetch = fetch or FetchOptions()
     module = builder_module(recipe)
     ctx = _context(recipe, cache, module, options or {}, name, fetch)
-    if hasattr(module, "collect"):
-        ctx.collected = module.collect(ctx)
-    else:
-        paths = ctx.fetch_all(recipe.files)
-        ctx.files.update({spec.name: path for spec, path in zip(recipe.files, paths,
-                                                                strict=True)})
+    with _raw_files_checked(ctx):
+        if hasattr(module, "collect"):
+            ctx.collected = module.collect(ctx)
+        else:
+            paths = ctx.fetch_all(recipe.files)
+            ctx.files.update({spec.name: path for spec, path in zip(recipe.files, paths,
+                                                                    strict=True)})
     out_dir = cache.prepared_dir(ctx.name)
     out = out_dir / f"{ctx.config_hash()}.h5"
     if out.is_file() and not fetch.force:  # complete (atomic rename): no lock needed to read
@@ -251,7 +295,7 @@ def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None =
             log.info("already prepared: %s", out)
         else:
             log.info("preparing %s -> %s", ctx.name, out)
-            with atomic_output(out) as tmp:
+            with _raw_files_checked(ctx), atomic_output(out) as tmp:
                 module.build(ctx, tmp)
         _write_latest(cache, ctx.name, out)
     return out

@@ -22,7 +22,7 @@ from ..sources.gutenberg import (
     search_catalog,
 )
 from ..text.clean import strip_gutenberg
-from .core import PrepareContext, file_sha256
+from .core import PrepareContext
 from .params import Param
 from .text import TEXT_PARAMS, write_text_dataset
 
@@ -74,8 +74,7 @@ def collect(ctx: PrepareContext) -> Books:
         path = client.fetch_book(book_id)
         rel = path.relative_to(ctx.raw_dir).as_posix()
         ctx.files[str(book_id)] = path
-        ctx.sources.append({"name": rel, "url": client.urls_used.get(str(path), ""),
-                            "sha256": file_sha256(path)})
+        ctx.add_source(rel, client.urls_used.get(str(path), ""), path)
     return Books(ids)
 
 

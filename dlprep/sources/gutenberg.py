@@ -27,9 +27,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import DlprepError, FetchError, FormatError, OfflineError
+from ..errors import DlprepError, FetchError, FormatError, NoNetworkError, OfflineError
 from ..fetch.download import FileSpec, fetch_file, local_source
 from ..fetch.options import FetchOptions
+from ..redact import redact_text
 
 log = logging.getLogger("dlprep")
 
@@ -286,7 +287,7 @@ def _http_get_text(url: str) -> tuple[int, str]:
     try:
         resp = shared_session().get(url, timeout=(15, 30))
     except Exception as exc:  # requests' exceptions; no socket detail needed here
-        raise FetchError(f"{url}: {exc}") from exc
+        raise FetchError(redact_text(f"{url}: {exc}")) from exc
     return resp.status_code, resp.text
 
 
@@ -356,6 +357,7 @@ class GutenbergClient:
 
     def _try(self, candidates: Sequence[tuple[str, str]], dest_dir: Path, what: str) -> Path:
         errors = []
+        no_dns: list[str] = []
         for url, name in candidates:
             if self.offline and local_source(url) is None:
                 continue
@@ -363,8 +365,13 @@ class GutenbergClient:
                 return self._get(url, dest_dir, name)
             except OfflineError:
                 continue
+            except NoNetworkError as exc:
+                no_dns.extend(exc.hosts)
+                errors.append(str(exc))
             except FetchError as exc:
                 errors.append(str(exc))
+        if no_dns and len(no_dns) == len(errors):
+            raise NoNetworkError(no_dns, f"could not fetch {what}")
         if self.offline:
             raise OfflineError(f"offline: {what} is not in the cache ({dest_dir}); run without "
                                f"--offline or pass --mirror DIR holding a Gutenberg tree")
