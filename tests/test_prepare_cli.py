@@ -22,6 +22,7 @@ from conftest import run_cli
 from PIL import Image
 
 from dlprep.errors import StoreError
+from dlprep.recipes import load_recipe_file
 from dlprep.store import FORMAT_VERSION, atomic_output, open_prepared
 
 
@@ -319,6 +320,47 @@ def test_recipes_checksum_fills_hashes(tmp_path: Path, cache_dir: Path) -> None:
     text = recipe.read_text()
     assert text.startswith("# my recipe")
     assert f'sha256 = "{hashlib.sha256(data).hexdigest()}"' in text and f"size = {len(data)}" in text
+
+
+def test_recipes_checksum_keeps_comments_and_reports_skipped_files(
+        tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """tomlkit edit: comments and inline tables survive; a file that cannot be fetched is
+    reported as skipped (exit 1), not as "updated" (the regex editor skipped inline tables and
+    single-quoted names silently and still said "updated")."""
+    from dlprep.cli import main
+
+    one, two = tmp_path / "one.bin", tmp_path / "two.bin"
+    one.write_bytes(b"first file")
+    two.write_bytes(b"second file!")
+    gone = tmp_path / "gone.bin"
+    recipe = tmp_path / "mixed.toml"
+    recipe.write_text(
+        '# header comment\nname = "mixed"  # trailing comment\ntitle = "t"\nversion = "1"\n'
+        'kind = "image"\nparser = "idx"\n'
+        f"files = [\n  {{ name = 'one.bin', urls = ['{one.as_uri()}'] }},  # inline one\n"
+        f"  {{ name = 'gone.bin', urls = ['{gone.as_uri()}'] }},\n"
+        f"  {{ name = 'two.bin', urls = ['{two.as_uri()}'], size = 12 }},\n]\n")
+    code = main(["--cache-dir", str(cache_dir), "recipes", "checksum", str(recipe)])
+    out, err = capsys.readouterr()
+    assert code == 1 and err == f"error: {recipe}: skipped 1 file(s): gone.bin\n"
+    assert "gone.bin: skipped: " in out and "gone.bin: sha256" not in out
+    assert f"one.bin: sha256 {hashlib.sha256(b'first file').hexdigest()}, 10 bytes (updated)" in out
+    assert f"updated {recipe} (2 of 3 files)" in out
+    text = recipe.read_text()
+    assert text.startswith("# header comment\nname = \"mixed\"  # trailing comment\n")
+    assert "# inline one" in text
+    parsed = load_recipe_file(recipe)
+    by_name = {f.name: f for f in parsed.files}
+    assert by_name["one.bin"].sha256 == hashlib.sha256(b"first file").hexdigest()
+    assert by_name["two.bin"].sha256 == hashlib.sha256(b"second file!").hexdigest()
+    assert by_name["two.bin"].size == 12 and by_name["one.bin"].size == 10
+    assert by_name["gone.bin"].sha256 is None and by_name["gone.bin"].size is None
+    # a second run changes nothing and says so
+    gone.write_bytes(b"back")
+    code = main(["--cache-dir", str(cache_dir), "recipes", "checksum", str(recipe)])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "one.bin: sha256" in out and "(unchanged)" in out
+    assert "gone.bin: sha256" in out and "(updated)" in out
 
 
 def test_disk_full_during_prepare_is_a_clear_error_and_leaves_nothing(

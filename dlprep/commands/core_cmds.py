@@ -214,10 +214,18 @@ def recipes_checksum(state: State, recipe_file: str, mirrors: tuple[str, ...]) -
     from ..recipes_edit import fill_checksums
 
     recipe = load_recipe_file(recipe_file)
-    changed = fill_checksums(recipe, state.cache(), state.fetch_options(mirrors=mirrors))
-    for name, (sha, size) in changed.items():
-        click.echo(f"{name}: sha256 {sha}, {size:,} bytes")
-    click.echo(f"updated {recipe_file}")
+    results = fill_checksums(recipe, state.cache(), state.fetch_options(mirrors=mirrors))
+    for r in results:
+        if r.status == "skipped":
+            click.echo(f"{r.name}: skipped: {r.reason}")
+        else:
+            click.echo(f"{r.name}: sha256 {r.sha256}, {r.size:,} bytes ({r.status})")
+    skipped = [r.name for r in results if r.status == "skipped"]
+    updated = sum(r.status == "updated" for r in results)
+    click.echo(f"updated {recipe_file} ({updated} of {len(results)} files)" if updated
+               else f"{recipe_file}: nothing to update")
+    if skipped:
+        raise DlprepError(f"{recipe_file}: skipped {len(skipped)} file(s): {', '.join(skipped)}")
 
 
 @recipes_group.command("validate")

@@ -1,7 +1,7 @@
 """Open a file transparently through gzip/bz2/xz by its magic bytes.
 
-gzip goes through ISA-L (the ``isal`` package, about 2x faster than zlib) when it is installed,
-else the standard library; the bytes are the same either way."""
+gzip goes through ISA-L (the ``isal`` package, a required dependency, about 2x faster than zlib);
+the bytes are the same as the standard library's."""
 
 from __future__ import annotations
 
@@ -13,17 +13,12 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+# ISA-L (a required dependency): the same formats, about twice zlib's decompression speed
+from isal import igzip as _gzip
+from isal import isal_zlib as _zlib
+
 from ..errors import FormatError
 from ..magic import file_compression, sniff_compression
-
-try:  # ISA-L: the same formats, about twice zlib's decompression speed
-    from isal import igzip as _gzip
-    from isal import isal_zlib as _zlib
-except ImportError:  # pragma: no cover - depends on the environment
-    import zlib as _zlib  # type: ignore[no-redef]
-
-    _gzip = gzip  # type: ignore[assignment]
-
 
 DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (_zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 """What a corrupt gzip/xz stream raises besides ``OSError``/``EOFError``."""
