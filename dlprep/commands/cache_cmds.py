@@ -69,13 +69,17 @@ def cache_du(state: State) -> None:
 
 @cache_group.command("verify")
 @click.argument("names", nargs=-1)
+@click.option("--quick", is_flag=True,
+              help="Check metadata only: sizes of raw files, and the structure, label and split "
+                   "ranges of prepared files, without reading their data.")
 @common_options
-def cache_verify(state: State, names: tuple[str, ...]) -> None:
-    """Re-check cached raw files against their recipes' sizes/hashes and open every prepared
-    file (default: all cached datasets). Exit 1 if anything is wrong."""
+def cache_verify(state: State, names: tuple[str, ...], quick: bool) -> None:
+    """Re-check cached raw files against their recipes' sizes/hashes, and every prepared file
+    against the checksum stored with each of its datasets (default: all cached datasets).
+    Exit 1 if anything is wrong."""
     from ..fetch.download import verify_file
     from ..recipes import find_recipe
-    from ..store import open_prepared
+    from ..store.reader import verify_prepared
 
     cache = state.cache()
     raw_root, prep_root = cache.root / "raw", cache.root / "prepared"
@@ -93,6 +97,14 @@ def cache_verify(state: State, names: tuple[str, ...]) -> None:
                 path = cache.raw_dir(name) / spec.name
                 if not path.is_file():
                     continue
+                if quick:
+                    size = path.stat().st_size
+                    if spec.size is not None and size != spec.size:
+                        bad += 1
+                        click.echo(f"BAD  {path}: {size:,} bytes, the recipe says {spec.size:,}")
+                    else:
+                        click.echo(f"ok   {path} (size only)")
+                    continue
                 try:
                     verify_file(path, spec, str(path))
                     click.echo(f"ok   {path}")
@@ -104,15 +116,17 @@ def cache_verify(state: State, names: tuple[str, ...]) -> None:
             for h5 in sorted(folder.glob("*.h5")):
                 if h5.name.startswith(".tmp-"):
                     continue
-                try:
-                    open_prepared(h5).close()
-                    click.echo(f"ok   {h5}")
-                except DlprepError as exc:
-                    bad += 1
-                    click.echo(f"BAD  {exc}")
+                problems, checked = verify_prepared(h5, quick=quick)
+                bad += bool(problems)
+                for line in problems:
+                    click.echo(f"BAD  {line}")
+                if not problems:
+                    note = "" if checked else (" (structure only: written before dataset "
+                                               "checksums; `dlprep fetch NAME --force` adds them)")
+                    click.echo(f"ok   {h5}{note}")
     if bad:
         raise DlprepError(f"{bad} cached file(s) failed verification; `dlprep fetch NAME --force` "
-                          f"re-downloads them")
+                          f"re-downloads and re-prepares them")
 
 
 @cache_group.command("rm")
@@ -145,6 +159,8 @@ def cache_rm(state: State, name: str, raw: bool, prepared: bool) -> None:
 def cache_prune(state: State, older_than: float) -> None:
     """Remove leftovers: stale partial downloads and temp files from interrupted runs, and
     prepared files superseded by a newer preparation of the same dataset."""
+    from ..store.latest import latest_target
+
     cache = state.cache()
     cutoff = time.time() - older_than * 3600
     freed = 0
@@ -160,10 +176,14 @@ def cache_prune(state: State, older_than: float) -> None:
     prep_root = cache.root / "prepared"
     if prep_root.is_dir():
         for folder in prep_root.iterdir():
-            pointer = folder / "latest"
-            if not pointer.is_file():
+            try:
+                latest = latest_target(folder)
+            except DlprepError as exc:
+                click.echo(f"kept {folder}: {exc}")
                 continue
-            keep = pointer.read_text().strip()
+            if latest is None:
+                continue
+            keep = latest.name
             for h5 in folder.glob("*.h5"):
                 if h5.name != keep and not h5.name.startswith(".tmp-"):
                     freed += h5.stat().st_size

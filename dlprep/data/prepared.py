@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..store import dataset_summary, open_prepared
+from ..store.reader import check_index_arrays
 
 if TYPE_CHECKING:
     from ..fetch.options import FetchOptions
@@ -65,7 +66,8 @@ class PreparedFile:
 
     Small arrays (splits, labels, offsets, classes, mean/std) are loaded into memory at
     construction; the big one (``data_key``) is opened on first access in each process.
-    Raises ``StoreError`` for a missing file, a wrong format version or a missing dataset.
+    Raises ``StoreError`` for a missing file, a wrong format version, a missing dataset, or
+    labels, split rows or offsets outside the data (a damaged file).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, cache_chunks: int = 8) -> None:
@@ -98,6 +100,10 @@ class PreparedFile:
             self.std = f["std"][()].astype(np.float32) if "std" in f else None
             self.splits = {k: v[()].astype(np.int64) for k, v in f["splits"].items()} \
                 if "splits" in f else {}
+        steps = self.shape[0] if self.offsets is not None else None
+        check_index_arrays(self.path, samples=self.num_samples, labels=self.labels,
+                           classes=len(self.classes) if self.classes else None,
+                           splits=self.splits, offsets=self.offsets, steps=steps)
         self._reset_handles()
 
     # -- per-process handles -------------------------------------------------------------

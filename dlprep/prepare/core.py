@@ -30,6 +30,7 @@ from ..locks import PathLock
 from ..recipes import Recipe
 from ..redact import redact_url
 from ..store import FORMAT_VERSION, atomic_output
+from ..store.latest import latest_target
 from .params import resolve_options
 
 log = logging.getLogger("dlprep")
@@ -195,12 +196,7 @@ def latest_pointer(cache: Cache, name: str) -> Path:
 
 def find_prepared(cache: Cache, name: str) -> Path | None:
     """The most recently prepared file for ``name`` (a recipe or a ``--name``), if present."""
-    pointer = latest_pointer(cache, name)
-    try:
-        target = cache.prepared_dir(name) / pointer.read_text().strip()
-    except OSError:
-        return None
-    return target if target.is_file() else None
+    return latest_target(cache.prepared_dir(name))
 
 
 def _write_latest(cache: Cache, name: str, out: Path) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..pixelstats import mean_std, pixel_sums
+from .checksum import combine_blocks, crc32, seal
 from .layout import STR_DTYPE, label_axes, write_common, write_provenance
 from .osio import HAVE_PWRITE, pwrite_all
 
@@ -70,6 +71,7 @@ class ImageTensorWriter:
         self._fd: int | None = None
         self._io: ThreadPoolExecutor | None = None
         self._io_jobs: list[Future[None]] = []
+        self._image_crcs: list[tuple[int, int, int]] = []  # (byte offset, length, CRC-32)
         if self._offset is not None and HAVE_PWRITE:
             self._fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
 
@@ -111,19 +113,29 @@ class ImageTensorWriter:
         if labels is not None:
             self.labels[start:end] = np.asarray(labels, dtype=np.int64)
         self.written += len(images)
-        if self._fd is None or self._offset is None:
-            self.images[start:end] = images
-            return None
         data = np.ascontiguousarray(images)
-        offset = self._offset + start * self._row_bytes
+        if self._fd is None or self._offset is None:
+            self.images[start:end] = data
+            self._note_crc(start, data)
+            return None
         if not background:
-            pwrite_all(self._fd, data, offset)
+            self._write_rows(start, data)
             return None
         if self._io is None:
             self._io = ThreadPoolExecutor(1, thread_name_prefix="dlprep-write")
-        job = self._io.submit(pwrite_all, self._fd, data, offset)
+        job = self._io.submit(self._write_rows, start, data)
         self._io_jobs.append(job)
         return job
+
+    def _note_crc(self, start: int, data: np.ndarray) -> None:
+        """Remember the CRC-32 of rows written at ``start`` (combined in :meth:`finish`)."""
+        self._image_crcs.append((start * self._row_bytes, data.nbytes, crc32(data)))
+
+    def _write_rows(self, start: int, data: np.ndarray) -> None:
+        """pwrite rows at their file offset, then checksum them while they are in cache."""
+        assert self._fd is not None and self._offset is not None
+        pwrite_all(self._fd, data, self._offset + start * self._row_bytes)
+        self._note_crc(start, data)
 
     def _drain_io(self) -> None:
         jobs, self._io_jobs = self._io_jobs, []
@@ -168,6 +180,8 @@ class ImageTensorWriter:
         self.f.create_dataset("std", data=std)
         write_provenance(self.f, "image", recipe, recipe_version, sources, license, citation,
                           config or {}, extra_attrs)
+        images_crc = combine_blocks(self._image_crcs, self.n * self._row_bytes)
+        seal(self.f, {} if images_crc is None else {"images": images_crc})
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -211,6 +225,7 @@ class SequenceWriter:
         self._buf: list[np.ndarray] = []
         self._buffered = 0
         self._flush_at = chunk * 16
+        self._data_crc = 0
 
     def append(self, seq: np.ndarray) -> None:
         arr = np.asarray(seq, dtype=np.int32 if self.features is None else np.float32)
@@ -233,6 +248,7 @@ class SequenceWriter:
         start = self.data.shape[0]
         self.data.resize(start + len(block), axis=0)
         self.data[start:] = block
+        self._data_crc = crc32(block, self._data_crc)
         self._buf.clear()
         self._buffered = 0
 
@@ -263,6 +279,7 @@ class SequenceWriter:
         write_common(self.f, splits, classes, meta, n)
         write_provenance(self.f, "sequence", recipe, recipe_version, sources, license, citation,
                           config or {}, extra_attrs)
+        seal(self.f, {self.data.name.lstrip("/"): self._data_crc})
         self.f.close()
 
     def close(self) -> None:
