@@ -8,7 +8,7 @@ import click
 
 from ..errors import DlprepError
 from .common import State, common_options, echo_json, emit_path
-from .summary import summary_line
+from .summary import describe_samples, summary_line
 
 
 @click.command("list")
@@ -91,9 +91,18 @@ def info_cmd(state: State, name: str, recipe_file: str | None, as_json: bool) ->
     _print_info(out)
 
 
+def _title(out: dict) -> str:
+    """The recipe's title; for a set made without a recipe (an import), what made it."""
+    if out.get("title"):
+        return out["title"]
+    p = out.get("prepared") or {}
+    made_by = f" (made by `{p['command']}`)" if p.get("command") else ""
+    return f"{p.get('kind', 'prepared')} dataset without a recipe{made_by}"
+
+
 def _print_info(out: dict) -> None:
     echo = click.echo
-    echo(f"{out['name']}: {out.get('title', '')}")
+    echo(f"{out['name']}: {_title(out)}")
     for key in ("kind", "version", "builder", "homepage", "license", "recipe"):
         if out.get(key):
             echo(f"  {key:<9} {out[key]}")
@@ -123,6 +132,7 @@ def _print_info(out: dict) -> None:
         echo("  prepared  not yet (dlprep fetch " + out["name"] + ")")
         return
     echo(f"  prepared  {p['path']}")
+    echo(f"    samples  {describe_samples(p)}")
     if p.get("attribution"):
         echo(f"    attribution {p['attribution']}")
     for key, a in p["arrays"].items():
@@ -135,7 +145,8 @@ def _print_info(out: dict) -> None:
         more = f" … (+{len(counts) - 20} classes)" if len(counts) > 20 else ""
         echo("    classes  " + ", ".join(f"{k}:{v}" for k, v in shown) + more)
     if p.get("mean"):
-        echo(f"    mean/std {p['mean']} / {p['std']}  (pixels in [0, 1], train split)")
+        over = p.get("mean_std_over", "train split, pixels in [0, 1]")
+        echo(f"    mean/std {p['mean']} / {p['std']}  ({over})")
 
 
 @click.command("fetch", context_settings={"ignore_unknown_options": True,

@@ -155,7 +155,9 @@ class PrepareContext:
 
     def finish_kwargs(self) -> dict[str, Any]:
         """Provenance keyword arguments for the store writers' ``finish``."""
-        return {"recipe": self.name, "recipe_version": self.recipe.version,
+        # a recipe is a TOML file; imports build their Recipe from the input: no recipe version
+        has_recipe = self.recipe.path.suffix == ".toml"
+        return {"recipe": self.name, "recipe_version": self.recipe.version if has_recipe else "",
                 "sources": self.sources, "license": self.recipe.license,
                 "citation": self.recipe.citation, "config": self.config()}
 

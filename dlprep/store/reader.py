@@ -110,6 +110,8 @@ def dataset_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         if "mean" in f:
             out["mean"] = [round(float(v), 6) for v in f["mean"][()]]
             out["std"] = [round(float(v), 6) for v in f["std"][()]]
+            over = f["mean"].attrs.get("computed_over", "train split, pixels in [0, 1]")
+            out["mean_std_over"] = over.decode() if isinstance(over, bytes) else str(over)
         return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,69 @@ from ..pixelstats import mean_std, pixel_sums
 from .checksum import combine_blocks, crc32, seal
 from .layout import STR_DTYPE, label_axes, write_common, write_provenance
 from .osio import HAVE_PWRITE, pwrite_all
+
+_ABANDONED: list[h5py.File] = []
+
+
+def _redirect_to_memory(f: h5py.File) -> bool:
+    """Point HDF5's own descriptor of ``f`` at an anonymous in-memory file (Linux memfd), so
+    what it flushes on close cannot fail for want of disk space; False where not possible."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None:
+        return False
+    try:
+        handle = int(f.id.get_vfd_handle())
+        fd = memfd_create("dlprep-abandoned", getattr(os, "MFD_CLOEXEC", 0))
+    except (OSError, TypeError, ValueError, RuntimeError):
+        return False
+    try:
+        os.ftruncate(fd, os.fstat(handle).st_size)  # same length: HDF5's EOF checks still hold
+        os.dup2(fd, handle)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def abandon_file(f: h5py.File, path: Path) -> None:
+    """Close an unfinished file that is being thrown away, safely even on a full disk.
+
+    Closing makes HDF5 flush its caches; on a full disk that fails and leaves handles that
+    crash the interpreter when they are freed (h5py tracebacks, then SIGSEGV). So HDF5's
+    descriptor is first pointed at memory (or, without memfd, the file's bytes are released),
+    and a handle that still fails to close is kept alive rather than freed."""
+    if not f.id.valid:
+        return
+    if not _redirect_to_memory(f):
+        with contextlib.suppress(OSError):
+            os.truncate(path, 0)
+    try:
+        f.close()
+    except Exception:  # noqa: BLE001 - the file is discarded; only the crash must not happen
+        _ABANDONED.append(f)
+
+
+def create_file(path: Path) -> h5py.File:
+    """A new HDF5 file for writing, with HDF5's small-write buffer (the sieve buffer) off:
+    buffered bytes would be written when an object is freed, where an error (a full disk)
+    cannot be reported and leaves HDF5 broken; unbuffered, the write that fails raises."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_sieve_buf_size(0)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    return h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl))
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Raise ``StoreError`` (one line) unless ``folder``'s file system has ``needed`` bytes free."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if needed > free:
+        raise StoreError(f"disk full: {what} need {needed / 1e6:,.1f} MB in {folder}, only "
+                         f"{free / 1e6:,.1f} MB free; free space (or point DLPREP_CACHE at a "
+                         f"bigger disk) and rerun")
 
 
 def _direct_dcpl() -> h5py.h5p.PropDCID:
@@ -49,7 +113,18 @@ class ImageTensorWriter:
         self.path = Path(path)
         self.n = int(n)
         self.shape = tuple(int(s) for s in shape)
-        self.f = h5py.File(self.path, "w")
+        self._row_bytes = int(np.prod(self.shape))
+        if not compression:  # the pixel bytes are known now: refuse before writing any
+            check_free_space(self.path.parent, self.n * (self._row_bytes + 8),
+                             f"{self.n:,} images of {'x'.join(map(str, self.shape))}")
+        self.f = create_file(self.path)
+        try:
+            self._create(compression, chunk_rows)
+        except BaseException:
+            abandon_file(self.f, self.path)
+            raise
+
+    def _create(self, compression: str | None, chunk_rows: int) -> None:
         kwargs: dict[str, Any]
         if compression:
             kwargs = {"chunks": (min(chunk_rows, max(self.n, 1)), *self.shape),
@@ -66,7 +141,6 @@ class ImageTensorWriter:
         self._all_tagged = True
         self._pool: ThreadPoolExecutor | None = None
         self._stats_jobs: list[Future[tuple[np.ndarray, np.ndarray, int]]] = []
-        self._row_bytes = int(np.prod(self.shape))
         self._offset = None if compression else self.images.id.get_offset()
         self._fd: int | None = None
         self._io: ThreadPoolExecutor | None = None
@@ -176,8 +250,10 @@ class ImageTensorWriter:
             mean, std = self._channel_stats(None if train is None else np.asarray(train))
         if self._pool is not None:
             self._pool.shutdown()
-        self.f.create_dataset("mean", data=mean)
-        self.f.create_dataset("std", data=std)
+        over = "train split" if train is not None else "all samples"
+        for key, value in (("mean", mean), ("std", std)):
+            self.f.create_dataset(key, data=value).attrs["computed_over"] = \
+                f"{over}, pixels in [0, 1]"
         write_provenance(self.f, "image", recipe, recipe_version, sources, license, citation,
                           config or {}, extra_attrs)
         images_crc = combine_blocks(self._image_crcs, self.n * self._row_bytes)
@@ -185,9 +261,11 @@ class ImageTensorWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self.f.flush()  # a full disk fails here, with the file still safe to abandon
         self.f.close()
 
     def close(self) -> None:
+        """Release everything; a file not yet finished is abandoned (see :func:`abandon_file`)."""
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
         if self._io is not None:
@@ -196,8 +274,7 @@ class ImageTensorWriter:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
-        with contextlib.suppress(Exception):
-            self.f.close()
+        abandon_file(self.f, self.path)
 
 
 class SequenceWriter:
@@ -210,8 +287,15 @@ class SequenceWriter:
 
     def __init__(self, path: Path, *, features: int | None = None, chunk: int = 1 << 16) -> None:
         self.path = Path(path)
-        self.f = h5py.File(self.path, "w")
+        self.f = create_file(self.path)
         self.features = features
+        try:
+            self._create(features, chunk)
+        except BaseException:
+            abandon_file(self.f, self.path)
+            raise
+
+    def _create(self, features: int | None, chunk: int) -> None:
         if features is None:
             self.data = self.f.create_dataset("tokens", shape=(0,), maxshape=(None,),
                                               dtype=np.int32, chunks=(chunk,))
@@ -280,8 +364,9 @@ class SequenceWriter:
         write_provenance(self.f, "sequence", recipe, recipe_version, sources, license, citation,
                           config or {}, extra_attrs)
         seal(self.f, {self.data.name.lstrip("/"): self._data_crc})
+        self.f.flush()  # a full disk fails here, with the file still safe to abandon
         self.f.close()
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.f.close()
+        """Release the file; one not yet finished is abandoned (see :func:`abandon_file`)."""
+        abandon_file(self.f, self.path)
