@@ -1,7 +1,8 @@
-"""Shared fixtures: an isolated cache, the real upstream samples, and a CLI runner."""
+"""Shared fixtures: an isolated cache, the real upstream samples, the CLI in or out of process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,14 +10,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from loopback import loopback  # noqa: F401  (fault-injecting HTTP server fixture, tests/loopback.py)
+from loopback import loopback  # noqa: F401  (fault-injecting HTTP server fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 REALDATA = ROOT / "tests" / "data" / "realdata"  # real upstream samples, see PROVENANCE.md there
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch,
+                  tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test touches the user's cache or recipes, and none reads DLPREP_* from the caller."""
     for var in ("DLPREP_CACHE", "DLPREP_OFFLINE", "DLPREP_RECIPES", "DLPREP_MAX_BYTES"):
         monkeypatch.delenv(var, raising=False)
@@ -39,7 +41,10 @@ def realdata() -> Path:
 
 def run_cli(*args: str, cache_dir: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m dlprep ARGS`` in a subprocess (real exit codes, real stdout/stderr)."""
+    """Run ``python -m dlprep ARGS`` in a subprocess (real exit codes, real stdout/stderr).
+
+    About a second per call: prefer :func:`invoke_cli` unless the test needs a real process.
+    """
     full_env = dict(os.environ)
     full_env.update(env or {})
     cmd = [sys.executable, "-m", "dlprep", *args]
@@ -47,6 +52,35 @@ def run_cli(*args: str, cache_dir: Path | None = None, env: dict[str, str] | Non
         cmd[3:3] = ["--cache-dir", str(cache_dir)]
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+def invoke_cli(*args: str, cache_dir: Path | None = None, env: dict[str, str] | None = None,
+               input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``dlprep ARGS`` in this process: what :func:`run_cli` does, without a new interpreter.
+
+    Goes through ``dlprep.cli.main`` (the entry point's error handling and exit codes), with
+    stdout/stderr captured separately, ``env`` set for the call and an empty stdin. An exception
+    that ``main`` lets through (a crash) propagates and fails the test, as it would print a
+    traceback in a subprocess. Use :func:`run_cli` when a real process matters: a kill, a signal,
+    an interpreter without torch, or output written by worker processes.
+    """
+    from dlprep.cli import main
+
+    argv = [*(["--cache-dir", str(cache_dir)] if cache_dir is not None else []), *args]
+    logger = logging.getLogger("dlprep")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        with CliRunner().isolation(input=input, env=env) as (out, err, _):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # a command that calls sys.exit itself
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    return subprocess.CompletedProcess(["dlprep", *argv], code, stdout, stderr)
 
 
 @pytest.fixture

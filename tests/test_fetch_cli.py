@@ -1,4 +1,4 @@
-"""`dlprep fetch` end to end over the loopback server and local mirrors (real subprocesses).
+"""`dlprep fetch` end to end over the loopback server and local mirrors (``dlprep.cli.main``).
 
 The test recipes' own URLs are unreachable (https://127.0.0.1:1/...); the data comes from
 ``--mirror``. Files are the genuine MNIST samples shipped in dlprep/_data and tests/data/realdata.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from conftest import ROOT, run_cli
+from conftest import ROOT, invoke_cli
 
 SAMPLE = ROOT / "dlprep" / "_data" / "mnist-sample"
 FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -53,7 +53,7 @@ def test_fetch_through_a_loopback_mirror_with_a_retry(loopback, cache_dir: Path,
     _serve_sample(loopback)
     loopback.route("/train-labels-idx1-ubyte.gz").fail_first = 1
     loopback.route("/train-labels-idx1-ubyte.gz").retry_after = "0"
-    r = run_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.base_url,
+    r = invoke_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.base_url,
                 cache_dir=cache_dir, env={"CI": "1"})
     assert r.returncode == 0, r.stderr
     out = Path(r.stdout.strip().splitlines()[-1])
@@ -63,7 +63,7 @@ def test_fetch_through_a_loopback_mirror_with_a_retry(loopback, cache_dir: Path,
     assert loopback.requests("/train-labels-idx1-ubyte.gz") == 2  # one 503, then OK
     assert all(loopback.requests(f"/{n}") == 1 for n in FILES if n != "train-labels-idx1-ubyte.gz")
     assert all(e.headers["User-Agent"].startswith("dlprep/") for e in loopback.log)
-    again = run_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.base_url,
+    again = invoke_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.base_url,
                     cache_dir=cache_dir)
     assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == str(out)
     assert loopback.requests() == 5  # the second run only checked the cache
@@ -74,7 +74,7 @@ def test_wrong_bytes_fail_with_expected_and_actual_and_nothing_is_prepared(
     wrong = "ab" * 32
     recipe = _write_recipe(tmp_path / "mini.toml", {"t10k-labels-idx1-ubyte.gz": wrong})
     _serve_sample(loopback)
-    r = run_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.base_url,
+    r = invoke_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.base_url,
                 cache_dir=cache_dir)
     assert r.returncode == 1
     actual = hashlib.sha256((SAMPLE / "t10k-labels-idx1-ubyte.gz").read_bytes()).hexdigest()
@@ -92,13 +92,13 @@ def test_html_page_and_404_mirrors_are_skipped_or_reported(loopback, cache_dir: 
                                                            tmp_path: Path) -> None:
     recipe = _write_recipe(tmp_path / "mini.toml")
     _serve_sample(loopback, "/portal", html_error=True)
-    r = run_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.url("portal"),
+    r = invoke_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.url("portal"),
                 cache_dir=cache_dir)
     assert r.returncode == 1
     assert "got an HTML page" in r.stderr and loopback.url("portal/train-images-idx3-ubyte.gz") \
         in r.stderr
     _serve_sample(loopback, "/ok")
-    r = run_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.url("missing"),
+    r = invoke_cli("fetch", "mini", "--recipe", str(recipe), "--mirror", loopback.url("missing"),
                 "--mirror", loopback.url("ok"), cache_dir=cache_dir)
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip().splitlines()[-1]).is_file()
@@ -110,7 +110,7 @@ def test_offline_with_an_empty_cache_names_the_missing_file_and_sends_nothing(
     recipe = _write_recipe(tmp_path / "mini.toml")
     _serve_sample(loopback)
     for args, env in ((["--offline"], {}), ([], {"DLPREP_OFFLINE": "1"})):
-        r = run_cli(*args, "fetch", "mini", "--recipe", str(recipe), "--mirror",
+        r = invoke_cli(*args, "fetch", "mini", "--recipe", str(recipe), "--mirror",
                     loopback.base_url, cache_dir=cache_dir, env=env)
         assert r.returncode == 1
         line = r.stderr.strip().splitlines()[-1]
@@ -134,7 +134,7 @@ def test_fetch_mnist_from_a_mirror_of_genuine_regzipped_files(realdata: Path, ca
     the raw cache (cached files are not re-fetched)."""
     _stand_in_train_images(cache_dir / "raw" / "mnist" / "train-images-idx3-ubyte.gz")
     mirror = (realdata / "mnist").as_uri()
-    r = run_cli("--offline", "-v", "fetch", "mnist", "--mirror", mirror, cache_dir=cache_dir)
+    r = invoke_cli("--offline", "-v", "fetch", "mnist", "--mirror", mirror, cache_dir=cache_dir)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("re-compressed mirror") == 3
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",

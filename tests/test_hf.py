@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import invoke_cli
 from test_loaders import make_images
 
 import dlprep
@@ -109,7 +109,7 @@ def test_from_hf_errors(tmp_path: Path, cache_dir: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    res = run_cli("prepare", "--from-hf", str(empty), "--name", "x", cache_dir=cache_dir)
+    res = invoke_cli("prepare", "--from-hf", str(empty), "--name", "x", cache_dir=cache_dir)
     assert res.returncode == 1 and "no .arrow or .parquet files" in res.stderr
     assert "Traceback" not in res.stderr and res.stderr.startswith("error: ")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import invoke_cli, run_cli
 from test_images_pipeline import png_bomb_header
 
 from dlprep.prepare.splits import stratified_split
@@ -36,8 +36,9 @@ def photo_tree(tmp_path: Path, realdata: Path) -> Path:
     return root
 
 
-def import_images(cache: Path, source: Path, *extra: str) -> tuple[str, Path]:
-    proc = run_cli("import-images", str(source), "--name", "photos", "--size", "32", *extra,
+def import_images(cache: Path, source: Path, *extra: str, run=invoke_cli) -> tuple[str, Path]:
+    """``dlprep import-images`` (in process; ``run=run_cli`` where worker processes fork)."""
+    proc = run("import-images", str(source), "--name", "photos", "--size", "32", *extra,
                    cache_dir=cache)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout, Path(proc.stdout.strip().splitlines()[-1])
@@ -90,7 +91,7 @@ def test_serial_and_parallel_import_give_identical_datasets(tmp_path: Path,
     for i in range(12):  # enough files for several chunks per worker
         shutil.copy(photo_tree / "space" / "rocket.jpg", photo_tree / "space" / f"r{i:02d}.jpg")
     _, serial = import_images(tmp_path / "c1", photo_tree, "--workers", "1")
-    _, parallel = import_images(tmp_path / "c2", photo_tree, "--workers", "2")
+    _, parallel = import_images(tmp_path / "c2", photo_tree, "--workers", "2", run=run_cli)
     assert serial.name == parallel.name  # workers is not part of the configuration
     a, b = datasets(serial), datasets(parallel)
     assert a.keys() == b.keys() and "images" in a
@@ -134,12 +135,12 @@ def test_exact_dedupe_drops_copies(tmp_path: Path, photo_tree: Path) -> None:
 def test_errors_are_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = run_cli("import-images", str(empty), "--name", "x", cache_dir=tmp_path / "c")
+    proc = invoke_cli("import-images", str(empty), "--name", "x", cache_dir=tmp_path / "c")
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "no images found" in \
         proc.stderr and "Traceback" not in proc.stderr
     (empty / "a").mkdir()
     (empty / "a" / "bad.jpg").write_bytes(b"\xff\xd8 not really")
-    proc = run_cli("import-images", str(empty), "--name", "x", cache_dir=tmp_path / "c")
+    proc = invoke_cli("import-images", str(empty), "--name", "x", cache_dir=tmp_path / "c")
     assert proc.returncode == 1 and "no image could be decoded" in proc.stderr
     assert not list((tmp_path / "c" / "prepared" / "x").glob("*.h5"))
     assert not list((tmp_path / "c" / "prepared" / "x").glob(".tmp-*"))

@@ -1,4 +1,8 @@
-"""A non-editable install (a built wheel) still finds the built-in recipes and bundled data."""
+"""A non-editable install (a built wheel) still finds the built-in recipes and bundled data.
+
+Builds a wheel and installs it (several seconds): slow-marked, so `make test-all` runs it and
+`make test` does not.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_wheel_carries_recipes_and_runs_offline(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     build = subprocess.run(
@@ -22,7 +29,7 @@ def test_wheel_carries_recipes_and_runs_offline(tmp_path: Path) -> None:
     for recipe in (ROOT / "recipes").glob("*.toml"):
         assert f"dlprep/builtin_recipes/{recipe.name}" in names
     assert "dlprep/_data/mnist-sample/train-images-idx3-ubyte.gz" in names
-    assert not [n for n in names if n.startswith("tests/") or "/realdata/" in n]  # test data stays out
+    assert not [n for n in names if n.startswith("tests/") or "/realdata/" in n]  # no test data
 
     target = tmp_path / "site"
     inst = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, invoke_cli
 from loopback import LoopbackServer
 from PIL import Image
 
@@ -118,7 +118,7 @@ def pets_server(realdata: Path, tmp_path: Path):
 
 
 def _fetch(tmp_path: Path, srv: LoopbackServer, recipe: Path, *extra: str) -> tuple[str, Path]:
-    proc = run_cli("fetch", "oxford-pets", "--recipe", str(recipe), "--mirror", srv.base_url,
+    proc = invoke_cli("fetch", "oxford-pets", "--recipe", str(recipe), "--mirror", srv.base_url,
                    *extra, cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
     return proc.stderr, Path(proc.stdout.strip().splitlines()[-1])

@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import invoke_cli
 from PIL import Image
 
 from dlprep.errors import StoreError
@@ -27,7 +27,7 @@ from dlprep.store import FORMAT_VERSION, atomic_output, open_prepared
 
 
 def fetch_sample(cache_dir: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    proc = run_cli("fetch", "mnist-sample", *extra, cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "mnist-sample", *extra, cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     return proc, Path(proc.stdout.strip().splitlines()[-1])
 
@@ -75,14 +75,14 @@ def test_fetch_is_idempotent_and_force_rebuilds(cache_dir: Path) -> None:
 
 
 def test_cache_env_var_and_quiet(cache_dir: Path) -> None:
-    proc = run_cli("fetch", "mnist-sample", "--quiet", env={"DLPREP_CACHE": str(cache_dir)})
+    proc = invoke_cli("fetch", "mnist-sample", "--quiet", env={"DLPREP_CACHE": str(cache_dir)})
     assert proc.returncode == 0
     assert proc.stdout.strip().splitlines() == [proc.stdout.strip()]  # only the path
     assert Path(proc.stdout.strip()).is_relative_to(cache_dir)
 
 
 def test_offline_with_empty_cache_names_missing_file(cache_dir: Path) -> None:
-    proc = run_cli("fetch", "mnist", env={"DLPREP_OFFLINE": "1"}, cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "mnist", env={"DLPREP_OFFLINE": "1"}, cache_dir=cache_dir)
     assert proc.returncode == 1
     assert "offline" in proc.stderr and "train-images-idx3-ubyte.gz" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
@@ -90,38 +90,38 @@ def test_offline_with_empty_cache_names_missing_file(cache_dir: Path) -> None:
 
 
 def test_unknown_option_lists_accepted(cache_dir: Path) -> None:
-    proc = run_cli("fetch", "cifar100", "--labels", "coarse", cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "cifar100", "--labels", "coarse", cache_dir=cache_dir)
     assert proc.returncode == 1 and "--labels" in proc.stderr and "--label" in proc.stderr
 
 
 def test_info_preview_and_cache_commands(cache_dir: Path, tmp_path: Path) -> None:
     _, path = fetch_sample(cache_dir)
-    info = run_cli("info", "mnist-sample", "--json", cache_dir=cache_dir)
+    info = invoke_cli("info", "mnist-sample", "--json", cache_dir=cache_dir)
     data = json.loads(info.stdout)
     assert data["prepared"]["arrays"]["images"]["shape"] == [5000, 28, 28, 1]
     assert data["prepared"]["splits"] == {"test": 1000, "train": 4000}
     assert sum(data["prepared"]["class_counts"].values()) == 5000
     assert all("cached" in f["state"] for f in data["files"])
-    text = run_cli("info", "mnist-sample", cache_dir=cache_dir).stdout
+    text = invoke_cli("info", "mnist-sample", cache_dir=cache_dir).stdout
     assert "classes  0:460" in text and "splits   test=1,000, train=4,000" in text
 
     png = tmp_path / "grid.png"
-    proc = run_cli("preview", "mnist-sample", "--out", str(png), "--count", "20",
+    proc = invoke_cli("preview", "mnist-sample", "--out", str(png), "--count", "20",
                    cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     with Image.open(png) as img:
         assert img.format == "PNG" and img.width > 28 * 10 and img.height > 28 * 2
 
-    ls = run_cli("cache", "ls", cache_dir=cache_dir).stdout
+    ls = invoke_cli("cache", "ls", cache_dir=cache_dir).stdout
     assert "mnist-sample [raw]" in ls and "mnist-sample [prepared]" in ls
-    assert "total" in run_cli("cache", "du", cache_dir=cache_dir).stdout
-    ok = run_cli("cache", "verify", cache_dir=cache_dir)
+    assert "total" in invoke_cli("cache", "du", cache_dir=cache_dir).stdout
+    ok = invoke_cli("cache", "verify", cache_dir=cache_dir)
     assert ok.returncode == 0 and ok.stdout.count("ok   ") == 5
 
     raw = cache_dir / "raw" / "mnist-sample" / "t10k-labels-idx1-ubyte.gz"
     data = raw.read_bytes()
     raw.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
-    bad = run_cli("cache", "verify", cache_dir=cache_dir)
+    bad = invoke_cli("cache", "verify", cache_dir=cache_dir)
     assert bad.returncode == 1 and "BAD" in bad.stdout and "t10k-labels" in bad.stdout
 
     stale = cache_dir / "prepared" / "mnist-sample" / "0000000000000000.h5"
@@ -129,19 +129,19 @@ def test_info_preview_and_cache_commands(cache_dir: Path, tmp_path: Path) -> Non
     leftover = cache_dir / "raw" / "mnist-sample" / "x.part"
     leftover.write_bytes(b"partial")
     os.utime(leftover, (time.time() - 7200, time.time() - 7200))
-    prune = run_cli("cache", "prune", cache_dir=cache_dir)
+    prune = invoke_cli("cache", "prune", cache_dir=cache_dir)
     assert prune.returncode == 0 and not stale.exists() and not leftover.exists()
     assert path.exists()
 
-    rm = run_cli("cache", "rm", "mnist-sample", cache_dir=cache_dir)
+    rm = invoke_cli("cache", "rm", "mnist-sample", cache_dir=cache_dir)
     assert rm.returncode == 0 and not path.exists()
     assert not (cache_dir / "raw" / "mnist-sample").exists()
 
 
 def test_version_and_help() -> None:
-    proc = run_cli("--version")
+    proc = invoke_cli("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("dlprep, version ")
-    helptext = run_cli("fetch", "--help").stdout
+    helptext = invoke_cli("fetch", "--help").stdout
     for flag in ("--mirror", "--force", "--offline", "--cache-dir", "--quiet", "--verbose"):
         assert flag in helptext
 
@@ -220,7 +220,7 @@ def test_kill_9_mid_prepare_then_rerun_recovers(tmp_path: Path, cache_dir: Path)
     with open_prepared(out) as f:
         assert f["images"].shape == (n, 28, 28, 1)
         np.testing.assert_array_equal(f["images"][-5:, :, :, 0], images[-5:])
-    prune = run_cli("cache", "prune", "--older-than", "0", cache_dir=cache_dir)
+    prune = invoke_cli("cache", "prune", "--older-than", "0", cache_dir=cache_dir)
     assert prune.returncode == 0 and not list(prepared.glob(".tmp-*"))
 
 
@@ -259,7 +259,7 @@ def test_cifar10_archive_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     splits = builtin.read_text().split("[splits]")[1]
     recipe = _recipe(tmp_path, "cifar10", "cifar10-bin", {"cifar-10-binary.tar.gz": archive},
                      "[splits]" + splits)
-    proc = run_cli("fetch", "cifar10", "--recipe", str(recipe), cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "cifar10", "--recipe", str(recipe), cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     with open_prepared(proc.stdout.strip().splitlines()[-1]) as f:
         assert f["images"].shape == (42, 32, 32, 3)
@@ -287,7 +287,7 @@ def test_cifar100_coarse_option_and_truncated_member(tmp_path: Path, cache_dir: 
     splits = "[splits]" + builtin.read_text().split("[splits]")[1]
     recipe = _recipe(tmp_path, "cifar100", "cifar100-bin", {"cifar-100-binary.tar.gz": archive},
                      splits)
-    proc = run_cli("fetch", "cifar100", "--recipe", str(recipe), "--label", "coarse",
+    proc = invoke_cli("fetch", "cifar100", "--recipe", str(recipe), "--label", "coarse",
                    cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     with open_prepared(proc.stdout.strip().splitlines()[-1]) as f:
@@ -302,7 +302,7 @@ def test_cifar100_coarse_option_and_truncated_member(tmp_path: Path, cache_dir: 
     _cifar_tar(bad_archive, members)
     bad_recipe = _recipe(tmp_path / "bad", "cifar100", "cifar100-bin",
                          {"cifar-100-binary.tar.gz": bad_archive}, splits)
-    bad = run_cli("fetch", "cifar100", "--recipe", str(bad_recipe), cache_dir=tmp_path / "c2")
+    bad = invoke_cli("fetch", "cifar100", "--recipe", str(bad_recipe), cache_dir=tmp_path / "c2")
     assert bad.returncode == 1
     assert "train.bin at byte 24592" in bad.stderr and "truncated CIFAR record 8" in bad.stderr
     assert not list((tmp_path / "c2" / "prepared").rglob("*.h5"))
@@ -315,7 +315,7 @@ def test_recipes_checksum_fills_hashes(tmp_path: Path, cache_dir: Path) -> None:
     recipe = tmp_path / "nohash.toml"
     recipe.write_text('# my recipe\nname = "nohash"\ntitle = "t"\nversion = "1"\nkind = "image"\n'
                       f'parser = "idx"\n\n[[files]]\nname = "img.idx"\nurls = ["{src.as_uri()}"]\n')
-    proc = run_cli("recipes", "checksum", str(recipe), cache_dir=cache_dir)
+    proc = invoke_cli("recipes", "checksum", str(recipe), cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     text = recipe.read_text()
     assert text.startswith("# my recipe")

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, invoke_cli, run_cli
 from loopback import LoopbackServer
 from PIL import Image
 
@@ -179,7 +179,7 @@ def test_fetch_bitmaps_over_loopback(tmp_path: Path, server: LoopbackServer) -> 
     for name, data in served.items():
         server.serve(name, data)
     recipe = _test_recipe(tmp_path, {k: v for k, v in served.items() if k != "dog.npy"})
-    proc = run_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,
+    proc = invoke_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,
                    "--categories", "cat,dog,The Eiffel Tower", "--per-class", "40",
                    cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
@@ -197,7 +197,7 @@ def test_fetch_bitmaps_over_loopback(tmp_path: Path, server: LoopbackServer) -> 
     assert (tmp_path / "c" / "raw" / "quickdraw" / "The%20Eiffel%20Tower.npy").is_file()
     # a pickled .npy under a category's name is refused with a one-line error
     server.serve("cow.npy", _pickled_npy())
-    proc = run_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,
+    proc = invoke_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,
                    "--categories", "cow", cache_dir=tmp_path / "c")
     assert proc.returncode == 1 and "refused" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -212,7 +212,7 @@ def test_fetch_strokes_from_real_raw_ndjson(tmp_path: Path, server: LoopbackServ
                                             cat_ndjson: Path) -> None:
     server.serve("cat.raw.ndjson", cat_ndjson)
     recipe = _test_recipe(tmp_path, {})
-    proc = run_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,
+    proc = invoke_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", server.base_url,
                    "--categories", "cat", "--format", "strokes", "--source", "raw",
                    cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
@@ -230,7 +230,7 @@ def test_fetch_strokes_from_real_raw_ndjson(tmp_path: Path, server: LoopbackServ
         img = render_stroke3(values[offsets[3]:offsets[4]], 28)
         assert (img > 0).sum() > 20
     out = tmp_path / "strokes.png"
-    proc = run_cli("preview", str(path), "--out", str(out), "--count", "12",
+    proc = invoke_cli("preview", str(path), "--out", str(out), "--count", "12",
                    cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
     grid = np.asarray(Image.open(out).convert("L"))
@@ -246,14 +246,14 @@ def test_fetch_strokes_from_binary(tmp_path: Path, server: LoopbackServer,
     args = ["fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
             server.base_url, "--categories", "cat", "--format", "strokes", "--source", "binary",
             "--per-class", "6"]
-    proc = run_cli(*args, cache_dir=tmp_path / "c")
+    proc = invoke_cli(*args, cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
     with h5py.File(Path(proc.stdout.strip().splitlines()[-1]), "r") as f:
         assert f["offsets"].shape == (7,)
         np.testing.assert_array_equal(f["values"][: f["offsets"][1]],
                                       to_stroke3(records[0][4]))
         np.testing.assert_array_equal(f["meta/recognized"][()], [1, 0, 1, 1, 1, 1])
-    proc = run_cli(*args, "--recognized-only", cache_dir=tmp_path / "c")
+    proc = invoke_cli(*args, "--recognized-only", cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
     with h5py.File(Path(proc.stdout.strip().splitlines()[-1]), "r") as f:
         assert [k.decode() for k in f["meta/key_id"][()]] == ["7", "9", "10", "11", "12", "13"]
@@ -273,7 +273,7 @@ def test_fetch_strokes_from_simplified_ndjson_default_source(tmp_path: Path,
                                  "drawing": [[s[:, 0].astype(int).tolist(),
                                               s[:, 1].astype(int).tolist()] for s in strokes]}))
     server.serve("cat.ndjson", ("\n".join(lines) + "\n").encode())
-    proc = run_cli("fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
+    proc = invoke_cli("fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
                    server.base_url, "--categories", "cat", "--format", "strokes",
                    cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
@@ -299,7 +299,7 @@ def test_rnn_baseline_trains_on_strokes(tmp_path: Path, server: LoopbackServer,
         mirrored.append(json.dumps(obj))
     server.serve("cat.raw.ndjson", "\n".join(lines).encode())
     server.serve("dog.raw.ndjson", "\n".join(mirrored).encode())
-    proc = run_cli("fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
+    proc = invoke_cli("fetch", "quickdraw", "--recipe", str(_test_recipe(tmp_path, {})), "--mirror",
                    server.base_url, "--categories", "cat,dog", "--format", "strokes",
                    "--source", "raw", "--test-fraction", "0.2", cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr

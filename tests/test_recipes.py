@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import invoke_cli
 
 from dlprep.errors import RecipeError
 from dlprep.prepare.core import builder_module
@@ -107,7 +107,7 @@ def test_recipe_file_name_must_match(tmp_path: Path) -> None:
 
 def test_cli_bad_recipe_is_one_line_error(tmp_path: Path, cache_dir: Path) -> None:
     path = write(tmp_path, GOOD.replace('kind = "image"', 'kind = 3'))
-    proc = run_cli("fetch", "tiny", "--recipe", str(path), cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "tiny", "--recipe", str(path), cache_dir=cache_dir)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert "kind" in proc.stderr and "Traceback" not in proc.stderr
@@ -115,7 +115,7 @@ def test_cli_bad_recipe_is_one_line_error(tmp_path: Path, cache_dir: Path) -> No
 
 
 def test_cli_recipes_validate_builtins(cache_dir: Path) -> None:
-    proc = run_cli("recipes", "validate", cache_dir=cache_dir)
+    proc = invoke_cli("recipes", "validate", cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ok  ") == len(all_recipes())
 
