@@ -184,7 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status = 206
                 if route.broken_ranges:
                     start = 0
-        self.send_response(status)
+        entry.status = status  # logged before a byte goes out: a client that has the headers
+        self.send_response(status)  # may read the log at once
         self.send_header("Content-Type", route.content_type)
         self.send_header("Content-Length", str(end - start + route.extra_length))
         if route.ranges:
@@ -198,7 +199,6 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in route.headers.items():
             self.send_header(k, v)
         self.end_headers()
-        entry.status = status
         if head:
             return
 
@@ -267,13 +267,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_simple(self, entry: LoggedRequest, status: int, body: bytes, ctype: str,
                      extra: dict[str, str] | None = None) -> None:
+        entry.status = status  # before the response starts (see _respond)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        entry.status = status
         if self.command != "HEAD":
             self.wfile.write(body)
 

@@ -52,3 +52,22 @@ def test_faults(loopback) -> None:
         assert "IncompleteRead" in repr(exc) or "Connection" in repr(exc)
     assert len(got) == 1000
     assert s.get(loopback.url("cut"), timeout=5).content == b"x" * 100_000  # cut only once
+
+
+def test_status_is_logged_before_the_client_can_see_the_response(loopback, monkeypatch) -> None:
+    """A client that acts on the headers and reads the log at once finds the status there (a
+    404 skipped to the next mirror used to be logged as status 0 under load)."""
+    import loopback as lb
+
+    seen: list[list[int]] = []
+    flush_headers = lb._Handler.end_headers
+
+    def spy(handler: lb._Handler) -> None:
+        seen.append([e.status for e in handler.server.owner.log])  # what a fast client sees
+        flush_headers(handler)
+
+    monkeypatch.setattr(lb._Handler, "end_headers", spy)
+    loopback.serve("/a.bin", b"0123456789", fail_first=1)
+    for path in ("missing", "a.bin", "a.bin"):
+        requests.get(loopback.url(path), timeout=5)
+    assert seen == [[404], [404, 503], [404, 503, 200]]
