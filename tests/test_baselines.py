@@ -52,6 +52,22 @@ def mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    fetch=FetchOptions(offline=True, progress=False))
 
 
+@pytest.fixture(scope="module")
+def tiny(mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> object:
+    """``tiny(family, **options) -> (TrainedRun, run folder)``: one TINY run on mnist-sample per
+    family and options, trained once per module and shared by the tests that read it."""
+    runs: dict[str, tuple] = {}
+
+    def run(family: str, **options: object) -> tuple:
+        key = json.dumps([family, options], sort_keys=True)
+        if key not in runs:
+            out = tmp_path_factory.mktemp(f"{family}-run")
+            runs[key] = (train_run(family, mnist, out=str(out), **TINY, **options), out)
+        return runs[key]
+
+    return run
+
+
 def _dlprep(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """The real entry point (``dlprep.cli.main``, with its one-line error handling), in-process:
     exit code, stdout, stderr."""
@@ -84,10 +100,9 @@ def _png(path: Path) -> None:
     ("gan", {}, "d_accuracy", ["loss.png", "samples.png"]),
 ])
 def test_family_on_mnist_sample_writes_metrics_checkpoint_plots(
-        mnist: Path, tmp_path: Path, family: str, options: dict, metric: str,
+        mnist: Path, tiny: object, family: str, options: dict, metric: str,
         plots: list[str]) -> None:
-    out = tmp_path / "run"
-    run = train_run(family, mnist, out=str(out), **TINY, **options)
+    run, out = tiny(family, **options)
     m = run.metrics
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["final"] == m["final"] and saved["metric"] == metric
@@ -109,6 +124,13 @@ def test_family_on_mnist_sample_writes_metrics_checkpoint_plots(
     assert saved["plots"] == plots
     for name in plots:
         _png(out / name)
+    if family == "gan":  # what good looks like: stated, and checked where this run measured it
+        assert saved["guide"] == m["guide"] and set(m["guide"]["targets"]) == {
+            "train_d_loss", "d_accuracy", "confident_fraction", "label_entropy_bits"}
+        assert set(m["guide"]["met"]) == {"train_d_loss", "d_accuracy"}  # nothing judged
+        assert "--judge" in m["guide"]["line"]
+    else:
+        assert "guide" not in saved
     _reloads_the_trained_model(run.modules, out, mnist, family, m)
 
 
@@ -145,10 +167,10 @@ def _reloads_the_trained_model(trained: dict, out: Path, mnist: Path, family: st
     assert torch.equal(a, b)
 
 
-def test_same_seed_same_run_on_cpu(mnist: Path, tmp_path: Path) -> None:
-    a = train("cnn", mnist, out=str(tmp_path / "a"), seed=3, **TINY)
-    b = train("cnn", mnist, out=str(tmp_path / "b"), seed=3, **TINY)
-    c = train("cnn", mnist, out=str(tmp_path / "c"), seed=4, **TINY)
+def test_same_seed_same_run_on_cpu(mnist: Path, tiny: object, tmp_path: Path) -> None:
+    a = tiny("cnn")[0].metrics  # seed 0
+    b = train("cnn", mnist, out=str(tmp_path / "b"), seed=0, **TINY)
+    c = train("cnn", mnist, out=str(tmp_path / "c"), seed=1, **TINY)
     assert a["epochs"][0]["train_loss"] == b["epochs"][0]["train_loss"]
     assert a["final"] == b["final"]
     assert a["epochs"][0]["train_loss"] != c["epochs"][0]["train_loss"]
@@ -348,9 +370,8 @@ def test_max_minutes_stops_early(mnist: Path, tmp_path: Path) -> None:
 
 
 def test_gan_says_what_good_looks_like_and_judges_samples(
-        mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    judge = tmp_path / "judge"
-    train("mlp", mnist, out=str(judge), **TINY)
+        mnist: Path, tiny: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    judge = tiny("mlp")[1]
     out = tmp_path / "gan"
     rc, stdout, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
                               str(mnist), "--epochs", "1", "--max-batches", "3", "--batch-size",
@@ -377,17 +398,15 @@ def test_gan_says_what_good_looks_like_and_judges_samples(
     assert guide["met"]["d_accuracy"] == (m["final"]["d_accuracy"] <= 0.9)
 
 
-def test_gan_without_judge_states_its_targets(tmp_path: Path) -> None:
-    x, y = _digits_like(64, (16, 16, 3))
-    data = from_arrays("toy", (x, y), (x[:16], y[:16]), classes=list("abcd"))
-    m = train("gan", data, out=str(tmp_path / "g"), epochs=1, batch_size=16, progress=False)
-    assert set(m["guide"]["targets"]) == {"train_d_loss", "d_accuracy", "confident_fraction",
-                                          "label_entropy_bits"}
-    assert m["guide"]["targets"]["label_entropy_bits"]["min"] == pytest.approx(
-        2.5 * math.log2(4) / math.log2(10), abs=0.01)
-    assert set(m["guide"]["met"]) == {"train_d_loss", "d_accuracy"}  # no samples judged
-    assert "--judge" in m["guide"]["line"]
-    assert json.loads((tmp_path / "g" / "metrics.json").read_text())["guide"] == m["guide"]
+def test_sample_targets_scale_with_the_number_of_classes() -> None:
+    from dlprep.baselines.judge import judged_met, sample_targets
+
+    assert sample_targets(10) == {"confident_fraction": {"min": 0.5},
+                                  "label_entropy_bits": {"min": 2.5}}  # DESIGN.md §2
+    four = sample_targets(4)
+    assert four["label_entropy_bits"]["min"] == round(2.5 * 2 / math.log2(10), 2) == 1.51
+    judged = {"confident_fraction": 0.5, "label_entropy_bits": 1.5}
+    assert judged_met(judged, four) == {"confident_fraction": True, "label_entropy_bits": False}
 
 
 def test_cli_train_baseline_prints_summary_and_run_folder(mnist: Path, tmp_path: Path,
@@ -448,10 +467,16 @@ def test_damaged_checkpoint_is_one_error(tmp_path: Path, fields: dict, message: 
 def test_judge_must_be_an_image_classifier_of_the_same_shape(mnist: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]
                                                            ) -> None:
-    x, y = _digits_like(64, (16, 16, 3))
-    other = from_arrays("toy", (x, y), (x[:16], y[:16]), classes=list("abcd"))
-    train("mlp", other, out=str(tmp_path / "rgb"), epochs=1, progress=False)
-    train("autoencoder", other, out=str(tmp_path / "ae"), epochs=1, progress=False)
+    from dlprep.baselines.checkpoint import build_modules, save_checkpoint
+
+    mlp = {"input": "pixels", "input_dim": 16 * 16 * 3, "hidden": [8], "classes": 4,
+           "activation": "relu", "dropout": 0.0}
+    ae = {"shape": [28, 28, 1], "latent": 4, "width": 4, "stages": 2, "variational": False}
+    for name, family, spec, shape in (("rgb", "mlp", mlp, [16, 16, 3]),
+                                      ("ae", "autoencoder", ae, [28, 28, 1])):
+        save_checkpoint(tmp_path / name / "checkpoint.pt", family=family, spec=spec,
+                        modules=build_modules(family, spec), config={"family": family},
+                        info={"layout": "image", "shape": shape})
     for judge, needle in ((tmp_path / "rgb", "classifies [16, 16, 3] images, mnist-sample has "
                                             "[28, 28, 1]"),
                           (tmp_path / "ae", "is not an image classifier")):

@@ -16,6 +16,16 @@ torch = pytest.importorskip("torch")
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """One intra-op thread: on a busy 2-core machine two spinning threads make the loop 10x
+    slower (the snippet itself is left as printed)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _training_snippet() -> str:
     text = README.read_text(encoding="utf-8")
     section = text.split("## Load it in training code", 1)[1]
