@@ -46,7 +46,7 @@ BUILDERS: dict[str, str] = {
     "image-folder": "dlprep.prepare.images",
     "quickdraw": "dlprep.prepare.quickdraw",
     "oxford-pets": "dlprep.prepare.pets",
-    "text-files": "dlprep.prepare.text",
+    "text-files": "dlprep.prepare.text_files",
     "csv-text": "dlprep.prepare.text_csv",
     "gutenberg": "dlprep.prepare.gutenberg",
     "osm": "dlprep.prepare.osm",

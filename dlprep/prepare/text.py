@@ -1,15 +1,13 @@
-"""Text datasets -> ragged token sequences (``kind = "sequence"``), and the ``text-files`` builder.
+"""The shared text pipeline: texts -> ragged token sequences (``kind = "sequence"``).
 
-The shared pipeline (:func:`write_text_dataset`): clean (NFC, control characters) -> optional
+Used by the ``text-files`` (:mod:`.text_files`), ``csv-text`` (:mod:`.text_csv`), ``gutenberg``
+and ``hf`` builders. The pipeline (:func:`write_text_dataset`): clean (NFC, control characters) -> optional
 paragraph chunks -> drop identical documents -> split by document (stratified when labelled)
 -> fit the tokenizer (word/bpe: on the train split; char: on all text) -> ``tokens``/``offsets``/
 ``vocab`` + tokenizer config.
 Language-model windows are cut at load time from the documents of one split (so no document is
 in two splits and no window mixes splits; ``lm_windows(cross_documents=False)`` also keeps each
 window inside one document).
-
-``text-files``: each recipe file is one document (a Project Gutenberg header/footer is stripped
-when present); used by ``gutenberg-sample`` and ``nietzsche``.
 """
 
 from __future__ import annotations
@@ -17,22 +15,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DlprepError, FetchError, FormatError, OfflineError
-from ..fetch.download import FileSpec
-from ..sources import gutenberg
+from ..errors import DlprepError
 from ..store import SequenceWriter
-from ..text.clean import (
-    NORMAL_FORMS,
-    chunk_paragraphs,
-    clean_text,
-    strip_gutenberg,
-)
+from ..text.clean import NORMAL_FORMS, chunk_paragraphs, clean_text
 from ..text.tokenizers import KINDS, fit_tokenizer
 from .core import PrepareContext
 from .params import Param
@@ -59,13 +49,6 @@ TEXT_PARAMS: tuple[Param, ...] = (
     Param("test_fraction", "float", 0.1, "share of documents in the test split"),
     Param("seed", "int", 0, "seed of the document split"),
 )
-
-PARAMS: tuple[Param, ...] = TEXT_PARAMS + (
-    Param("strip_gutenberg", "str", "auto", "remove a Project Gutenberg header/footer: auto "
-                                            "(when markers are found), yes, no",
-          ("auto", "yes", "no")),
-)
-
 
 TextSource = Callable[[], Iterable[str]]
 
@@ -161,65 +144,3 @@ def write_text_dataset(ctx: PrepareContext, out: Path, texts: TextSource | Seque
                       tokenizer=tok.config, meta=doc_meta or None, **ctx.finish_kwargs())
     finally:
         writer.close()
-
-
-def read_text_file(path: Path) -> str:
-    """Decode a UTF-8 text file; ``FormatError`` naming the byte offset if it is not UTF-8."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(path, exc.start, f"not UTF-8 text ({exc.reason})") from exc
-
-
-def document_from_text(text: str, name: str, mode: str,
-                       recipe_license: str = "") -> tuple[str, dict[str, Any]]:
-    """Body and metadata (id, title, author, language, license) of one text file; ``mode``
-    is ``--strip-gutenberg`` (auto, yes, no)."""
-    pg = strip_gutenberg(text) if mode != "no" else None
-    if mode == "yes" and pg is not None and not pg.found_start:
-        raise FormatError(name, -1, "no Project Gutenberg START marker found (use "
-                                    "--strip-gutenberg auto or no)")
-    if pg is not None and pg.found_start:
-        meta = {"id": str(pg.ebook_id or name), "title": pg.title, "author": pg.author,
-                "language": pg.language, "license": pg.license or recipe_license}
-        return pg.body, meta
-    return text, {"id": name, "title": "", "author": "", "language": "",
-                  "license": recipe_license}
-
-
-def fetch_politely(ctx: PrepareContext, spec: FileSpec) -> Path:
-    """``ctx.fetch(spec)``, with URLs on Gutenberg hosts tried last, only if robots.txt allows
-    them, and no sooner than 2 s after the previous Gutenberg request."""
-    pg_urls = [u for u in spec.urls if gutenberg.is_gutenberg_host(u)]
-    if not pg_urls or (ctx.raw_dir / spec.name).is_file() and not ctx.force_download:
-        return ctx.fetch(spec)
-    other = [u for u in spec.urls if u not in pg_urls]
-    if other or ctx.fetch_options.mirrors:
-        try:
-            return ctx.fetch(replace(spec, urls=other))
-        except OfflineError:
-            raise
-        except FetchError as exc:
-            log.info("%s; trying Project Gutenberg", exc)
-    return ctx.fetch(replace(spec, urls=gutenberg.polite_urls(pg_urls)))
-
-
-def collect(ctx: PrepareContext) -> None:
-    for spec in ctx.recipe.files:
-        ctx.files[spec.name] = fetch_politely(ctx, spec)
-
-
-def build(ctx: PrepareContext, out: Path) -> None:
-    mode, license_ = ctx.options["strip_gutenberg"], ctx.recipe.license
-    names = [spec.name for spec in ctx.recipe.files]
-
-    def bodies() -> Iterator[str]:  # re-read per pass: one file in memory at a time
-        for name in names:
-            yield document_from_text(read_text_file(ctx.files[name]), name, mode, license_)[0]
-
-    meta_rows = [document_from_text(read_text_file(ctx.files[name]), name, mode, license_)[1]
-                 for name in names]
-    meta = {k: [m[k] for m in meta_rows] for k in ("id", "title", "author", "language", "license")}
-    meta["file"] = names
-    write_text_dataset(ctx, out, bodies, meta)

@@ -240,6 +240,26 @@ def polite_urls(urls: Sequence[str]) -> list[str]:
     return allowed
 
 
+def fetch_politely(spec: FileSpec, fetch: Callable[[FileSpec], Path], *, cached: bool,
+                   mirrors: bool) -> Path:
+    """``fetch(spec)`` for a recipe file that may live on Gutenberg hosts: their URLs are tried
+    last (after the other URLs and any ``mirrors``), only where robots.txt allows, and no sooner
+    than the rate limit allows. ``cached``: the file is already in the cache (no politeness
+    needed)."""
+    pg_urls = [u for u in spec.urls if is_gutenberg_host(u)]
+    if not pg_urls or cached:
+        return fetch(spec)
+    other = [u for u in spec.urls if u not in pg_urls]
+    if other or mirrors:
+        try:
+            return fetch(replace(spec, urls=other))
+        except OfflineError:
+            raise
+        except FetchError as exc:
+            log.info("%s; trying Project Gutenberg", exc)
+    return fetch(replace(spec, urls=polite_urls(pg_urls)))
+
+
 class RobotsPolicy:
     """``robots.txt`` per host, fetched once (through the rate limiter) and obeyed.
 
