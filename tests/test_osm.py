@@ -11,10 +11,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import invoke_cli
 
 from dlprep.errors import FormatError
 from dlprep.formats.osm import ReadStats, read_features, sniff_osm
-from tests.conftest import run_cli
 
 osmium = pytest.importorskip("osmium")  # the `osm` extra (in `all`, which CI installs)
 
@@ -23,7 +23,7 @@ AGUAS = "aguascalientes.osm.pbf"
 
 
 def _fetch(cache_dir: Path, *args: str) -> Path:
-    proc = run_cli("fetch", "osm", *args, cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "osm", *args, cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     out = Path(proc.stdout.strip().splitlines()[-1])
     assert out.is_file()
@@ -33,7 +33,7 @@ def _fetch(cache_dir: Path, *args: str) -> Path:
 def _fails(cache_dir: Path, *args: str) -> str:
     """Run a fetch that must fail: one ``error:`` line, non-zero exit, no new or partial file."""
     before = set((cache_dir / "prepared").rglob("*.h5"))
-    proc = run_cli("fetch", "osm", *args, cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "osm", *args, cache_dir=cache_dir)
     assert proc.returncode != 0
     err = proc.stderr.strip()
     assert err.startswith("error: ") and "Traceback" not in err, err
@@ -99,10 +99,10 @@ def test_tiles_layout_labels_attribution_info_and_preview(realdata: Path, cache_
         n = images.shape[0]
         assert len(f["splits/train"]) + len(f["splits/test"]) == n
         assert f["meta/lon"].shape == (n,) and f["meta/col"].dtype == np.int64
-    info = run_cli("info", str(out), cache_dir=cache_dir)
+    info = invoke_cli("info", str(out), cache_dir=cache_dir)
     assert info.returncode == 0 and "© OpenStreetMap contributors, ODbL 1.0" in info.stdout
     png = tmp_path / "tiles.png"
-    prev = run_cli("preview", str(out), "--out", str(png), "--count", "12", cache_dir=cache_dir)
+    prev = invoke_cli("preview", str(out), "--out", str(png), "--count", "12", cache_dir=cache_dir)
     assert prev.returncode == 0, prev.stderr
     from PIL import Image
 

@@ -14,11 +14,11 @@ from urllib.parse import parse_qs
 import h5py
 import numpy as np
 import pytest
+from conftest import invoke_cli
 
 from dlprep.errors import FetchError
 from dlprep.fetch.http import RetryPolicy
 from dlprep.sources.osm import OverpassClient, overpass_query
-from tests.conftest import run_cli
 
 osmium = pytest.importorskip("osmium")
 
@@ -101,7 +101,7 @@ def elements(request: pytest.FixtureRequest) -> list[dict]:
 
 
 def _fetch(cache_dir: Path, *args: str) -> Path:
-    proc = run_cli("fetch", "osm", *args, cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "osm", *args, cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     return Path(proc.stdout.strip().splitlines()[-1])
 
@@ -109,7 +109,7 @@ def _fetch(cache_dir: Path, *args: str) -> Path:
 def _fails(cache_dir: Path, *args: str, lines: int = 1) -> str:
     """A fetch that must fail: the error is the last of ``lines`` stderr lines (the download
     layer logs a failed checksum before giving up), non-zero exit, no file left."""
-    proc = run_cli("fetch", "osm", *args, cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "osm", *args, cache_dir=cache_dir)
     out = proc.stderr.strip().splitlines()
     err = out[-1] if out else ""
     assert proc.returncode != 0 and err.startswith("error: "), proc.stderr
@@ -187,11 +187,11 @@ def test_overpass_busy_answers_are_retried_and_replies_cached(cache_dir: Path, l
     cached = list((cache_dir / "raw" / "osm" / "overpass").glob("*.json"))
     assert len(cached) == 1
     # the same query again: from the cache, also offline; another area offline: a clear error
-    proc = run_cli("--offline", "fetch", "osm", "--bbox", BBOX, "--overpass", url, "--format",
+    proc = invoke_cli("--offline", "fetch", "osm", "--bbox", BBOX, "--overpass", url, "--format",
                    "ways", cache_dir=cache_dir)
     assert proc.returncode == 0 and Path(proc.stdout.strip().splitlines()[-1]) == out
     assert loopback.requests("/api/interpreter") == 2
-    proc = run_cli("--offline", "fetch", "osm", "--bbox", "21.87,-102.27,21.875,-102.265",
+    proc = invoke_cli("--offline", "fetch", "osm", "--bbox", "21.87,-102.27,21.875,-102.265",
                    "--overpass", url, "--format", "ways", cache_dir=cache_dir)
     assert proc.returncode != 0 and "offline" in proc.stderr and "Traceback" not in proc.stderr
     loopback.serve("/api/interpreter", json_reply(elements), content_type="application/json",
