@@ -256,13 +256,15 @@ def test_idx_stream_blocks_and_errors(tmp_path: Path, compress: bool) -> None:
         blocks = list(stream.blocks(target_bytes=784 * 300))
     assert [len(b) for b in blocks] == [300, 300, 300, 100]
     np.testing.assert_array_equal(np.concatenate(blocks), parse_idx_bytes(data))
-    with IdxStream(write("cut", data[:-100])) as stream:
-        with pytest.raises(FormatError, match="truncated IDX data") as err:
+    def consume(path: Path) -> None:  # a plain file is checked on opening, a stream on reading
+        with IdxStream(path) as stream:
             list(stream.blocks())
+
+    with pytest.raises(FormatError, match="truncated IDX data") as err:
+        consume(write("cut", data[:-100]))
     assert err.value.offset == len(data) - 100 and "cut" in str(err.value)
-    with IdxStream(write("long", data + b"xx")) as stream:
-        with pytest.raises(FormatError, match="trailing bytes") as err:
-            list(stream.blocks())
+    with pytest.raises(FormatError, match="trailing bytes") as err:
+        consume(write("long", data + b"xx"))
     assert err.value.offset == len(data)
     with pytest.raises(FormatError, match="bad IDX magic"):
         IdxStream(write("magic", b"\x01" + data[1:]))

@@ -66,6 +66,8 @@ def import_images_cmd(state: State, source: Path, out_name: str, size: str, gray
 
     if workers < 1:
         raise DlprepError(f"--workers must be >= 1, got {workers}")
+    if max_pixels < 1:
+        raise DlprepError(f"--max-pixels must be a positive pixel count, got {max_pixels}")
     recipe = Recipe(name="image-folder", title=f"images imported from {source}", version="2",
                     kind="image", path=source, parser="image-folder",
                     description="local images imported with dlprep import-images")

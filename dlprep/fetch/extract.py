@@ -10,9 +10,6 @@ Errors are ``ExtractionError`` naming the archive and the member.
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
 import os
 import posixpath
 import re
@@ -21,61 +18,26 @@ import stat
 import tarfile
 import uuid
 import zipfile
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ExtractionError
-from ..magic import COMPRESSION_MAGIC
+from ..limits import Budget, ExtractLimits
+from ..magic import (
+    COMPRESSION_SUFFIXES,
+    DECOMPRESS_ERRORS,
+    file_compression,
+    open_compressed,
+    sniff_compression,
+)
+
+__all__ = ["ExtractLimits", "archive_kind", "decompress_file", "extract_archive",
+           "safe_member_path"]
 
 CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_STREAMS = {"gz": (COMPRESSION_MAGIC["gzip"], gzip.open, (".gz", ".gzip")),
-            "bz2": (COMPRESSION_MAGIC["bz2"], bz2.open, (".bz2",)),
-            "xz": (COMPRESSION_MAGIC["xz"], lzma.open, (".xz",))}
-_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
-            gzip.BadGzipFile)
-
-
-@dataclass(frozen=True)
-class ExtractLimits:
-    """Bomb guards. ``max_total_bytes``: all members together. ``max_ratio``: extracted bytes
-    per archive byte, enforced once ``ratio_grace_bytes`` have come out (small, very
-    compressible files stay fine). ``max_members``: entries in one archive."""
-
-    max_total_bytes: int = 64 * 2**30
-    max_ratio: float = 200.0
-    ratio_grace_bytes: int = 64 * 2**20
-    max_members: int = 1_000_000
-
-
-class _Budget:
-    """Counts extracted bytes and members against ``ExtractLimits``."""
-
-    def __init__(self, archive: Path, limits: ExtractLimits) -> None:
-        self.archive = archive
-        self.limits = limits
-        self.packed = max(1, archive.stat().st_size)
-        self.total = 0
-        self.members = 0
-
-    def add_member(self, member: str) -> None:
-        self.members += 1
-        if self.members > self.limits.max_members:
-            raise ExtractionError(f"{self.archive}: {member}: more than "
-                                  f"{self.limits.max_members:,} members (limit)")
-
-    def add_bytes(self, member: str, n: int) -> None:
-        self.total += n
-        lim = self.limits
-        if self.total > lim.max_total_bytes:
-            raise ExtractionError(f"{self.archive}: {member}: extracted size passes the limit of "
-                                  f"{lim.max_total_bytes:,} bytes (decompression bomb?)")
-        if self.total > lim.ratio_grace_bytes and self.total > lim.max_ratio * self.packed:
-            raise ExtractionError(f"{self.archive}: {member}: compression ratio above "
-                                  f"{lim.max_ratio:g}:1 ({self.total:,} bytes out of "
-                                  f"{self.packed:,}; decompression bomb?)")
+_STREAM_KINDS = {"gz": "gzip", "bz2": "bz2", "xz": "xz"}  # archive_kind's name -> magic's
+_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, *DECOMPRESS_ERRORS)
 
 
 def archive_kind(path: Path) -> str:
@@ -90,9 +52,9 @@ def archive_kind(path: Path) -> str:
                 return "tar"
     except (*_CORRUPT, OSError):
         pass
-    for kind, (magic, _, _) in _STREAMS.items():
-        if head.startswith(magic):
-            return kind
+    compressed = sniff_compression(head)
+    if compressed is not None:
+        return next(k for k, v in _STREAM_KINDS.items() if v == compressed)
     raise ExtractionError(f"{path}: not a tar, zip, gz, bz2 or xz archive")
 
 
@@ -129,7 +91,7 @@ def _check_tar_member(archive: Path, m: tarfile.TarInfo) -> None:
         raise ExtractionError(f"{archive}: {m.name}: unsupported tar entry type {m.type!r}")
 
 
-def _extract_tar(archive: Path, out: Path, budget: _Budget) -> None:
+def _extract_tar(archive: Path, out: Path, budget: Budget) -> None:
     with tarfile.open(archive, "r:*") as tf:
         for member in tf:  # streaming: each header is checked before its data is read
             budget.add_member(member.name)
@@ -143,7 +105,7 @@ def _extract_tar(archive: Path, out: Path, budget: _Budget) -> None:
             tf.members = []  # do not keep every TarInfo of a huge archive in memory
 
 
-def _extract_zip(archive: Path, out: Path, budget: _Budget) -> None:
+def _extract_zip(archive: Path, out: Path, budget: Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         declared = 0
@@ -172,7 +134,7 @@ def _extract_zip(archive: Path, out: Path, budget: _Budget) -> None:
                 _copy_counted(src, dst, budget, info.filename)
 
 
-def _copy_counted(src: BinaryIO, dst: BinaryIO, budget: _Budget, member: str) -> None:
+def _copy_counted(src: BinaryIO, dst: BinaryIO, budget: Budget, member: str) -> None:
     while chunk := src.read(CHUNK):
         budget.add_bytes(member, len(chunk))
         dst.write(chunk)
@@ -181,16 +143,15 @@ def _copy_counted(src: BinaryIO, dst: BinaryIO, budget: _Budget, member: str) ->
 def _stream_output_name(archive: Path, kind: str) -> str:
     """``data.csv.gz`` -> ``data.csv``; a name without the usual suffix gets ``.out``."""
     lower = archive.name.lower()
-    for suffix in _STREAMS[kind][2]:
+    for suffix in COMPRESSION_SUFFIXES[_STREAM_KINDS[kind]]:
         if lower.endswith(suffix):
             return archive.name[: -len(suffix)]
     return archive.name + ".out"
 
 
-def _decompress_stream(archive: Path, out_file: Path, kind: str, budget: _Budget) -> None:
-    opener = _STREAMS[kind][1]
+def _decompress_stream(archive: Path, out_file: Path, kind: str, budget: Budget) -> None:
     budget.add_member(out_file.name)
-    with opener(archive, "rb") as src, open(out_file, "wb") as dst:
+    with open_compressed(archive, _STREAM_KINDS[kind]) as src, open(out_file, "wb") as dst:
         _copy_counted(src, dst, budget, out_file.name)
 
 
@@ -225,7 +186,7 @@ def extract_archive(archive: Path, dest: Path, *, limits: ExtractLimits | None =
     tmp.mkdir()
     try:
         kind = archive_kind(archive)
-        budget = _Budget(archive, limits)
+        budget = Budget.for_file(archive, limits)
         try:
             if kind == "tar":
                 _extract_tar(archive, tmp, budget)
@@ -256,17 +217,22 @@ def extract_archive(archive: Path, dest: Path, *, limits: ExtractLimits | None =
 
 
 def decompress_file(archive: Path, out_file: Path, *, limits: ExtractLimits | None = None) -> Path:
-    """Decompress one gz/bz2/xz stream into ``out_file`` (temp file, then rename); return it."""
+    """Decompress one gz/bz2/xz file (whatever it holds, a tar included) into ``out_file``
+    (temp file, then rename) within ``limits``; return it."""
     archive, out_file = Path(archive), Path(out_file)
-    kind = archive_kind(archive)
-    if kind not in _STREAMS:
-        raise ExtractionError(f"{archive}: a {kind} archive, not a single compressed stream")
+    kind = next((k for k, v in _STREAM_KINDS.items() if v == file_compression(archive)), None)
+    if kind is None:
+        raise ExtractionError(f"{archive}: not a gz, bz2 or xz stream")
     tmp = out_file.with_name(f".tmp-{out_file.name}-{uuid.uuid4().hex[:8]}")
     try:
         try:
-            _decompress_stream(archive, tmp, kind, _Budget(archive, limits or ExtractLimits()))
+            _decompress_stream(archive, tmp, kind, Budget.for_file(archive, limits))
         except _CORRUPT as exc:
             raise ExtractionError(f"{archive}: corrupt {kind} stream: {exc}") from None
+        except OSError as exc:
+            if exc.errno is None:  # zlib/gzip errors surface as OSError without errno
+                raise ExtractionError(f"{archive}: corrupt {kind} stream: {exc}") from None
+            raise
         os.replace(tmp, out_file)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -8,17 +8,14 @@ file is accepted.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import logging
-import lzma
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import ChecksumError
-from ..magic import file_compression
+from ..limits import BoundedReader, Budget
+from ..magic import DECOMPRESS_ERRORS, file_compression, open_compressed
 
 if TYPE_CHECKING:
     from .download import FileSpec
@@ -26,7 +23,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dlprep")
 
 CHUNK = 1 << 20
-_OPENERS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 
 
 def hash_file(path: Path, algorithm: str = "sha256", *, limit: int | None = None) -> str:
@@ -50,9 +46,13 @@ def hash_prefix(path: Path, algorithm: str, limit: int | None = None) -> hashlib
 
 
 def open_decompressed(path: Path) -> BinaryIO | None:
-    """A stream of the decompressed content of a gzip/bz2/xz file; None if not compressed."""
+    """A stream of the decompressed content of a gzip/bz2/xz file, bounded by the default
+    :mod:`dlprep.limits` (a bomb raises ExtractionError); None if not compressed."""
     kind = file_compression(path)
-    return None if kind is None else _OPENERS[kind](path, "rb")  # type: ignore[return-value]
+    if kind is None:
+        return None
+    return BoundedReader(open_compressed(path, kind),  # type: ignore[return-value]
+                         Budget.for_file(path))
 
 
 def content_hash(path: Path, algorithm: str) -> str | None:
@@ -65,7 +65,7 @@ def content_hash(path: Path, algorithm: str) -> str | None:
         with stream:
             while chunk := stream.read(CHUNK):
                 h.update(chunk)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError):
+    except (OSError, EOFError, *DECOMPRESS_ERRORS):
         return None
     return h.hexdigest()
 

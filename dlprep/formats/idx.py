@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import FormatError
-from .compressed import DECOMPRESS_ERRORS, open_maybe_compressed, read_all
+from ..limits import DEFAULT_LIMITS, BoundedReader, ExtractLimits, check_declared
+from .compressed import STREAM_ERRORS, open_maybe_compressed
 
 DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -36,7 +39,7 @@ def parse_idx_header(data: bytes, source: object = "<bytes>"
 def parse_idx_bytes(data: bytes, source: object = "<bytes>") -> np.ndarray:
     """Decode IDX bytes into a native-endian array; errors name ``source`` and the byte offset."""
     dims, dtype, header = parse_idx_header(data, source)
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize
     if len(data) < expected:
         raise FormatError(source, len(data),
                           f"truncated IDX data: shape {dims} needs {expected} bytes")
@@ -48,28 +51,71 @@ def parse_idx_bytes(data: bytes, source: object = "<bytes>") -> np.ndarray:
 
 class IdxStream:
     """An IDX file (possibly compressed) read front to back in blocks of whole items, so
-    inflating overlaps with the consumer's work and memory stays small. The header is read
-    and checked on opening; :meth:`blocks` checks the length like :func:`parse_idx_bytes`."""
+    inflating overlaps with the consumer's work and memory stays small.
 
-    def __init__(self, path: Path) -> None:
+    The header is read and checked on opening, and the size it declares (N x H x W x item
+    size) bounds everything after it: a compressed file whose declared size breaks
+    ``limits`` (:mod:`dlprep.limits`: total size, ratio to the file's size) is refused before
+    any data is inflated, and the stream refuses to inflate more than the declared size (+1
+    byte to see trailing data). An uncompressed file must have exactly the declared size.
+    :meth:`blocks` checks the length like :func:`parse_idx_bytes`."""
+
+    def __init__(self, path: Path, limits: ExtractLimits | None = None) -> None:
         self.path = Path(path)
-        self.fh = open_maybe_compressed(self.path)
+        self.fh = open_maybe_compressed(self.path, limits=limits)
         try:
             head = self._read(4)
             if len(head) == 4:
                 head += self._read(4 * head[3])
             self.dims, self.dtype, self.header = parse_idx_header(head, self.path)
+            self.item_bytes = math.prod(self.dims[1:]) * self.dtype.itemsize
+            self.size = self.header + self.dims[0] * self.item_bytes
+            self._check_declared_size(limits)
         except BaseException:
             self.fh.close()
             raise
-        self.item_bytes = int(np.prod(self.dims[1:], dtype=np.int64)) * self.dtype.itemsize
-        self.size = self.header + self.dims[0] * self.item_bytes
+
+    def _check_declared_size(self, limits: ExtractLimits | None) -> None:
+        packed = os.fstat(self.fh.fileno()).st_size if not isinstance(self.fh, BoundedReader) \
+            else self.fh.budget.packed
+        if isinstance(self.fh, BoundedReader):
+            check_declared(self.path, self.size, packed, limits or DEFAULT_LIMITS,
+                           f"IDX header (shape {self.dims}, {self.dtype})")
+            self.fh.max_bytes = self.size + 1  # one more byte shows trailing data
+        elif packed < self.size:
+            raise FormatError(self.path, packed, f"truncated IDX data: shape {self.dims} needs "
+                                                 f"{self.size:,} bytes, the file has {packed:,}")
+        elif packed > self.size:
+            raise FormatError(self.path, self.size, f"{packed - self.size:,} trailing bytes "
+                                                    f"after IDX data")
 
     def _read(self, n: int) -> bytes:
         try:
             return self.fh.read(n)
-        except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
+        except STREAM_ERRORS as exc:
             raise FormatError(self.path, -1, f"corrupt compressed stream: {exc}") from exc
+
+    def _fill(self, k: int, done: int) -> np.ndarray:
+        """The next ``k`` items (item ``done`` onwards) as a native-endian array."""
+        buf = np.empty(k * self.item_bytes, np.uint8)
+        view = memoryview(buf)
+        got = 0
+        while got < len(view):
+            try:
+                n = self.fh.readinto(view[got:])  # type: ignore[attr-defined]
+            except STREAM_ERRORS as exc:
+                raise FormatError(self.path, -1, f"corrupt compressed stream: {exc}") from exc
+            if not n:
+                raise FormatError(self.path, self.header + done * self.item_bytes + got,
+                                  f"truncated IDX data: shape {self.dims} needs "
+                                  f"{self.size} bytes")
+            got += n
+        arr = buf.view(self.dtype).reshape(k, *self.dims[1:])
+        return arr.astype(self.dtype.newbyteorder("="), copy=False)
+
+    def _check_end(self) -> None:
+        if self._read(1):
+            raise FormatError(self.path, self.size, "trailing bytes after IDX data")
 
     def blocks(self, target_bytes: int = 4 << 20) -> Iterator[np.ndarray]:
         """Native-endian arrays of whole items, about ``target_bytes`` each."""
@@ -77,24 +123,15 @@ class IdxStream:
         done = 0
         while done < self.dims[0]:
             k = min(per, self.dims[0] - done)
-            buf = np.empty(k * self.item_bytes, np.uint8)
-            view = memoryview(buf)
-            got = 0
-            while got < len(view):
-                try:
-                    n = self.fh.readinto(view[got:])  # type: ignore[attr-defined]
-                except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
-                    raise FormatError(self.path, -1, f"corrupt compressed stream: {exc}") from exc
-                if not n:
-                    raise FormatError(self.path, self.header + done * self.item_bytes + got,
-                                      f"truncated IDX data: shape {self.dims} needs "
-                                      f"{self.size} bytes")
-                got += n
-            arr = buf.view(self.dtype).reshape(k, *self.dims[1:])
-            yield arr.astype(self.dtype.newbyteorder("="), copy=False)
+            yield self._fill(k, done)
             done += k
-        if self._read(1):
-            raise FormatError(self.path, self.size, "trailing bytes after IDX data")
+        self._check_end()
+
+    def read_array(self) -> np.ndarray:
+        """The whole array (one buffer of the declared size), length-checked."""
+        arr = self._fill(self.dims[0], 0)
+        self._check_end()
+        return arr
 
     def close(self) -> None:
         self.fh.close()
@@ -106,24 +143,32 @@ class IdxStream:
         self.close()
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read a (possibly gzip/bz2/xz-compressed) IDX file."""
-    return parse_idx_bytes(read_all(path), path)
+def read_idx(path: Path, limits: ExtractLimits | None = None) -> np.ndarray:
+    """Read a (possibly gzip/bz2/xz-compressed) IDX file, bounded as :class:`IdxStream` says."""
+    with IdxStream(path, limits) as stream:
+        return stream.read_array()
 
 
-def read_idx_images(path: Path) -> np.ndarray:
+def read_idx_images(path: Path, limits: ExtractLimits | None = None) -> np.ndarray:
     """Images as uint8 (N, H, W, 1)."""
-    arr = read_idx(path)
-    if arr.ndim != 3 or arr.dtype != np.uint8:
-        raise FormatError(path, 0, f"expected uint8 images (N, H, W), got {arr.dtype} {arr.shape}")
-    return arr[..., None]
+    with IdxStream(path, limits) as stream:
+        if len(stream.dims) != 3 or stream.dtype != np.uint8:
+            raise FormatError(path, 0, f"expected uint8 images (N, H, W), got {stream.dtype} "
+                                       f"{stream.dims}")
+        return stream.read_array()[..., None]
 
 
-def read_idx_labels(path: Path, n_classes: int | None = None) -> np.ndarray:
-    """Labels as int64 (N,), optionally range-checked."""
-    arr = read_idx(path)
-    if arr.ndim != 1:
-        raise FormatError(path, 0, f"expected 1-D labels, got shape {arr.shape}")
+def read_idx_labels(path: Path, n_classes: int | None = None,
+                    limits: ExtractLimits | None = None, *,
+                    count: int | None = None) -> np.ndarray:
+    """Labels as int64 (N,), optionally range-checked; ``count``: the N the header must declare
+    (checked before any data is read)."""
+    with IdxStream(path, limits) as stream:
+        if len(stream.dims) != 1:
+            raise FormatError(path, 0, f"expected 1-D labels, got shape {stream.dims}")
+        if count is not None and stream.dims[0] != count:
+            raise FormatError(path, 4, f"{stream.dims[0]} labels for {count} images")
+        arr = stream.read_array()
     labels = arr.astype(np.int64)
     if n_classes is not None and labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         bad = int(np.flatnonzero((labels < 0) | (labels >= n_classes))[0])

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tarfile
+import re
+import stat
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -25,8 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import DlprepError, FormatError
+from ..errors import DlprepError, ExtractionError, FormatError
+from ..fetch.extract import decompress_file, safe_member_path
+from ..limits import ExtractLimits, check_declared
 from ..magic import sniff_compression
+from .compressed import STREAM_ERRORS, open_maybe_compressed
+from .tarstream import TarStream
 
 POLICIES = ("shorter-side+center-crop", "pad", "stretch")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default MAX_IMAGE_PIXELS (a 0.25 GB RGB image)
@@ -65,6 +70,9 @@ class ImageSpec:
             raise DlprepError(f"channels must be 1 or 3, got {self.channels}")
         if self.height < 1 or self.width < 1:
             raise DlprepError(f"image size must be positive, got {self.height}x{self.width}")
+        if self.max_pixels < 1:
+            raise DlprepError(f"--max-pixels must be a positive pixel count, got "
+                              f"{self.max_pixels}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -157,6 +165,12 @@ def _draft_size(spec: ImageSpec) -> tuple[int, int]:
 # decoding
 
 
+def _reason(exc: BaseException) -> str:
+    """An exception's text without object reprs such as ``<_io.BytesIO object at 0x...>``."""
+    text = re.sub(r"\s*<[\w.]+ object at 0x[0-9a-f]+>", "", str(exc)).strip()
+    return text or type(exc).__name__
+
+
 def open_checked(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open (header only) and refuse bombs; raise ImageDecodeError naming ``name``."""
     pillow_limit = Image.MAX_IMAGE_PIXELS
@@ -167,8 +181,11 @@ def open_checked(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
             img = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(name, -1, f"decompression bomb refused ({exc})") from exc
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError(name, -1, "not an image format Pillow reads (unknown format or "
+                                         "corrupt header)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(name, -1, f"not a decodable image ({exc})") from exc
+        raise ImageDecodeError(name, -1, f"not a decodable image ({_reason(exc)})") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
     w, h = img.size
@@ -198,7 +215,7 @@ def normalize_image(img: Image.Image, spec: ImageSpec, name: str = "<image>") ->
         arr = np.asarray(out, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
             Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(name, -1, f"cannot decode: {exc}") from exc
+        raise ImageDecodeError(name, -1, f"cannot decode: {_reason(exc)}") from exc
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.shape != spec.shape:  # pragma: no cover - guarded by the converters above
@@ -219,10 +236,27 @@ def decode_image(data: bytes, spec: ImageSpec, name: str = "<image>") -> np.ndar
 # where image bytes come from (picklable, so worker processes read them themselves)
 
 
+def display_name(name: str) -> str:
+    """A name safe to print and store as UTF-8: bytes that are not UTF-8 (kept by Python as
+    surrogate escapes in file and member names) are shown as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (for skip reports)."""
+    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """One image's bytes: a file, a byte span of a file (a member of a plain tar), a zip
-    member, or inline bytes. ``name`` is what reports show."""
+    member, a member of a compressed tar (``packed_tar``: readable only once unpacked, see
+    :func:`unpack_tar_refs`), or inline bytes. ``name`` is what reports show."""
 
     name: str
     path: str = ""
@@ -231,19 +265,27 @@ class ImageRef:
     member: str = ""
     data: bytes | None = None
     missing: str = ""  # why there are no bytes (e.g. "not in images.tar.gz"): reported as a skip
+    packed_tar: bool = False
 
     def read(self) -> bytes:
-        """The encoded bytes; ImageDecodeError when missing, short or over MAX_FILE_BYTES."""
+        """The encoded bytes; ImageDecodeError when missing, short, not a regular file, or
+        over MAX_FILE_BYTES (checked before reading)."""
         if self.missing:
             raise ImageDecodeError(self.name, -1, self.missing)
         if self.data is not None:
             return self.data
+        if self.packed_tar:
+            raise ImageDecodeError(self.name, -1, "member of a compressed tar not unpacked")
         if self.member:
-            with zipfile.ZipFile(self.path) as zf:
-                self._check_size(zf.getinfo(self.member).file_size)
-                return zf.read(self.member)
-        with open(self.path, "rb") as fh:
-            self._check_size(self.size if self.offset >= 0 else os.fstat(fh.fileno()).st_size)
+            return self._read_zip_member()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb", closefd=True) as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageDecodeError(self.name, -1, f"{file_kind(st.st_mode)}, not a regular "
+                                                      f"file; not read")
+            self._check_size(self.size if self.offset >= 0 else st.st_size)
             if self.offset >= 0:
                 fh.seek(self.offset)
                 data = fh.read(self.size)
@@ -251,7 +293,20 @@ class ImageRef:
                     raise ImageDecodeError(self.name, self.offset,
                                            f"archive ends early ({len(data)} of {self.size} bytes)")
                 return data
-            return fh.read()
+            data = fh.read(MAX_FILE_BYTES + 1)
+            self._check_size(len(data))  # the file grew since fstat
+            return data
+
+    def _read_zip_member(self) -> bytes:
+        with zipfile.ZipFile(self.path) as zf:
+            info = zf.getinfo(self.member)
+            self._check_size(info.file_size)
+            try:
+                check_declared(self.name, info.file_size, info.compress_size)
+            except ExtractionError as exc:
+                raise ImageDecodeError(self.name, -1, str(exc).removeprefix(f"{self.name}: ")) \
+                    from None
+            return zf.read(info)
 
     def _check_size(self, size: int) -> None:
         if size > MAX_FILE_BYTES:
@@ -259,29 +314,55 @@ class ImageRef:
                                                   f"-byte limit for one image file")
 
 
-def tar_refs(archive: Path, prefix: str = "") -> dict[str, ImageRef]:
+def tar_refs(archive: Path, prefix: str = "", *,
+             limits: ExtractLimits | None = None) -> dict[str, ImageRef]:
     """Map member name -> ImageRef for the regular files of a tar (``prefix`` filters names).
 
-    Plain tars give byte spans (workers read them directly); compressed tars are read once,
-    in order, into inline bytes. Unsafe names (absolute, ``..``) are rejected.
+    One pass over the headers; nothing is held in memory. Members of a plain tar are byte
+    spans that workers read directly; members of a compressed tar are ``packed_tar`` refs
+    (the listing inflates the stream within ``limits``; :func:`unpack_tar_refs` makes them
+    readable). Unsafe names (absolute, ``..``) raise ExtractionError; a member declaring more
+    bytes than the archive holds raises FormatError naming it and the declared size.
     """
     refs: dict[str, ImageRef] = {}
     plain = _is_plain_tar(archive)
     try:
-        with tarfile.open(archive, "r:" if plain else "r:*") as tar:
-            for member in tar:
-                if not member.isfile() or not member.name.startswith(prefix):
+        with (open(archive, "rb") if plain else open_maybe_compressed(archive, limits=limits)
+              ) as fh:
+            for member in TarStream(fh, archive, seek=plain):
+                if not member.name.startswith(prefix):
                     continue
-                _check_member_name(archive, member.name)
-                if plain:
-                    refs[member.name] = ImageRef(member.name, str(archive), member.offset_data,
-                                                 member.size)
-                else:
-                    fh = tar.extractfile(member)
-                    refs[member.name] = ImageRef(member.name, data=fh.read() if fh else b"")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+                safe_member_path(archive, member.name)
+                name = display_name(member.name)
+                refs[name] = ImageRef(name, str(archive), member.offset_data, member.size) \
+                    if plain else ImageRef(name, str(archive), size=member.size,
+                                           member=member.name, packed_tar=True)
+    except STREAM_ERRORS as exc:
         raise FormatError(archive, -1, f"corrupt tar archive: {exc}") from exc
     return refs
+
+
+def unpack_tar_refs(refs: Sequence[ImageRef], scratch: Path,
+                    limits: ExtractLimits | None = None) -> list[ImageRef]:
+    """``refs`` with every ``packed_tar`` member made readable: each compressed tar is
+    decompressed once (within ``limits``) into a plain tar in the folder ``scratch``, whose
+    members are byte spans. The caller removes ``scratch``."""
+    archives = sorted({r.path for r in refs if r.packed_tar})
+    spans: dict[tuple[str, str], ImageRef] = {}
+    for k, archive in enumerate(archives):
+        plain = decompress_file(Path(archive), scratch / f"{k}.tar", limits=limits)
+        with open(plain, "rb") as fh:
+            for member in TarStream(fh, archive, seek=True):
+                spans[(archive, member.name)] = ImageRef(
+                    display_name(member.name), str(plain), member.offset_data, member.size)
+    out = []
+    for r in refs:
+        if r.packed_tar:
+            span = spans.get((r.path, r.member))
+            r = ImageRef(r.name, span.path, span.offset, span.size) if span else ImageRef(
+                r.name, missing=f"not found when {Path(r.path).name} was unpacked")
+        out.append(r)
+    return out
 
 
 def _is_plain_tar(path: Path) -> bool:
@@ -291,24 +372,21 @@ def _is_plain_tar(path: Path) -> bool:
     return len(head) == 512 and sniff_compression(head) is None
 
 
-def _check_member_name(archive: Path, name: str) -> None:
-    parts = name.replace("\\", "/").split("/")
-    if name.startswith(("/", "\\")) or ".." in parts:
-        from ..errors import ExtractionError
-
-        raise ExtractionError(f"{archive}: unsafe member name {name!r}")
-
-
 def zip_refs(archive: Path) -> dict[str, ImageRef]:
-    """Map member name -> ImageRef for the files of a zip archive."""
+    """Map member name -> ImageRef for the regular files of a zip archive (links, devices and
+    folders are left out); unsafe names (absolute, ``..``) raise ExtractionError."""
     try:
         with zipfile.ZipFile(archive) as zf:
-            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+            infos = [i for i in zf.infolist() if not i.is_dir()
+                     and stat.S_IFMT(i.external_attr >> 16) in (0, stat.S_IFREG)]
     except (zipfile.BadZipFile, OSError) as exc:
         raise FormatError(archive, -1, f"corrupt zip archive: {exc}") from exc
-    for n in names:
-        _check_member_name(archive, n)
-    return {n: ImageRef(n, str(archive), member=n) for n in names}
+    refs = {}
+    for info in infos:
+        safe_member_path(archive, info.filename)
+        name = display_name(info.filename)
+        refs[name] = ImageRef(name, str(archive), member=info.filename)
+    return refs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +425,8 @@ def _decode_job(job: DecodeJob, spec: ImageSpec, mask_spec: ImageSpec | None,
         return DecodeResult(image, mask, content_hash=digest)
     except FormatError as exc:
         return DecodeResult(None, error=exc.what)
+    except ExtractionError as exc:
+        return DecodeResult(None, error=str(exc))
     except OSError as exc:
         return DecodeResult(None, error=f"cannot read: {exc.strerror or exc}")
 

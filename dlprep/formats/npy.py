@@ -1,24 +1,26 @@
 """NumPy ``.npy`` files, read with a checked header and never with pickle.
 
-The header (magic ``\\x93NUMPY``, version, a Python-literal dict with ``descr``, ``fortran_order``
-and ``shape``) is parsed with ``ast.literal_eval`` and refused unless ``descr`` is a plain
-numeric dtype: object arrays (which need pickle) and structured dtypes are rejected. Rows are
-read after the header with a seek, so taking the first N rows of a 100 MB file reads N rows.
+The header is read by :mod:`numpy.lib.format` (``read_magic``, ``read_array_header_1_0`` /
+``_2_0``: a literal dict, never code) and refused unless the dtype is a plain numeric one:
+object arrays (which need pickle) and structured dtypes are rejected, as ``np.load`` does with
+``allow_pickle=False``. Rows are read after the header with a seek, so taking the first N rows
+of a 100 MB file reads N rows.
 """
 
 from __future__ import annotations
 
-import ast
-import struct
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from ..errors import FormatError
 
-MAGIC = b"\x93NUMPY"
 _ALLOWED_KINDS = "biuf"  # bool, signed, unsigned, float
+_HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0,
+                   (2, 0): npy_format.read_array_header_2_0}
 
 
 @dataclass(frozen=True)
@@ -38,52 +40,26 @@ class NpyHeader:
 def read_npy_header(path: Path) -> NpyHeader:
     """Parse and check the header of ``path``; FormatError (file, offset) when it is not safe."""
     with open(path, "rb") as fh:
-        head = fh.read(10)
-        if len(head) < 10 or not head.startswith(MAGIC):
-            raise FormatError(path, 0, "not a .npy file (magic \\x93NUMPY missing)")
-        major = head[6]
-        if major == 1:
-            (hlen,) = struct.unpack("<H", head[8:10])
-            start = 10
-        elif major in (2, 3):
-            fh.seek(8)
-            raw = fh.read(4)
-            if len(raw) < 4:
-                raise FormatError(path, 8, "truncated .npy header length")
-            (hlen,) = struct.unpack("<I", raw)
-            start = 12
-        else:
-            raise FormatError(path, 6, f"unsupported .npy version {major}.{head[7]}")
-        if hlen > 1 << 20:
-            raise FormatError(path, start, f"implausible .npy header length {hlen}")
-        fh.seek(start)
-        text_bytes = fh.read(hlen)
-    if len(text_bytes) < hlen:
-        raise FormatError(path, start, "truncated .npy header")
-    try:
-        text = text_bytes.decode("utf-8" if major == 3 else "latin1")
-        meta = ast.literal_eval(text)
-    except (ValueError, SyntaxError, UnicodeDecodeError) as exc:
-        raise FormatError(path, start, f"unreadable .npy header dict: {exc}") from exc
-    if not isinstance(meta, dict) or set(meta) != {"descr", "fortran_order", "shape"}:
-        raise FormatError(path, start, "the .npy header must hold exactly descr, fortran_order, "
-                                       "shape")
-    descr, shape, fortran = meta["descr"], meta["shape"], meta["fortran_order"]
-    if not isinstance(descr, str):
-        raise FormatError(path, start, f"structured dtype {descr!r} refused (plain numeric only)")
-    try:
-        dtype = np.dtype(descr)
-    except TypeError as exc:
-        raise FormatError(path, start, f"unknown dtype {descr!r}") from exc
+        try:
+            version = npy_format.read_magic(fh)
+        except ValueError as exc:
+            raise FormatError(path, 0, f"not a .npy file (magic \\x93NUMPY missing: {exc})") \
+                from None
+        reader = _HEADER_READERS.get(version)
+        if reader is None:  # 3.0 only adds UTF-8 names of structured fields: refused anyway
+            raise FormatError(path, 6, f"unsupported .npy version {version[0]}.{version[1]}")
+        try:
+            shape, fortran, dtype = reader(fh)
+        except (ValueError, SyntaxError, TypeError, EOFError) as exc:
+            raise FormatError(path, 8, f"unreadable .npy header dict: {exc}") from None
+        data_offset = fh.tell()
+    if dtype.names is not None or dtype.subdtype is not None:
+        raise FormatError(path, 8, f"structured dtype {dtype.descr!r} refused (plain numeric only)")
     if dtype.hasobject or dtype.kind not in _ALLOWED_KINDS:
-        raise FormatError(path, start, f"dtype {descr!r} refused: object/pickled .npy data is "
-                                       f"never loaded (plain numeric dtypes only)")
-    if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise FormatError(path, start, f"bad shape {shape!r}")
-    if not isinstance(fortran, bool):
-        raise FormatError(path, start, f"bad fortran_order {fortran!r}")
-    header = NpyHeader(dtype, shape, fortran, start + hlen)
-    need = header.data_offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        raise FormatError(path, 8, f"dtype {dtype.str!r} refused: object/pickled .npy data is "
+                                   f"never loaded (plain numeric dtypes only)")
+    header = NpyHeader(dtype, tuple(shape), bool(fortran), data_offset)
+    need = header.data_offset + math.prod(header.shape) * dtype.itemsize
     actual = path.stat().st_size
     if actual < need:
         raise FormatError(path, actual, f"truncated .npy data: {actual:,} bytes, header "

@@ -9,12 +9,15 @@ offset in the uncompressed stream.
 
 from __future__ import annotations
 
+import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import FormatError
+from ..limits import ExtractLimits
 
 BLOCK = 512
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
@@ -56,12 +59,16 @@ class TarStream:
     """Iterate regular members of the tar read from ``fh``; for each yielded member the caller
     may call :meth:`read_into` once (whatever it does not read is skipped)."""
 
-    def __init__(self, fh: BinaryIO, source: object, *, seek: bool = False) -> None:
+    def __init__(self, fh: BinaryIO, source: object, *, seek: bool = False,
+                 size: int | None = None) -> None:
         """``seek=True`` (a seekable plain file) skips member data by seeking: fast for
-        listing, but a member cut short by the end of the file goes unnoticed."""
+        listing, but a member cut short by the end of the file goes unnoticed. ``size``: the
+        archive's length when known (a plain file; implied by ``seek``): a member declaring
+        more than is left is refused at its header, naming it and its declared size."""
         self.fh = fh
         self.seek = seek
         self.source = source
+        self.end = os.fstat(fh.fileno()).st_size if seek and size is None else size
         self.pos = 0
         self._left = 0  # unread data bytes of the current member, then its padding
         self._current: StreamMember | None = None
@@ -71,7 +78,7 @@ class TarStream:
         self.pos += len(data)
         return data
 
-    def _skip(self, n: int) -> None:
+    def _skip(self, n: int, member: str = "") -> None:
         if self.seek and n > 0:
             self.fh.seek(n, 1)
             self.pos += n
@@ -79,8 +86,16 @@ class TarStream:
         while n > 0:
             got = len(self._read(min(n, _SKIP_CHUNK)))
             if not got:
-                raise FormatError(self.source, self.pos, "tar archive truncated inside a member")
+                what = f"member {member}" if member else "a member"
+                raise FormatError(self.source, self.pos, f"tar archive truncated inside {what}")
             n -= got
+
+    def _check_declared(self, name: str, size: int, start: int) -> None:
+        """A member's declared size must fit in what is left of a plain archive."""
+        if self.end is not None and self.pos + size > self.end:
+            raise FormatError(self.source, start, f"member {name} declares {size:,} bytes, but "
+                                                  f"only {self.end - self.pos:,} are left in "
+                                                  f"the archive")
 
     def _exact(self, n: int, what: str) -> bytes:
         data = self._read(n)
@@ -120,6 +135,7 @@ class TarStream:
             except tarfile.HeaderError as exc:
                 raise FormatError(self.source, start, f"bad tar header: {exc}") from exc
             size = info.size
+            self._check_declared(info.name, size, start)
             if info.type == tarfile.GNUTYPE_LONGNAME:
                 data = self._exact(size + _pad(size), "a long-name record")
                 long_name = data[:size].rstrip(b"\0").decode("utf-8", "surrogateescape")
@@ -143,12 +159,39 @@ class TarStream:
                 except ValueError as exc:
                     raise FormatError(self.source, start, "bad pax size") from exc
             long_name, pax = None, {}
+            self._check_declared(name, size, start)
             if info.type in _REGULAR:
                 member = StreamMember(name, size, self.pos)
                 self._current, self._left = member, size
                 yield member
                 self._current = None
-                self._skip(self._left + _pad(size))
+                self._skip(self._left + _pad(size), name)
                 self._left = 0
             elif info.type not in tarfile.SUPPORTED_TYPES:
-                self._skip(size + _pad(size))  # unknown types carry data, like tarfile assumes
+                self._skip(size + _pad(size), name)  # unknown types carry data, like tarfile
+
+
+def read_members(archive: Path, wanted: Collection[str], max_member_bytes: int = 64 << 20,
+                 limits: ExtractLimits | None = None) -> dict[str, bytes]:
+    """The bytes of the ``wanted`` regular members of a (possibly compressed) tar, in one
+    bounded pass: a wanted member over ``max_member_bytes`` is refused unread, and the stream
+    is held to ``limits``. Members not found are simply absent from the result."""
+    from .compressed import STREAM_ERRORS, open_maybe_compressed
+
+    found: dict[str, bytes] = {}
+    try:
+        with open_maybe_compressed(archive, limits=limits) as fh:
+            stream = TarStream(fh, archive)
+            for member in stream:
+                if member.name not in wanted:
+                    continue
+                if member.size > max_member_bytes:
+                    raise FormatError(archive, member.offset_data,
+                                      f"member {member.name} declares {member.size:,} bytes "
+                                      f"(over {max_member_bytes:,}); refusing to read it")
+                buf = bytearray(member.size)
+                stream.read_into(memoryview(buf))
+                found[member.name] = bytes(buf)
+    except STREAM_ERRORS as exc:
+        raise FormatError(archive, -1, f"corrupt archive: {exc}") from exc
+    return found

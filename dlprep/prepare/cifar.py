@@ -15,7 +15,7 @@ import numpy as np
 from ..background import Prefetch
 from ..errors import FormatError, RecipeError
 from ..formats.cifar import PIXELS, decode_cifar_member
-from ..formats.compressed import DECOMPRESS_ERRORS, is_compressed, open_maybe_compressed
+from ..formats.compressed import STREAM_ERRORS, is_compressed, open_maybe_compressed
 from ..formats.tarstream import TarStream
 from ..store import ImageTensorWriter
 from .core import PrepareContext
@@ -35,8 +35,9 @@ def _wanted_members(archive: Path, wanted: set[str], free: collections.deque[np.
     the consumer learns the layout while still decoding earlier members). Data goes into
     buffers taken from ``free`` (the consumer recycles them) when one is big enough."""
     try:
+        plain = not is_compressed(archive)
         with open_maybe_compressed(archive) as fh:
-            stream = TarStream(fh, archive)
+            stream = TarStream(fh, archive, size=archive.stat().st_size if plain else None)
             for member in stream:
                 if member.name not in wanted:
                     continue
@@ -53,7 +54,7 @@ def _wanted_members(archive: Path, wanted: set[str], free: collections.deque[np.
                     buf = np.empty(member.size, np.uint8)
                 stream.read_into(memoryview(buf))
                 yield member.name, buf
-    except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
+    except STREAM_ERRORS as exc:
         raise FormatError(archive, -1, f"corrupt archive: {exc}") from exc
 
 
@@ -73,115 +74,141 @@ def _member_sizes(archive: Path, wanted: set[str]) -> dict[str, int] | None:
     return sizes
 
 
-def build(ctx: PrepareContext, out: Path) -> None:
-    recipe = ctx.recipe
-    cifar100 = recipe.parser == "cifar100-bin"
-    label_bytes, limits = (2, (20, 100)) if cifar100 else (1, (10,))
-    rec = label_bytes + PIXELS
-    name_keys = ("classes_member", "coarse_classes_member")
-    split_members = {k: v for k, v in recipe.splits.items() if k not in name_keys}
-    if not split_members or not all(isinstance(v, list) for v in split_members.values()):
-        raise RecipeError(f"{recipe.path}: splits: expected <split> = [member, ...] lists")
-    (archive,) = ctx.files.values()
-    texts = {recipe.splits[k] for k in name_keys if k in recipe.splits}
-    image_members = {m for members in split_members.values() for m in members}
-    wanted = image_members | texts
-    column = 1 if cifar100 and ctx.options["label"] == "fine" else 0
-    # member sizes: a plain tar is listed up front; a compressed one fills this in as the
-    # reader meets the headers (so the layout is known before earlier members are decoded)
-    sizes: dict[str, int] = _member_sizes(archive, image_members) or {}
-    raw_text: dict[str, bytes] = {}
-    held: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
-    labels_of: dict[str, np.ndarray] = {}
-    writer: ImageTensorWriter | None = None
-    places: dict[str, list[tuple[str, int]]] = {}
-    splits: dict[str, np.ndarray] = {}
+class _CifarBuild:
+    """One CIFAR preparation: members arrive from the reader in archive order, are decoded,
+    and are written to their rows as soon as the row layout is known (every image member's
+    size: up front for a plain tar, while streaming for a compressed one)."""
 
-    def open_writer() -> ImageTensorWriter:
-        """All image members' sizes are known: lay out the rows in recipe order."""
-        pos = 0
-        for split, members in split_members.items():
-            start = pos
-            for m in members:
-                places.setdefault(m, []).append((split, pos))
-                pos += sizes[m] // rec
-            splits[split] = np.arange(start, pos, dtype=np.int64)
-        return ImageTensorWriter(out, pos, (32, 32, 3))
+    def __init__(self, ctx: PrepareContext, out: Path) -> None:
+        recipe = ctx.recipe
+        self.out = out
+        self.cifar100 = recipe.parser == "cifar100-bin"
+        self.label_bytes, self.limits = (2, (20, 100)) if self.cifar100 else (1, (10,))
+        name_keys = ("classes_member", "coarse_classes_member")
+        self.split_members = {k: v for k, v in recipe.splits.items() if k not in name_keys}
+        if not self.split_members or not all(isinstance(v, list)
+                                             for v in self.split_members.values()):
+            raise RecipeError(f"{recipe.path}: splits: expected <split> = [member, ...] lists")
+        if len(ctx.files) != 1:
+            raise RecipeError(f"{recipe.path}: files: a {recipe.parser} recipe takes exactly one "
+                              f"archive (the binary tarball), got {len(ctx.files)}: "
+                              f"{', '.join(ctx.files) or 'none'}")
+        (self.archive,) = ctx.files.values()
+        self.texts = {recipe.splits[k] for k in name_keys if k in recipe.splits}
+        self.image_members = {m for members in self.split_members.values() for m in members}
+        self.column = 1 if self.cifar100 and ctx.options["label"] == "fine" else 0
+        self.train = set(self.split_members.get("train", ()))
+        # member sizes: a plain tar is listed up front; a compressed one fills this in as the
+        # reader meets the headers (so the layout is known before earlier members are decoded)
+        self.sizes: dict[str, int] = _member_sizes(self.archive, self.image_members) or {}
+        self.raw_text: dict[str, bytes] = {}
+        self.decoded: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}  # not yet written
+        self.labels_of: dict[str, np.ndarray] = {}
+        self.writer: ImageTensorWriter | None = None
+        self.rows: dict[str, list[tuple[str, int]]] = {}  # member -> (split, first row)
+        self.splits: dict[str, np.ndarray] = {}
+        self.written: collections.deque[tuple[Any, np.ndarray]] = collections.deque()
+        self.free: collections.deque[np.ndarray] = collections.deque()
 
-    spare: collections.deque[tuple[Any, np.ndarray]] = collections.deque()
+    def open_writer_when_layout_known(self) -> bool:
+        """Once every image member's size is known, lay out the rows in recipe order, open
+        the writer and write the members decoded so far; True when the writer is open."""
+        if self.writer is None and self.image_members <= self.sizes.keys():
+            rec = self.label_bytes + PIXELS
+            pos = 0
+            for split, members in self.split_members.items():
+                start = pos
+                for m in members:
+                    self.rows.setdefault(m, []).append((split, pos))
+                    pos += self.sizes[m] // rec
+                self.splits[split] = np.arange(start, pos, dtype=np.int64)
+            self.writer = ImageTensorWriter(self.out, pos, (32, 32, 3))
+            for name in list(self.decoded):
+                self.write_member(name)
+        return self.writer is not None
 
-    def place(name: str) -> None:
-        images, labels, sums = held.pop(name)
-        assert writer is not None
+    def write_member(self, name: str) -> None:
+        """Queue a decoded member's rows for writing (in the background); its image buffer
+        becomes reusable once written, when no other split needs it."""
+        images, labels, sums = self.decoded.pop(name)
+        assert self.writer is not None
         job = None
-        for split, start in places[name]:
-            job = writer.write_at(start, images, labels[:, column], split=split,
-                                  sums=sums if split == "train" else None, background=True)
-        if len(places[name]) == 1 and job is not None:
-            # reusable once written (train rows come with their sums, so no statistics job
-            # still reads them)
-            spare.append((job, images))
+        for split, start in self.rows[name]:
+            job = self.writer.write_at(start, images, labels[:, self.column], split=split,
+                                       sums=sums if split == "train" else None, background=True)
+        if len(self.rows[name]) == 1 and job is not None:
+            # train rows come with their sums, so no statistics job still reads them
+            self.written.append((job, images))
 
-    def spare_output() -> np.ndarray | None:
+    def reusable_output(self) -> np.ndarray | None:
         """An output buffer whose rows are on disk already (two in flight at most)."""
-        if len(spare) < 2 and not (spare and spare[0][0].done()):
+        if len(self.written) < 2 and not (self.written and self.written[0][0].done()):
             return None
-        job, images = spare.popleft()
+        job, images = self.written.popleft()
         job.result()
         return images
 
-    train = set(split_members.get("train", ()))
-    pool = ThreadPoolExecutor(2)
-    free: collections.deque[np.ndarray] = collections.deque()
-    # the reader inflates ahead (GIL released) while members are decoded; once every image
-    # member's size is known the rows' places are known and writing overlaps too
-    reader = Prefetch(_wanted_members(archive, wanted, free, sizes), depth=8,
-                      name="dlprep-cifar-reader")
+    def take_member(self, name: str, value: np.ndarray, pool: ThreadPoolExecutor | None) -> None:
+        """Keep a class-name text member, or decode an image member (and write it when the
+        layout is known); ``value``'s buffer goes back to the reader."""
+        if name in self.labels_of or name in self.raw_text:
+            raise FormatError(self.archive, -1, f"archive holds member {name} twice")
+        if name in self.texts:
+            self.raw_text[name] = bytes(value)
+        if name in self.image_members:
+            images, labels, sums = decode_cifar_member(
+                value, self.label_bytes, f"{self.archive}:{name}", self.limits, pool,
+                with_sums=name in self.train, out=self.reusable_output())
+            self.labels_of[name] = labels
+            self.decoded[name] = (images, labels, sums)
+            if self.open_writer_when_layout_known() and name in self.decoded:
+                self.write_member(name)
+        self.free.append(value.base if isinstance(value.base, np.ndarray) else value)
 
-    def layout_known() -> bool:
-        nonlocal writer
-        if writer is None and image_members <= sizes.keys():
-            writer = open_writer()
-            for done in list(held):
-                place(done)
-        return writer is not None
+    def class_names(self, recipe_splits: dict[str, Any], classes: list[str] | None) -> list[str]:
+        key = "coarse_classes_member" if self.cifar100 and self.column == 0 else "classes_member"
+        if key in recipe_splits:
+            try:
+                text = self.raw_text[recipe_splits[key]].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FormatError(f"{self.archive}:{recipe_splits[key]}", exc.start,
+                                  "class names are not UTF-8 text") from None
+            return [ln.strip() for ln in text.splitlines() if ln.strip()]
+        return list(classes or []) or [str(i) for i in range(self.limits[self.column])]
 
-    try:
-        layout_known()
-        for name, value in reader.items(idle=layout_known):
-            if name in labels_of or name in raw_text:
-                raise FormatError(archive, -1, f"archive holds member {name} twice")
-            if name in texts:
-                raw_text[name] = bytes(value)
-            if name in image_members:
+    def run(self, ctx: PrepareContext) -> None:
+        wanted = self.image_members | self.texts
+        pool = ThreadPoolExecutor(2)
+        # the reader inflates ahead (GIL released) while members are decoded; once every image
+        # member's size is known the rows' places are known and writing overlaps too
+        reader = Prefetch(_wanted_members(self.archive, wanted, self.free, self.sizes), depth=8,
+                          name="dlprep-cifar-reader")
+        try:
+            self.open_writer_when_layout_known()
+            for name, value in reader.items(idle=self.open_writer_when_layout_known):
                 # two threads when input is waiting; one when inflating is the bottleneck,
                 # leaving the other core to the reader
-                images, labels, sums = decode_cifar_member(
-                    value, label_bytes, f"{archive}:{name}", limits,
-                    pool if reader.ready() else None, with_sums=name in train,
-                    out=spare_output())
-                labels_of[name] = labels
-                held[name] = (images, labels, sums)
-                if layout_known() and name in held:
-                    place(name)
-            free.append(value.base if isinstance(value.base, np.ndarray) else value)
-        missing = sorted(wanted - labels_of.keys() - raw_text.keys())
-        if missing:
-            raise FormatError(archive, -1, f"archive lacks member(s): {', '.join(missing)}")
-        assert writer is not None
-        key = "coarse_classes_member" if cifar100 and column == 0 else "classes_member"
-        if key in recipe.splits:
-            text = raw_text[recipe.splits[key]].decode("utf-8")
-            classes = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        else:
-            classes = list(recipe.classes or []) or [str(i) for i in range(limits[column])]
-        meta = None
-        if cifar100:
-            other = [labels_of[m][:, 1 - column] for ms in split_members.values() for m in ms]
-            meta = {("coarse_labels" if column == 1 else "fine_labels"): np.concatenate(other)}
-        writer.finish(splits=splits, classes=classes, meta=meta, **ctx.finish_kwargs())
-    finally:
-        reader.close()
-        pool.shutdown()
-        if writer is not None:
-            writer.close()
+                self.take_member(name, value, pool if reader.ready() else None)
+            missing = sorted(wanted - self.labels_of.keys() - self.raw_text.keys())
+            if missing:
+                raise FormatError(self.archive, -1,
+                                  f"archive lacks member(s): {', '.join(missing)}")
+            assert self.writer is not None
+            meta = None
+            if self.cifar100:
+                other = [self.labels_of[m][:, 1 - self.column]
+                         for ms in self.split_members.values() for m in ms]
+                meta = {("coarse_labels" if self.column == 1 else "fine_labels"):
+                        np.concatenate(other)}
+            self.writer.finish(splits=self.splits,
+                               classes=self.class_names(ctx.recipe.splits, ctx.recipe.classes),
+                               meta=meta, **ctx.finish_kwargs())
+        finally:
+            reader.close()
+            pool.shutdown()
+            if self.writer is not None:
+                self.writer.close()
+
+
+def build(ctx: PrepareContext, out: Path) -> None:
+    _CifarBuild(ctx, out).run(ctx)

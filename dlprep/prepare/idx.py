@@ -45,14 +45,12 @@ def build(ctx: PrepareContext, out: Path) -> None:
         parts = []
         for split, table in recipe.splits.items():
             img_path, lab_path = ctx.files[table["images"]], ctx.files[table["labels"]]
-            labels = read_idx_labels(lab_path, n_classes)
+            # headers first: both declared sizes are checked (limits) before inflating data
             images = stack.enter_context(IdxStream(img_path))
             if len(images.dims) != 3 or images.dtype != np.uint8:
                 raise FormatError(img_path, 0, f"expected uint8 images (N, H, W), got "
                                                f"{images.dtype} {images.dims}")
-            if images.dims[0] != len(labels):
-                raise FormatError(lab_path, 4, f"{len(labels)} labels for {images.dims[0]} "
-                                               f"images in {img_path.name}")
+            labels = read_idx_labels(lab_path, n_classes, count=images.dims[0])
             parts.append((split, images, labels))
         shapes = {p[1].dims[1:] for p in parts}
         if len(shapes) != 1:

@@ -8,14 +8,18 @@ Files that do not decode are skipped and listed in the root attribute ``skipped`
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
+import stat
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +33,13 @@ from ..formats.images import (
     ImageRef,
     ImageSpec,
     decode_many,
+    display_name,
+    file_kind,
     tar_refs,
+    unpack_tar_refs,
     zip_refs,
 )
+from ..limits import ExtractLimits
 from ..store import ImageTensorWriter
 from .core import PrepareContext
 from .params import Param
@@ -106,67 +114,120 @@ class DecodedSet:
 
 def decode_to_writer(out: Path, jobs: Sequence[DecodeJob], labels: np.ndarray, spec: ImageSpec,
                      *, workers: int = 1, dedupe: str = "none", mask_spec: ImageSpec | None = None,
-                     mask_name: str = "trimaps", progress: bool | None = None) -> DecodedSet:
+                     mask_name: str = "trimaps", progress: bool | None = None,
+                     skipped: Sequence[dict[str, str]] = (),
+                     log_each_skip: bool = True) -> DecodedSet:
     """Decode ``jobs`` (in order, ``workers`` processes) and write the good ones to ``out``.
 
-    Results are spooled to a memory-mapped temp file next to ``out`` (the count is known only
-    after decoding), then copied into a contiguous ``images`` dataset; masks, when asked, go to
-    ``mask_name`` uint8 (N, H, W, 1). Output bytes do not depend on ``workers``. ``progress``:
-    a tqdm bar on stderr (None: only when stderr is a terminal).
+    Results are appended to a spool file next to ``out`` (the count is known only after
+    decoding; plain writes, so a full disk is an error, never a SIGBUS), then copied into a
+    contiguous ``images`` dataset; masks, when asked, go to ``mask_name`` uint8 (N, H, W, 1).
+    Output bytes do not depend on ``workers``. ``skipped``: entries already left out by the
+    listing (reported first). ``log_each_skip``: warn per skipped file (off when the caller
+    prints the report itself). ``progress``: a tqdm bar on stderr (None: only on a terminal).
+    The spools are removed whatever happens.
     """
     n = len(jobs)
-    spool_path = out.with_name(out.name + ".spool")
-    mask_path = out.with_name(out.name + ".mask-spool")
-    paths = [spool_path] + ([mask_path] if mask_spec else [])
+    spools: list[_Spool] = []
     try:
-        spool = np.lib.format.open_memmap(spool_path, "w+", np.uint8, (max(n, 1), *spec.shape))
-        masks = np.lib.format.open_memmap(mask_path, "w+", np.uint8, (max(n, 1), *mask_spec.shape)) \
-            if mask_spec else None
+        spools.append(_Spool(out.with_name(out.name + ".spool"), spec.shape))
+        if mask_spec:
+            spools.append(_Spool(out.with_name(out.name + ".mask-spool"), mask_spec.shape))
         kept: list[int] = []
-        skipped: list[dict[str, str]] = []
+        skips: list[dict[str, str]] = list(skipped)
         duplicates: list[dict[str, str]] = []
         seen: dict[str, str] = {}
-        done = 0
         bar = _progress_bar(n, progress)
         results = decode_many(jobs, spec, mask_spec=mask_spec, workers=workers,
                               hash_mode=dedupe, progress=bar.update if bar else None)
         for i, res in enumerate(results):
             name = jobs[i].image.name
             if res.image is None:
-                skipped.append({"name": name, "reason": res.error})
-                log.warning("skipped %s: %s", name, res.error)
+                skips.append({"name": name, "reason": res.error})
+                if log_each_skip:
+                    log.warning("skipped %s: %s", name, res.error)
                 continue
             if dedupe != "none":
                 if res.content_hash in seen:
                     duplicates.append({"name": name, "same_as": seen[res.content_hash]})
                     continue
                 seen[res.content_hash] = name
-            spool[done] = res.image
-            if masks is not None:
-                masks[done] = res.mask
+            spools[0].append(res.image)
+            if mask_spec:
+                spools[1].append(res.mask)
             kept.append(i)
-            done += 1
         if bar:
             bar.close()
-        if skipped:
+        done = len(kept)
+        if skips:
             log.warning("skipped %d of %d images (listed in the 'skipped' attribute of the "
-                        "prepared file)", len(skipped), n)
+                        "prepared file)", len(skips), n + len(skipped))
         if not done:
-            raise DlprepError(f"no image could be decoded ({len(skipped)} skipped"
-                              + (f", e.g. {skipped[0]['name']}: {skipped[0]['reason']}"
-                                 if skipped else "") + ")")
+            raise DlprepError(f"no image could be decoded ({len(skips)} skipped"
+                              + (f", e.g. {skips[0]['name']}: {skips[0]['reason']}"
+                                 if skips else "") + ")")
         keep = np.asarray(kept, np.int64)
         writer = ImageTensorWriter(out, done, spec.shape)
         try:
-            _copy_spools(writer, spool, masks, keep, np.asarray(labels, np.int64), mask_name)
+            _copy_spools(writer, spools, keep, np.asarray(labels, np.int64), mask_name)
         except BaseException:
             writer.close()
             raise
-        del spool, masks
-        return DecodedSet(writer, keep, skipped, duplicates)
+        return DecodedSet(writer, keep, skips, duplicates)
     finally:
-        for p in paths:
-            p.unlink(missing_ok=True)
+        for spool in spools:
+            spool.remove()
+
+
+class _Spool:
+    """Fixed-shape uint8 arrays appended to a file with plain writes (a full disk raises a
+    clear DlprepError instead of the SIGBUS a shared memory map gets) and read back by
+    block with ``pread``."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        self.path = path
+        self.item = int(np.prod(shape))
+        self.shape = shape
+        self.count = 0
+        self.fh = open(path, "wb")
+
+    def append(self, arr: np.ndarray) -> None:
+        try:
+            self.fh.write(np.ascontiguousarray(arr, np.uint8).data)
+        except OSError as exc:
+            raise _disk_error(exc, self.path) from None
+        self.count += 1
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Items ``start .. stop`` as uint8 ``(stop - start, *shape)``."""
+        if not self.fh.closed:
+            try:
+                self.fh.close()  # flushes the last writes
+            except OSError as exc:
+                raise _disk_error(exc, self.path) from None
+        buf = np.empty((stop - start) * self.item, np.uint8)
+        with open(self.path, "rb") as fh:
+            got = os.preadv(fh.fileno(), [memoryview(buf)], start * self.item)
+        if got != len(buf):
+            raise DlprepError(f"{self.path}: spool file shorter than written "
+                              f"({got:,} of {len(buf):,} bytes)")
+        return buf.reshape(stop - start, *self.shape)
+
+    def remove(self) -> None:
+        try:
+            self.fh.close()
+        except OSError:
+            pass
+        self.path.unlink(missing_ok=True)
+
+
+def _disk_error(exc: OSError, path: Path) -> DlprepError | OSError:
+    """A full disk or quota as one clear line naming the folder; other errors unchanged."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DlprepError(f"{path.parent}: no space left on the device while writing decoded "
+                           f"images ({exc.strerror}); free some space or use another "
+                           f"--cache-dir")
+    return exc
 
 
 def _progress_bar(total: int, progress: bool | None):  # type: ignore[no-untyped-def]
@@ -177,19 +238,20 @@ def _progress_bar(total: int, progress: bool | None):  # type: ignore[no-untyped
     return tqdm(total=total, unit="img", desc="decode", file=sys.stderr, leave=False)
 
 
-def _copy_spools(writer: ImageTensorWriter, spool: np.ndarray, masks: np.ndarray | None,
-                 keep: np.ndarray, labels: np.ndarray, mask_name: str) -> None:
-    """Copy the first ``len(keep)`` spooled images (and masks) into the writer, 64 MB at a time."""
+def _copy_spools(writer: ImageTensorWriter, spools: list[_Spool], keep: np.ndarray,
+                 labels: np.ndarray, mask_name: str) -> None:
+    """Copy the spooled images (and masks) into the writer, 64 MB at a time."""
     done = len(keep)
-    block = max(1, (64 << 20) // int(np.prod(spool.shape[1:])))
+    block = max(1, (64 << 20) // spools[0].item)
     for start in range(0, done, block):
         stop = min(done, start + block)
-        writer.write(np.ascontiguousarray(spool[start:stop]), labels[keep[start:stop]])
-    if masks is not None:
-        dset = writer.f.create_dataset(mask_name, shape=(done, *masks.shape[1:]), dtype=np.uint8)
+        writer.write(spools[0].read(start, stop), labels[keep[start:stop]])
+    if len(spools) > 1:
+        masks = spools[1]
+        dset = writer.f.create_dataset(mask_name, shape=(done, *masks.shape), dtype=np.uint8)
         for start in range(0, done, block):
             stop = min(done, start + block)
-            dset[start:stop] = masks[start:stop]
+            dset[start:stop] = masks.read(start, stop)
         for k, label in enumerate(("batch", "height", "width", "channel")):
             dset.dims[k].label = label
 
@@ -213,62 +275,108 @@ def _strip_common_root(names: list[str]) -> int:
     return depth
 
 
-def _tree_samples(refs: dict[str, ImageRef], where: str) -> tuple[list[ImageRef], list[str]]:
+@dataclass
+class ImageListing:
+    """What a source holds: samples with their label names, and entries that are not read
+    (``skipped``: ``{"name", "reason"}``, reported like undecodable files)."""
+
+    samples: list[ImageRef]
+    label_names: list[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _tree_listing(refs: dict[str, ImageRef], where: str,
+                  skipped: list[dict[str, str]] | None = None) -> ImageListing:
     names = sorted(n for n in refs if _is_image_name(n))
     depth = _strip_common_root(names)
-    samples, labels = [], []
+    listing = ImageListing([], [], skipped or [])
     for name in names:
         parts = name.split("/")[depth:]
         if len(parts) < 2:
             log.warning("%s: %s is not inside a class folder; ignored", where, name)
             continue
-        samples.append(refs[name])
-        labels.append(parts[0])
-    return samples, labels
+        listing.samples.append(refs[name])
+        listing.label_names.append(parts[0])
+    return listing
 
 
-def _folder_refs(root: Path) -> dict[str, ImageRef]:
-    refs = {}
+LINKED_FOLDER = ("a link to a folder: not followed (links may loop or leave the tree); "
+                 "copy the folder in, or import it on its own")
+
+
+def _folder_refs(root: Path) -> tuple[dict[str, ImageRef], list[dict[str, str]]]:
+    """Regular files under ``root`` (links to regular files included), by display name, and
+    the entries that are not read: FIFOs, devices, sockets, broken links, links to folders.
+    Hidden entries (``.name``) are ignored."""
+    refs: dict[str, ImageRef] = {}
+    skipped: list[dict[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fn in filenames:
-            full = Path(dirpath) / fn
-            rel = full.relative_to(root).as_posix()
-            refs[rel] = ImageRef(rel, str(full))
-    return refs
-
-
-def _csv_samples(path: Path) -> tuple[list[ImageRef], list[str]]:
-    base = path.parent
-    samples, labels = [], []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        for lineno, row in enumerate(csv.reader(fh), 1):
-            if not row or not "".join(row).strip():
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
                 continue
-            if len(row) < 2:
-                raise FormatError(path, -1, f"line {lineno}: expected path,label")
-            rel, label = row[0].strip(), row[1].strip()
-            if lineno == 1 and rel.lower() in {"path", "file", "filename", "image"}:
-                continue  # header row
-            full = (base / rel) if not Path(rel).is_absolute() else Path(rel)
-            samples.append(ImageRef(rel, str(full)))
-            labels.append(label)
-    return samples, labels
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                skipped.append({"name": display_name(os.path.relpath(full, root)),
+                                "reason": LINKED_FOLDER})
+            else:
+                keep.append(d)
+        dirnames[:] = keep
+        for fn in sorted(filenames):
+            if fn.startswith("."):
+                continue
+            full = os.path.join(dirpath, fn)
+            rel = display_name(Path(os.path.relpath(full, root)).as_posix())
+            try:
+                mode = os.stat(full).st_mode  # follows links: a link counts as its target
+            except OSError as exc:
+                why = "a broken link" if os.path.islink(full) else f"unreadable ({exc.strerror})"
+                skipped.append({"name": rel, "reason": why})
+                continue
+            if stat.S_ISREG(mode):
+                refs[rel] = ImageRef(rel, full)
+            else:
+                skipped.append({"name": rel, "reason": f"{file_kind(mode)}, not a regular "
+                                                       f"file; not read"})
+    return refs, skipped
 
 
-def list_image_source(source: Path) -> tuple[list[ImageRef], list[str]]:
+def _csv_listing(path: Path) -> ImageListing:
+    base = path.parent
+    listing = ImageListing([], [])
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, exc.start, "not UTF-8 text") from None
+    for lineno, row in enumerate(rows, 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise FormatError(path, -1, f"line {lineno}: expected path,label")
+        rel, label = row[0].strip(), row[1].strip()
+        if lineno == 1 and rel.lower() in {"path", "file", "filename", "image"}:
+            continue  # header row
+        full = (base / rel) if not Path(rel).is_absolute() else Path(rel)
+        listing.samples.append(ImageRef(rel, str(full)))
+        listing.label_names.append(label)
+    return listing
+
+
+def list_image_source(source: Path, limits: ExtractLimits | None = None) -> ImageListing:
     """Samples and their label names from a folder, a CSV, or a tar/zip of a class tree."""
     if source.is_dir():
-        return _tree_samples(_folder_refs(source), str(source))
+        refs, skipped = _folder_refs(source)
+        return _tree_listing(refs, str(source), skipped)
     if not source.is_file():
         raise DlprepError(f"{source}: no such folder or file")
     name = source.name.lower()
     if name.endswith(".csv"):
-        return _csv_samples(source)
+        return _csv_listing(source)
     if zipfile.is_zipfile(source):
-        return _tree_samples(zip_refs(source), str(source))
+        return _tree_listing(zip_refs(source), str(source))
     if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
-        return _tree_samples(tar_refs(source), str(source))
+        return _tree_listing(tar_refs(source, limits=limits), str(source))
     raise DlprepError(f"{source}: expected a folder, a .csv, a tar or a zip")
 
 
@@ -291,39 +399,53 @@ def _fingerprint(source: Path, samples: list[ImageRef]) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class ImageListing:
-    """What ``collect`` found: the samples and their class names, in order."""
-
-    samples: list[ImageRef]
-    label_names: list[str]
-
-
 def collect(ctx: PrepareContext) -> ImageListing:
     if not ctx.options.get("source"):
         raise DlprepError("import-images: no source folder/CSV/archive given")
     source = Path(ctx.options["source"]).expanduser().resolve()
     ctx.options["source"] = str(source)
-    samples, names = list_image_source(source)
-    if not samples:
+    listing = list_image_source(source)
+    if not listing.samples:
         raise DlprepError(f"{source}: no images found (expected one sub-folder per class, or a "
                           f"CSV of path,label)")
-    digest = _fingerprint(source, samples)
+    digest = _fingerprint(source, listing.samples)
     ctx.inputs["listing"] = digest
     ctx.sources.append({"name": source.name, "url": source.as_uri(), "sha256": digest})
-    return ImageListing(samples, names)
+    return listing
+
+
+@contextlib.contextmanager
+def readable_samples(samples: list[ImageRef], out: Path) -> Iterator[list[ImageRef]]:
+    """``samples`` that worker processes can read: members of a compressed tar are unpacked
+    once (within the decompression limits) into a scratch folder next to ``out``, removed on
+    exit whatever happens."""
+    if not any(s.packed_tar for s in samples):
+        yield samples
+        return
+    scratch = out.with_name(out.name + ".unpacked")
+    scratch.mkdir()
+    try:
+        try:
+            refs = unpack_tar_refs(samples, scratch)
+        except OSError as exc:
+            raise _disk_error(exc, scratch) from None
+        yield refs
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def build(ctx: PrepareContext, out: Path) -> None:
     listing = ctx.collected_as(ImageListing)
-    samples, names = listing.samples, listing.label_names
-    classes = sorted(set(names))
+    classes = sorted(set(listing.label_names))
     index = {c: i for i, c in enumerate(classes)}
-    labels = np.array([index[n] for n in names], np.int64)
+    labels = np.array([index[n] for n in listing.label_names], np.int64)
     spec = image_spec(ctx.options)
-    result = decode_to_writer(out, [DecodeJob(s) for s in samples], labels, spec,
-                              workers=ctx.workers,
-                              dedupe=ctx.options["dedupe"], progress=ctx.progress)
+    with readable_samples(listing.samples, out) as samples:
+        # import-images prints the skip report itself: no warning per file here
+        result = decode_to_writer(out, [DecodeJob(s) for s in samples], labels, spec,
+                                  workers=ctx.workers, dedupe=ctx.options["dedupe"],
+                                  progress=ctx.progress, skipped=listing.skipped,
+                                  log_each_skip=False)
     try:
         kept_labels = labels[result.kept]
         splits = stratified_split(kept_labels, {"test": ctx.options["test_fraction"]},

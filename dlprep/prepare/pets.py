@@ -10,7 +10,6 @@ and anything undecodable is skipped and listed in the ``skipped`` attribute.
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,9 @@ from PIL import Image
 
 from ..errors import FormatError
 from ..formats.images import DecodeJob, ImageRef, ImageSpec, tar_refs
+from ..formats.tarstream import read_members
 from .core import PrepareContext
-from .images import IMAGE_PARAMS, RUNTIME_OPTIONS, decode_to_writer, image_spec
+from .images import IMAGE_PARAMS, RUNTIME_OPTIONS, decode_to_writer, image_spec, readable_samples
 from .params import Param
 
 __all__ = ["PARAMS", "RUNTIME_OPTIONS", "build", "read_split_file"]
@@ -63,19 +63,14 @@ def read_split_file(text: str, where: str) -> list[tuple[str, int, int]]:
 
 
 def _read_text_members(archive: Path, wanted: list[str]) -> dict[str, str]:
-    found = {}
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                if member.name in wanted and member.isfile():
-                    fh = tar.extractfile(member)
-                    found[member.name] = fh.read().decode("utf-8") if fh else ""
-    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
-        raise FormatError(archive, -1, f"corrupt annotations archive: {exc}") from exc
+    found = read_members(archive, wanted)
     missing = [w for w in wanted if w not in found]
     if missing:
         raise FormatError(archive, -1, f"archive lacks {', '.join(missing)}")
-    return found
+    try:
+        return {name: data.decode("utf-8") for name, data in found.items()}
+    except UnicodeDecodeError as exc:
+        raise FormatError(archive, -1, f"split file is not UTF-8 text: {exc}") from None
 
 
 def build(ctx: PrepareContext, out: Path) -> None:
@@ -110,9 +105,15 @@ def build(ctx: PrepareContext, out: Path) -> None:
                           resample=Image.Resampling.NEAREST, keep_values=True) if trimaps else None
     use_species = ctx.options["label"] == "species"
     labels, other = (species, breed) if use_species else (breed, species)
-    result = decode_to_writer(out, jobs, labels, spec, workers=ctx.workers,
-                              dedupe=ctx.options["dedupe"], mask_spec=mask_spec,
-                              progress=ctx.progress)
+    images = [j.image for j in jobs]
+    masks = [j.mask for j in jobs if j.mask is not None]
+    # a gzipped tar is unpacked once into a scratch plain tar (bounded), then read by spans
+    with readable_samples(images + masks, out) as readable:
+        jobs = [DecodeJob(img, readable[len(images) + k] if trimaps else None)
+                for k, img in enumerate(readable[:len(images)])]
+        result = decode_to_writer(out, jobs, labels, spec, workers=ctx.workers,
+                                  dedupe=ctx.options["dedupe"], mask_spec=mask_spec,
+                                  progress=ctx.progress)
     try:
         kept = result.kept
         kept_split = np.asarray(split_of)[kept]
