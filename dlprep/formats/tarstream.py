@@ -68,7 +68,11 @@ class TarStream:
         self.fh = fh
         self.seek = seek
         self.source = source
-        self.end = os.fstat(fh.fileno()).st_size if seek and size is None else size
+        self.end = size
+        if seek and size is None:  # a seekable input's length, from where it is now
+            here = fh.tell()
+            self.end = fh.seek(0, os.SEEK_END) - here
+            fh.seek(here)
         self.pos = 0
         self._left = 0  # unread data bytes of the current member, then its padding
         self._current: StreamMember | None = None
