@@ -1,7 +1,8 @@
 """Cache root resolution and layout.
 
-Root: ``--cache-dir`` > ``$DLPREP_CACHE`` > ``./cache`` when it holds the marker file
-``.dlprep-cache`` > the user cache dir (``$XDG_CACHE_HOME/dlprep`` or ``~/.cache/dlprep``).
+Root, one rule wherever dlprep runs: ``--cache-dir`` > ``$DLPREP_CACHE`` > the user cache dir
+(``$XDG_CACHE_HOME/dlprep`` or ``~/.cache/dlprep``). The working directory never matters, so a
+dataset prepared in one folder is found from any other (``dlprep info`` shows the root).
 
 Layout under the root::
 
@@ -30,9 +31,6 @@ def resolve_cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     env = os.environ.get("DLPREP_CACHE")
     if env:
         return Path(env).expanduser().resolve()
-    local = Path.cwd() / "cache"
-    if (local / MARKER).is_file():
-        return local.resolve()
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return (base / "dlprep").resolve()

@@ -203,3 +203,49 @@ def test_cli_caps_a_download_of_undeclared_size(  # type: ignore[no-untyped-def]
     assert "train-images-idx3-ubyte.gz exceeds 262144 bytes, the cap" in last
     assert not (tmp_path / "cache" / "raw" / "digits" / NAMES[0]).exists()
     assert not list((tmp_path / "cache" / "raw" / "digits").glob("*.part"))
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_a_password_in_a_mirror_url_is_never_shown_or_stored(  # type: ignore[no-untyped-def]
+        loopback, tmp_path: Path, capsys, outcome: str) -> None:
+    """`--mirror http://user:SECRETPW@host/`: not in stdout, stderr (-vv logs included), any
+    cache file name or file content (HDF5 attributes, sidecars, locks), success or failure."""
+    _serve_mnist(loopback)
+    loopback.route(f"/{NAMES[0]}").fail_first = 1  # a retry (logged with -vv) ...
+    loopback.route(f"/{NAMES[0]}").retry_after = "0"  # ... that does not wait
+    if outcome == "failure":  # a 404, and garbage: warnings and errors naming the mirror
+        del loopback.routes[f"/{NAMES[2]}"]
+        loopback.route(f"/{NAMES[1]}").body = b"garbage"
+    mirror = loopback.base_url.replace("http://", "http://user:SECRETPW@")
+    cache = tmp_path / "cache"
+    rc = main(["-vv", "--cache-dir", str(cache), "fetch", "digits", "--recipe",
+               str(_recipe_file(tmp_path, checksums=True)), "--mirror", mirror])
+    out, err = capsys.readouterr()
+    assert rc == (0 if outcome == "success" else 1), err
+    assert f"http://***@127.0.0.1:{loopback.port}/{NAMES[0]}" in err  # shown, redacted
+    assert "SECRETPW" not in out and "SECRETPW" not in err
+    assert any(r.headers.get("Authorization", "").startswith("Basic ") for r in loopback.log)
+    files = [p for p in cache.rglob("*")]
+    assert files and all("SECRETPW" not in str(p) for p in files)
+    for path in files:
+        if path.is_file():
+            assert b"SECRETPW" not in path.read_bytes(), path
+    if outcome == "success":
+        assert any(p.suffix == ".h5" for p in files)
+
+
+def test_an_interrupted_download_resumes_without_storing_the_password(loopback,
+                                                                      tmp_path: Path) -> None:
+    big = random.Random(3).randbytes(600_000)
+    loopback.serve("/big.bin", big, cut_after=300_000)
+    url = loopback.url("big.bin").replace("http://", "http://user:SECRETPW@")
+    spec = FileSpec("big.bin", [url], sha256=hashlib.sha256(big).hexdigest())
+    once = RetryPolicy(attempts=1, sleep=lambda s: None)
+    with pytest.raises(FetchError, match=r"http://\*\*\*@127.0.0.1:\d+/big.bin: connection"):
+        fetch_file(spec, tmp_path / "raw", FetchOptions(retry=once, lock_dir=tmp_path / "l"))
+    kept = sorted(p.name for p in (tmp_path / "raw").iterdir())
+    assert kept == ["big.bin.part", "big.bin.part.json"]  # kept for a later run
+    assert b"SECRETPW" not in (tmp_path / "raw" / "big.bin.part.json").read_bytes()
+    path = fetch_file(spec, tmp_path / "raw", FetchOptions(lock_dir=tmp_path / "l"))
+    assert path.read_bytes() == big
+    assert loopback.log[-1].headers["Range"] == "bytes=300000-"

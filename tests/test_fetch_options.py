@@ -63,3 +63,44 @@ def test_reading_a_prepared_file_takes_no_lock(tmp_path: Path) -> None:
     # a read-only cache: nothing may be created, not even a lock file
     assert prepare(find_recipe("mnist-sample"), cache, fetch=offline) == first
     assert not cache.locks_dir.exists()
+
+
+def test_one_cache_root_wherever_dlprep_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys) -> None:  # type: ignore[no-untyped-def]
+    """A ./cache folder (even a dlprep cache, as checkouts used to have) does not change the
+    root: what one folder prepared, another finds; `info` shows the root on its second line."""
+    from dlprep.cache import resolve_cache_root
+    from dlprep.cli import main
+
+    checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    (checkout / "cache").mkdir(parents=True)
+    (checkout / "cache" / ".dlprep-cache").write_text("dlprep-cache 1\n")
+    elsewhere.mkdir()
+    user_root = Path(__import__("os").environ["XDG_CACHE_HOME"]).resolve() / "dlprep"
+    monkeypatch.chdir(checkout)
+    assert resolve_cache_root() == user_root
+    assert main(["--offline", "fetch", "mnist-sample", "-q"]) == 0
+    prepared = capsys.readouterr().out.strip().splitlines()[-1]
+    monkeypatch.chdir(elsewhere)
+    assert main(["info", "mnist-sample"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:2] == ["cache", str(user_root)]
+    assert f"  prepared  {prepared}" in lines and "not yet" not in "\n".join(lines)
+    monkeypatch.setenv("DLPREP_CACHE", str(checkout / "cache"))
+    assert resolve_cache_root() == (checkout / "cache").resolve()
+    assert resolve_cache_root(tmp_path / "x") == (tmp_path / "x").resolve()
+
+
+def test_cache_prune_removes_empty_raw_folders(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from dlprep.cli import main
+
+    raw = tmp_path / "cache" / "raw"
+    (raw / "failed").mkdir(parents=True)
+    (raw / "gutenberg" / "books" / "77").mkdir(parents=True)
+    (raw / "kept").mkdir()
+    (raw / "kept" / "data.bin").write_bytes(b"x")
+    assert main(["--cache-dir", str(tmp_path / "cache"), "cache", "prune"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in raw.iterdir()) == ["kept"]
+    assert (raw / "kept" / "data.bin").read_bytes() == b"x"
+    assert f"removed {raw / 'failed'} (empty)" in out

@@ -373,3 +373,22 @@ def test_fetch_from_a_local_mirror_tree_offline(realdata: Path, tmp_path: Path, 
         assert list(f["meta/id"][()]) == [11]
         assert f["meta/title"][0].decode() == "Alice\u2019s Adventures in Wonderland"
     assert (cache_dir / "raw/gutenberg/books/11/11-0.txt").is_file()
+
+
+def test_fetch_gutenberg_from_a_flat_mirror_folder(realdata: Path, cache_dir: Path, tmp_path: Path,
+                                                   capsys) -> None:  # type: ignore[no-untyped-def]
+    """--mirror DIR with the files side by side (DIR/<file name>, the rule for every dataset),
+    not only the Gutenberg site or mirror tree."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "pg1342.txt").write_bytes((realdata / "gutenberg/pg1342.txt").read_bytes())
+    (flat / "pg_catalog.csv.gz").write_bytes(catalog_gz())
+    rc, out, err = _fetch(capsys, "--offline", "fetch", "gutenberg", "--cache-dir",
+                          str(cache_dir), "--mirror", str(flat), "--author", "austen",
+                          "--language", "en", "--name", "austen")
+    assert rc == 0, err
+    with h5py.File(Path(out.strip().splitlines()[-1]), "r") as f:
+        assert list(f["meta/id"][()]) == [1342]
+        assert json.loads(f.attrs["sources"])[0]["name"] == "books/1342/pg1342.txt"
+    cached = cache_dir / "raw" / "gutenberg" / "books" / "1342" / "pg1342.txt"
+    assert cached.read_bytes() == (flat / "pg1342.txt").read_bytes()

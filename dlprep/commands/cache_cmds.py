@@ -157,8 +157,9 @@ def cache_rm(state: State, name: str, raw: bool, prepared: bool) -> None:
                    "hours; superseded prepared files are always removed.")
 @common_options
 def cache_prune(state: State, older_than: float) -> None:
-    """Remove leftovers: stale partial downloads and temp files from interrupted runs, and
-    prepared files superseded by a newer preparation of the same dataset."""
+    """Remove leftovers: stale partial downloads and temp files from interrupted runs, empty
+    raw folders left by failed fetches, and prepared files superseded by a newer preparation
+    of the same dataset."""
     from ..store.latest import latest_target
 
     cache = state.cache()
@@ -167,7 +168,7 @@ def cache_prune(state: State, older_than: float) -> None:
     for p in list(cache.root.rglob("*")):
         if not p.is_file():
             continue
-        stale = (p.name.endswith(".part") or p.name.startswith(".tmp-")) and \
+        stale = (p.name.endswith((".part", ".part.json")) or p.name.startswith(".tmp-")) and \
             p.stat().st_mtime < cutoff
         if stale:
             freed += p.stat().st_size
@@ -189,6 +190,13 @@ def cache_prune(state: State, older_than: float) -> None:
                     freed += h5.stat().st_size
                     h5.unlink()
                     click.echo(f"removed {h5} (superseded by {keep})")
+    raw_root = cache.root / "raw"
+    if raw_root.is_dir():  # deepest first, so a folder holding only empty folders goes too
+        for folder in sorted((d for d in raw_root.rglob("*") if d.is_dir()),
+                             key=lambda d: len(d.parts), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+                click.echo(f"removed {folder} (empty)")
     click.echo(f"freed {_human(freed)}")
 
 

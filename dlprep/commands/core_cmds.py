@@ -54,6 +54,7 @@ def info_cmd(state: State, name: str, recipe_file: str | None, as_json: bool) ->
     and class counts. NAME may also be a prepared dataset name or an .h5 path."""
     from ..prepare.core import builder_module, find_prepared
     from ..recipes import find_recipe
+    from ..redact import redact_url
     from ..store import dataset_summary
 
     cache = state.cache()
@@ -77,7 +78,7 @@ def info_cmd(state: State, name: str, recipe_file: str | None, as_json: bool) ->
                          "help": p.help, **({"choices": list(p.choices)} if p.choices else {})}
                         for p in getattr(module, "PARAMS", ())],
             "files": [{"name": f.name, "size": f.size, "sha256": f.sha256, "md5": f.md5,
-                       "urls": f.urls, "state": _file_state(cache.raw_dir(recipe.name) / f.name),
+                       "urls": [redact_url(u) for u in f.urls], "state": _file_state(cache.raw_dir(recipe.name) / f.name),
                        **({"note": f.note} if f.note else {})}
                       for f in recipe.files],
         })
@@ -103,6 +104,7 @@ def _title(out: dict) -> str:
 def _print_info(out: dict) -> None:
     echo = click.echo
     echo(f"{out['name']}: {_title(out)}")
+    echo(f"  cache     {out['cache']}  (--cache-dir or DLPREP_CACHE to use another)")
     for key in ("kind", "version", "builder", "homepage", "license", "recipe"):
         if out.get(key):
             echo(f"  {key:<9} {out[key]}")
@@ -126,7 +128,6 @@ def _print_info(out: dict) -> None:
             echo(f"    {f['name']}  {size}, {digest}: {f['state']}")
             if f.get("note"):
                 echo(f"      note: {f['note']}")
-    echo(f"  cache     {out['cache']}")
     p = out.get("prepared")
     if not p:
         echo("  prepared  not yet (dlprep fetch " + out["name"] + ")")

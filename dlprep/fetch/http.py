@@ -168,6 +168,16 @@ def expects_html(name: str) -> bool:
     return name.lower().endswith((".html", ".htm"))
 
 
+def _url_key(url: str) -> str:
+    """What the resume sidecar stores to recognise ``url`` (which may hold a password)."""
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _same_url(meta: dict[str, Any], url: str) -> bool:
+    """Whether a sidecar was written for ``url`` (older sidecars hold the URL itself)."""
+    return meta.get("url_sha256") == _url_key(url) or meta.get("url") == url
+
+
 def _sidecar(part: Path) -> Path:
     return part.with_name(part.name + ".json")
 
@@ -186,7 +196,7 @@ def _resume_point(part: Path, url: str) -> tuple[int, str | None]:
     except (OSError, ValueError):
         discard_partial(part)
         return 0, None
-    if meta.get("url") != url or not meta.get("validator") or size == 0:
+    if not _same_url(meta, url) or not meta.get("validator") or size == 0:
         discard_partial(part)
         return 0, None
     return size, str(meta["validator"])
@@ -195,7 +205,8 @@ def _resume_point(part: Path, url: str) -> tuple[int, str | None]:
 def _save_validator(part: Path, url: str, headers: Any) -> None:
     validator = headers.get("ETag") or headers.get("Last-Modified")
     if validator and not validator.startswith("W/"):  # weak ETags cannot be used with If-Range
-        _sidecar(part).write_text(json.dumps({"url": url, "validator": validator}))
+        _sidecar(part).write_text(json.dumps({"url": redact_url(url), "url_sha256": _url_key(url),
+                                              "validator": validator}))
     else:
         _sidecar(part).unlink(missing_ok=True)
 
@@ -245,7 +256,8 @@ def _kept_bytes(part: Path, url: str) -> int:
     """Bytes of ``part`` that the next try will continue from (0 when it restarts)."""
     try:
         meta = json.loads(_sidecar(part).read_text())
-        return part.stat().st_size if meta.get("url") == url and meta.get("validator") else 0
+        same = _same_url(meta, url) and meta.get("validator")
+        return part.stat().st_size if same else 0
     except (OSError, ValueError):
         return 0
 
@@ -315,7 +327,7 @@ def download_url(url: str, part: Path, *, name: str, session: Any, retry: RetryP
             failures = 1 if kept > best else failures + 1  # progress = bytes kept, not received
             best = max(best, kept)
             if failures >= retry.attempts or tries >= retry.max_tries:
-                discard_partial(part)
+                # the part file stays (with its sidecar): a later run resumes it
                 raise FetchError(f"{shown}: {exc.reason} (gave up after {tries} "
                                  f"attempt{'s' if tries > 1 else ''})") from None
             if exc.retry_after is not None and exc.retry_after > retry.max_retry_after:

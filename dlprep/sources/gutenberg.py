@@ -317,8 +317,8 @@ def _http_get_text(url: str) -> tuple[int, str]:
 class GutenbergClient:
     """Fetch the catalog and books into ``dest`` (``catalog/<date>/``, ``books/<id>/``).
 
-    ``options.mirrors`` are tried first (main layout, then mirror tree), then ``base_url``
-    (main layout); the other fetch options (offline, force, lock folder, retry policy) apply
+    ``options.mirrors`` are tried first (main layout, then mirror tree, then a flat folder of
+    files: ``BASE/pg1342.txt``, ``BASE/pg_catalog.csv.gz``), then ``base_url`` (main layout); the other fetch options (offline, force, lock folder, retry policy) apply
     to every download. ``polite(url)`` says which URLs the rate limit and robots.txt apply
     to; ``limiter``, ``robots``, ``today`` and ``options.retry`` (its sleep/clock) are
     injectable for tests.
@@ -410,6 +410,8 @@ class GutenbergClient:
             candidates.append((_join(base, main_site_path(book_id)), f"pg{book_id}.txt"))
             candidates.extend((_join(base, p), p.rsplit("/", 1)[1])
                               for p in mirror_tree_paths(book_id))
+        for base in self.mirrors:  # a flat folder: BASE/<file name>, as for every other set
+            candidates.extend((_join(base, name), name) for name in book_file_names(book_id))
         if self.base_url:
             candidates.append((_join(self.base_url, main_site_path(book_id)),
                                f"pg{book_id}.txt"))
@@ -423,12 +425,14 @@ class GutenbergClient:
         cached = sorted(p for p in root.glob("*/pg_catalog.csv.gz") if p.is_file())
         if cached and (cached[-1].parent.name == today and not self.force or self.offline):
             return cached[-1]
-        if self.offline:
-            raise OfflineError(f"offline: the Gutenberg catalog is not in the cache ({root}); "
-                               f"run once without --offline")
         urls = [_join(b, CATALOG_PATH) for b in self.mirrors]
+        urls += [_join(b, CATALOG_PATH.rsplit("/", 1)[1]) for b in self.mirrors]  # flat folder
         if self.base_url:
             urls.append(_join(self.base_url, CATALOG_PATH))
+        if self.offline and not any(local_source(u) is not None for u in urls):
+            raise OfflineError(f"offline: the Gutenberg catalog is not in the cache ({root}); "
+                               f"run once without --offline, or pass --mirror DIR holding "
+                               f"pg_catalog.csv.gz")
         try:
             path = self._try([(u, "pg_catalog.csv.gz") for u in urls], root / today,
                              "the Gutenberg catalog")
