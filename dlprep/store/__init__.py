@@ -1,9 +1,11 @@
 """HDF5 store (``dlprep-hdf5/1``): atomic writers and a validating reader. Spec: docs/FORMAT.md.
 
 Modules: ``writers`` (image and sequence writers), ``reader`` (open with a format check,
-summaries), ``layout`` (what every file shares: provenance, splits, classes, meta), ``atomic``
-(temp name + rename), ``osio`` (positional writes with early writeback). Pixel statistics live
-in :mod:`dlprep.pixelstats`.
+index range checks, summaries, verification), ``checksum`` (the per-dataset CRC-32), ``layout``
+(what every file shares: provenance, splits, classes, meta), ``atomic`` (temp name + rename),
+``h5file`` (creating and abandoning files safely on a full disk), ``osio`` (positional writes
+with early writeback), ``latest`` (the ``latest`` pointer). Pixel statistics live in
+:mod:`dlprep.pixelstats`.
 """
 
 from .atomic import atomic_output

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -20,71 +19,9 @@ import numpy as np
 from ..errors import StoreError
 from ..pixelstats import mean_std, pixel_sums
 from .checksum import combine_blocks, crc32, seal
+from .h5file import abandon_file, check_free_space, create_file
 from .layout import STR_DTYPE, label_axes, write_common, write_provenance
 from .osio import HAVE_PWRITE, pwrite_all
-
-_ABANDONED: list[h5py.File] = []
-
-
-def _redirect_to_memory(f: h5py.File) -> bool:
-    """Point HDF5's own descriptor of ``f`` at an anonymous in-memory file (Linux memfd), so
-    what it flushes on close cannot fail for want of disk space; False where not possible."""
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is None:
-        return False
-    try:
-        handle = int(f.id.get_vfd_handle())
-        fd = memfd_create("dlprep-abandoned", getattr(os, "MFD_CLOEXEC", 0))
-    except (OSError, TypeError, ValueError, RuntimeError):
-        return False
-    try:
-        os.ftruncate(fd, os.fstat(handle).st_size)  # same length: HDF5's EOF checks still hold
-        os.dup2(fd, handle)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def abandon_file(f: h5py.File, path: Path) -> None:
-    """Close an unfinished file that is being thrown away, safely even on a full disk.
-
-    Closing makes HDF5 flush its caches; on a full disk that fails and leaves handles that
-    crash the interpreter when they are freed (h5py tracebacks, then SIGSEGV). So HDF5's
-    descriptor is first pointed at memory (or, without memfd, the file's bytes are released),
-    and a handle that still fails to close is kept alive rather than freed."""
-    if not f.id.valid:
-        return
-    if not _redirect_to_memory(f):
-        with contextlib.suppress(OSError):
-            os.truncate(path, 0)
-    try:
-        f.close()
-    except Exception:  # noqa: BLE001 - the file is discarded; only the crash must not happen
-        _ABANDONED.append(f)
-
-
-def create_file(path: Path) -> h5py.File:
-    """A new HDF5 file for writing, with HDF5's small-write buffer (the sieve buffer) off:
-    buffered bytes would be written when an object is freed, where an error (a full disk)
-    cannot be reported and leaves HDF5 broken; unbuffered, the write that fails raises."""
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_sieve_buf_size(0)
-    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
-    return h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl))
-
-
-def check_free_space(folder: Path, needed: int, what: str) -> None:
-    """Raise ``StoreError`` (one line) unless ``folder``'s file system has ``needed`` bytes free."""
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return
-    if needed > free:
-        raise StoreError(f"disk full: {what} need {needed / 1e6:,.1f} MB in {folder}, only "
-                         f"{free / 1e6:,.1f} MB free; free space (or point DLPREP_CACHE at a "
-                         f"bigger disk) and rerun")
 
 
 def _direct_dcpl() -> h5py.h5p.PropDCID:
