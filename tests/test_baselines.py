@@ -15,11 +15,12 @@ from click.testing import CliRunner
 from dlprep.cli import cli
 from dlprep.errors import DlprepError
 from dlprep.store import SequenceWriter, atomic_output
+from tests.conftest import invoke_cli
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-from dlprep.baselines import load_checkpoint, train  # noqa: E402
+from dlprep.baselines import compare, load_checkpoint, train  # noqa: E402
 from dlprep.baselines.checkpoint import FORMAT  # noqa: E402
 from dlprep.baselines.config import make_config, with_defaults  # noqa: E402
 from dlprep.baselines.data import from_arrays, load_data  # noqa: E402
@@ -68,15 +69,11 @@ def tiny(mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> object:
     return run
 
 
-def _dlprep(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The real entry point (``dlprep.cli.main``, with its one-line error handling), in-process:
-    exit code, stdout, stderr."""
-    from dlprep.cli import main
-
-    capsys.readouterr()
-    rc = main(list(args))
-    out, err = capsys.readouterr()
-    return rc, out, err
+def _dlprep(*args: str) -> tuple[int, str, str]:
+    """``dlprep ARGS`` in-process through the real entry point (``invoke_cli``): exit code,
+    stdout, stderr."""
+    r = invoke_cli(*args)
+    return r.returncode, r.stdout, r.stderr
 
 
 def _one_line_error(rc: int, err: str, *needles: str) -> None:
@@ -279,13 +276,12 @@ def _strokes_file(path: Path) -> Path:
     return path
 
 
-def test_char_language_model_prints_and_writes_samples(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_char_language_model_prints_and_writes_samples(tmp_path: Path) -> None:
     """Through the CLI: bits/char below the unigram entropy, and 3 generated samples printed
     (prompt | text), written to metrics.json and samples.txt, decoding to vocabulary characters."""
     f = _text_file(tmp_path / "text.h5", labelled=False)
     out = tmp_path / "lm"
-    rc, stdout, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline",
+    rc, stdout, err = _dlprep("--cache-dir", str(tmp_path / "c"), "train-baseline",
                               "rnn", str(f), "--epochs", "4", "--seq-len", "32", "--hidden", "32",
                               "--batch-size", "8", "--split-val", "0.2", "--out", str(out))
     assert rc == 0, err
@@ -361,6 +357,10 @@ def test_bad_options_are_one_line_errors() -> None:
         train("cnn", "mnist-sample", judge="/some/run")
     with pytest.raises(DlprepError, match="--max-minutes nan: must be positive"):
         train("cnn", "mnist-sample", max_minutes=float("nan"))
+    # every --compare variant is checked before any data is read or any variant trains
+    for _ in range(2):  # twice: the package's compare() stays a function once it has run
+        with pytest.raises(DlprepError, match="--lr inf: must be a positive, finite number"):
+            compare("mlp", "/nonexistent/data.h5", "lr", ["0.001", "inf"])
 
 
 def test_max_minutes_stops_early(mnist: Path, tmp_path: Path) -> None:
@@ -370,10 +370,10 @@ def test_max_minutes_stops_early(mnist: Path, tmp_path: Path) -> None:
 
 
 def test_gan_says_what_good_looks_like_and_judges_samples(
-        mnist: Path, tiny: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        mnist: Path, tiny: object, tmp_path: Path) -> None:
     judge = tiny("mlp")[1]
     out = tmp_path / "gan"
-    rc, stdout, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
+    rc, stdout, err = _dlprep("--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
                               str(mnist), "--epochs", "1", "--max-batches", "3", "--batch-size",
                               "32", "--judge", str(judge), "--out", str(out))
     assert rc == 0, err
@@ -421,9 +421,9 @@ def test_cli_train_baseline_prints_summary_and_run_folder(mnist: Path, tmp_path:
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["epochs"] == 1
 
 
-def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     f = _text_file(tmp_path / "text.h5", labelled=False)
-    rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "cnn",
+    rc, _, err = _dlprep("--cache-dir", str(tmp_path / "c"), "train-baseline", "cnn",
                          str(f))
     _one_line_error(rc, err, "families that fit: rnn")
 
@@ -437,12 +437,12 @@ def _checkpoint(path: Path, **fields: object) -> Path:
 
 @pytest.mark.parametrize("family", ["nets", "os", "../../tmp/x", "loop", 3])
 def test_checkpoint_with_unknown_family_is_refused_before_any_import(
-        mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], family: object) -> None:
+        mnist: Path, tmp_path: Path, family: object) -> None:
     """A bogus ``family`` never reaches import_module: one line naming the file and the family,
     before any training (through the CLI's --judge, which loads a checkpoint)."""
     bogus = _checkpoint(tmp_path / "bogus.pt", family=family)
     out = tmp_path / "run"
-    rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
+    rc, _, err = _dlprep("--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
                          str(mnist), "--judge", str(bogus), "--out", str(out))
     _one_line_error(rc, err, str(bogus), f"unknown baseline family {family!r}")
     assert not out.exists()
@@ -464,9 +464,8 @@ def test_damaged_checkpoint_is_one_error(tmp_path: Path, fields: dict, message: 
         load_checkpoint(path)
 
 
-def test_judge_must_be_an_image_classifier_of_the_same_shape(mnist: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]
-                                                           ) -> None:
+def test_judge_must_be_an_image_classifier_of_the_same_shape(mnist: Path,
+                                                           tmp_path: Path) -> None:
     from dlprep.baselines.checkpoint import build_modules, save_checkpoint
 
     mlp = {"input": "pixels", "input_dim": 16 * 16 * 3, "hidden": [8], "classes": 4,
@@ -480,28 +479,26 @@ def test_judge_must_be_an_image_classifier_of_the_same_shape(mnist: Path, tmp_pa
     for judge, needle in ((tmp_path / "rgb", "classifies [16, 16, 3] images, mnist-sample has "
                                             "[28, 28, 1]"),
                           (tmp_path / "ae", "is not an image classifier")):
-        rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
+        rc, _, err = _dlprep("--cache-dir", str(tmp_path / "c"), "train-baseline", "gan",
                              str(mnist), "--judge", str(judge), "--out", str(tmp_path / "g"))
         _one_line_error(rc, err, f"--judge {judge}", needle)
     assert not (tmp_path / "g").exists()
 
 
 @pytest.mark.parametrize("lr", ["inf", "nan", "-inf"])
-def test_non_finite_lr_is_refused_up_front(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           lr: str) -> None:
-    rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "mlp",
+def test_non_finite_lr_is_refused_up_front(tmp_path: Path, lr: str) -> None:
+    rc, _, err = _dlprep("--cache-dir", str(tmp_path / "c"), "train-baseline", "mlp",
                          "no-such-dataset", "--lr", lr)
     assert rc != 0 and "Traceback" not in err and "--lr" in err, err
     if lr != "-inf":  # click's range check answers for negative rates
         _one_line_error(rc, err, f"--lr {lr}: must be a positive, finite number")
 
 
-def test_loss_that_stops_being_finite_stops_the_run(mnist: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_loss_that_stops_being_finite_stops_the_run(mnist: Path, tmp_path: Path) -> None:
     """--lr 1e30 passes the up-front check and diverges: exit 1 naming the step, nothing written
     (today's main trained to NaN and exited 0)."""
     out = tmp_path / "run"
-    rc, _, err = _dlprep(capsys, "--cache-dir", str(tmp_path / "c"), "train-baseline", "mlp",
+    rc, _, err = _dlprep("--cache-dir", str(tmp_path / "c"), "train-baseline", "mlp",
                          str(mnist), "--lr", "1e30", "--epochs", "1", "--max-batches", "5",
                          "--out", str(out))
     _one_line_error(rc, err, "mlp on mnist-sample: the training loss became", "(lr 1e+30)",

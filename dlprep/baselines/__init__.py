@@ -29,8 +29,8 @@ def train_run(family: str, dataset: Any, **options: Any) -> Any:
 
 def compare(family: str, dataset: Any, axis: str, values: list[str], **options: Any
             ) -> dict[str, Any]:
-    """See :func:`dlprep.baselines.compare.compare_variants`."""
-    from .compare import compare_variants
+    """See :func:`dlprep.baselines.comparison.compare_variants`."""
+    from .comparison import compare_variants
 
     return compare_variants(family, dataset, axis, values, **options)
 

@@ -127,7 +127,7 @@ def train_baseline_cmd(state: State, family: str, dataset: str, compare_spec: st
                    progress=False if state.quiet else None)
     main = _is_main_process()
     if compare_spec:
-        from ..baselines.compare import parse_compare
+        from ..baselines.comparison import parse_compare
 
         axis, values = parse_compare(compare_spec)
         result = compare(family, dataset, axis, values, **options)

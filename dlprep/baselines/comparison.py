@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DlprepError
-from .config import TrainConfig
+from .config import TrainConfig, make_config
 from .data import load_data
 
 
@@ -56,6 +56,8 @@ def compare_variants(family: str, dataset: Any, axis: str, values: list[str], **
     typed = [_typed(axis, v) for v in values]
     if axis in options:
         raise DlprepError(f"--compare {axis}=...: do not also pass --{axis.replace('_', '-')}")
+    for value in typed:  # every variant's options are checked before the first one trains
+        make_config(family, "", {**options, axis: value})
     data = load_data(dataset, cache_dir=options.get("cache_dir"),
                      offline=bool(options.get("offline")),
                      split_val=float(options.get("split_val", 0.1)),
