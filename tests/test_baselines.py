@@ -317,6 +317,20 @@ def test_word_language_model_reports_perplexity(tmp_path: Path) -> None:
     m = train("rnn", f, out=str(tmp_path / "lm"), epochs=1, seq_len=16, hidden=16,
               batch_size=8, progress=False)
     assert m["metric"] == "perplexity" and 1 < m["final"]["perplexity"] < 100
+    vocab = set("abcdefghijklmnopqrstuvwxyz .,")
+    for s in m["samples"]:  # decoded with the file's tokenizer, from vocabulary tokens only
+        assert len(s["generated"]) >= 200 and set(s["generated"]) <= vocab
+
+
+def test_language_model_with_a_short_test_split_prompts_with_frequent_tokens(
+        tmp_path: Path) -> None:
+    f = _text_file(tmp_path / "text.h5", labelled=False)  # 952 test characters
+    m = train("rnn", f, out=str(tmp_path / "lm"), epochs=1, seq_len=600, hidden=8,
+              batch_size=4, progress=False)
+    prompts = [s["prompt"] for s in m["samples"]]
+    assert len(prompts) == 3 and len(prompts[0]) == 32  # one 600-token test window
+    assert len(prompts[1]) == len(prompts[2]) == 1 and prompts[1] != prompts[2]
+    assert {prompts[1], prompts[2]} <= set("abcdefghijklmnopqrstuvwxyz .,")
 
 
 @pytest.mark.parametrize("family", ["rnn", "mlp"])
