@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import ExtractionError
+from .magic import file_compression, open_compressed
 
 
 @dataclass(frozen=True)
@@ -129,3 +130,15 @@ class BoundedReader(io.RawIOBase):
             self.raw.close()
         finally:
             super().close()
+
+
+def open_decompressed(path: Path, *, limits: ExtractLimits | None = None,
+                      max_bytes: int | None = None) -> BinaryIO:
+    """A binary stream of the content of ``path``: the file itself when it is not compressed,
+    else its gzip/bz2/xz stream held to ``limits`` (and to ``max_bytes`` when given) by a
+    :class:`BoundedReader`. Use this wherever a file may be compressed."""
+    kind = file_compression(path)
+    if kind is None:
+        return open(path, "rb")
+    return BoundedReader(open_compressed(path, kind),  # type: ignore[return-value]
+                         Budget.for_file(path, limits), max_bytes)

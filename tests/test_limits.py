@@ -119,3 +119,12 @@ def test_plain_idx_declaring_more_than_the_file_is_refused_unread(tmp_path: Path
     ok = tmp_path / "ok.idx"
     ok.write_bytes(idx_header(0x08, (3,)) + bytes([1, 2, 3]))
     np.testing.assert_array_equal(read_idx_labels(ok, 4), [1, 2, 3])
+
+
+def test_gutenberg_catalog_bomb_is_stopped(tmp_path: Path) -> None:
+    from dlprep.sources.gutenberg import read_catalog
+
+    # 80 MiB of zeros in ~80 KB: stopped once 64 MiB came out at a ratio far above 200:1
+    bomb = gzip_of_zeros(tmp_path / "pg_catalog.csv.gz", b"Text#,Type\n", 80 << 20)
+    with pytest.raises(ExtractionError, match="pg_catalog.csv.gz: compression ratio above"):
+        read_catalog(bomb)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import ChecksumError
-from ..limits import BoundedReader, Budget
-from ..magic import DECOMPRESS_ERRORS, file_compression, open_compressed
+from ..limits import open_decompressed as bounded_open
+from ..magic import DECOMPRESS_ERRORS, file_compression
 
 if TYPE_CHECKING:
     from .download import FileSpec
@@ -48,11 +48,7 @@ def hash_prefix(path: Path, algorithm: str, limit: int | None = None) -> hashlib
 def open_decompressed(path: Path) -> BinaryIO | None:
     """A stream of the decompressed content of a gzip/bz2/xz file, bounded by the default
     :mod:`dlprep.limits` (a bomb raises ExtractionError); None if not compressed."""
-    kind = file_compression(path)
-    if kind is None:
-        return None
-    return BoundedReader(open_compressed(path, kind),  # type: ignore[return-value]
-                         Budget.for_file(path))
+    return None if file_compression(path) is None else bounded_open(path)
 
 
 def content_hash(path: Path, algorithm: str) -> str | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
-from ..limits import BoundedReader, Budget, ExtractLimits
-from ..magic import DECOMPRESS_ERRORS, file_compression, open_compressed
+from ..limits import ExtractLimits, open_decompressed
+from ..magic import DECOMPRESS_ERRORS, file_compression
 
 __all__ = ["DECOMPRESS_ERRORS", "STREAM_ERRORS", "compression", "is_compressed",
            "open_maybe_compressed"]
@@ -31,9 +31,5 @@ def open_maybe_compressed(path: Path, *, limits: ExtractLimits | None = None,
     """A binary stream of the decompressed content of ``path`` (the file itself when it is not
     compressed). A compressed stream is bounded by ``limits`` (total size, ratio to the file's
     size) and by ``max_bytes`` when given; passing either raises ExtractionError on the read
-    that crosses it."""
-    kind = compression(path)
-    if kind is None:
-        return open(path, "rb")
-    raw = open_compressed(path, kind)
-    return BoundedReader(raw, Budget.for_file(path, limits), max_bytes)  # type: ignore[return-value]
+    that crosses it (:func:`dlprep.limits.open_decompressed`)."""
+    return open_decompressed(path, limits=limits, max_bytes=max_bytes)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import gzip
 import io
 import logging
 import shutil
@@ -30,6 +29,8 @@ from urllib.parse import urlsplit
 from ..errors import DlprepError, FetchError, FormatError, NoNetworkError, OfflineError
 from ..fetch.download import FileSpec, fetch_file, local_source
 from ..fetch.options import FetchOptions
+from ..limits import open_decompressed
+from ..magic import DECOMPRESS_ERRORS
 from ..redact import redact_text
 
 log = logging.getLogger("dlprep")
@@ -122,12 +123,11 @@ class CatalogEntry:
 def read_catalog(path: Path) -> list[CatalogEntry]:
     """Parse ``pg_catalog.csv`` (gzipped or not). Raises ``FormatError`` for a missing column,
     a bad ``Text#`` or bytes that are not UTF-8."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise FormatError(path, -1, f"corrupt gzip stream: {exc}") from exc
+    try:  # bounded like every decompressing reader (dlprep.limits)
+        with open_decompressed(path) as fh:
+            raw = fh.read()
+    except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
+        raise FormatError(path, -1, f"corrupt gzip stream: {exc}") from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
