@@ -29,6 +29,7 @@ def test_wheel_carries_recipes_and_runs_offline(tmp_path: Path) -> None:
     for recipe in (ROOT / "recipes").glob("*.toml"):
         assert f"dlprep/builtin_recipes/{recipe.name}" in names
     assert "dlprep/_data/mnist-sample/train-images-idx3-ubyte.gz" in names
+    assert [n for n in names if n.endswith((".dist-info/licenses/LICENSE", ".dist-info/LICENSE"))]
     assert not [n for n in names if n.startswith("tests/") or "/realdata/" in n]  # no test data
 
     target = tmp_path / "site"
@@ -49,3 +50,31 @@ def test_wheel_carries_recipes_and_runs_offline(tmp_path: Path) -> None:
                               "mnist-sample"], capture_output=True, text=True, env=env, cwd=work)
     assert fetched.returncode == 0, fetched.stderr
     assert Path(fetched.stdout.strip().splitlines()[-1]).is_file()
+
+
+def test_metadata_extras_license_and_required_dependencies() -> None:
+    """Users' ``all`` extra carries no test tools (those are ``dev``); ``isal`` and ``tomlkit``
+    are plain requirements; the MIT licence named in the metadata is shipped as LICENSE."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+
+    def names(text: str) -> set[str]:
+        return {line.split(">")[0].split("=")[0].strip() for line in text.splitlines()
+                if line.strip()}
+
+    extras = {k: names(v) for k, v in cfg["options.extras_require"].items()}
+    assert extras["dev"] >= {"pytest", "ruff"}
+    assert not extras["all"] & {"pytest", "ruff", "pytest-httpserver"}
+    assert extras["all"] == set().union(*(v for k, v in extras.items() if k not in {"all", "dev"}))
+    assert "pytest-httpserver" not in set().union(*extras.values())
+    assert names(cfg["options"]["install_requires"]) >= {"isal", "tomlkit"}
+    assert cfg["metadata"]["license"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert "'.[all,dev]'" in (ROOT / "Makefile").read_text()
+    from isal import igzip
+
+    from dlprep.formats import compressed
+
+    assert compressed._gzip is igzip  # no silent fallback to zlib
