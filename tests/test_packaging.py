@@ -75,6 +75,6 @@ def test_metadata_extras_license_and_required_dependencies() -> None:
     assert "'.[all,dev]'" in (ROOT / "Makefile").read_text()
     from isal import igzip
 
-    from dlprep.formats import compressed
+    from dlprep import magic
 
-    assert compressed._gzip is igzip  # no silent fallback to zlib
+    assert magic._OPENERS["gzip"] is igzip.open  # no silent fallback to zlib
