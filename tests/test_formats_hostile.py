@@ -11,7 +11,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import invoke_cli, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,6 +119,6 @@ def test_cifar_recipe_with_two_files_is_a_recipe_error(tmp_path: Path) -> None:
     other.write_text("extra")
     r = recipe(tmp_path, "cifar10", "cifar10-bin", {"a.tar": archive, "b.txt": other},
                CIFAR_SPLITS)
-    err = one_line_error(run_cli("fetch", "cifar10", "--recipe", str(r),
-                                 cache_dir=tmp_path / "c"))
+    err = one_line_error(invoke_cli("fetch", "cifar10", "--recipe", str(r),
+                                    cache_dir=tmp_path / "c"))
     assert "cifar10.toml" in err and "exactly one archive" in err and "a.tar, b.txt" in err

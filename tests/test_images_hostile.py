@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import invoke_cli, run_cli
 from PIL import Image
 
 from dlprep.errors import ExtractionError, FormatError
@@ -94,8 +94,8 @@ def test_a_fifo_named_in_a_csv_is_refused_without_blocking(tmp_path: Path) -> No
 def test_undecodable_files_are_reported_once_with_a_readable_reason(tmp_path: Path) -> None:
     root = class_tree(tmp_path / "src")
     (root / "cats" / "junk.png").write_bytes(b"\x89PNG not really")
-    proc = run_cli("import-images", str(root), "--name", "junk", "--size", "8",
-                   cache_dir=tmp_path / "c", timeout=120)
+    proc = invoke_cli("import-images", str(root), "--name", "junk", "--size", "8",
+                      cache_dir=tmp_path / "c")
     last_line_path(proc)
     text = proc.stdout + proc.stderr
     assert text.count("cats/junk.png") == 1, text
@@ -185,8 +185,8 @@ def test_plain_tar_member_claiming_2_60_bytes_names_member_and_size(tmp_path: Pa
 
 def test_max_pixels_must_be_positive(tmp_path: Path) -> None:
     root = class_tree(tmp_path / "src", 1)
-    proc = run_cli("import-images", str(root), "--name", "x", "--max-pixels", "-1",
-                   cache_dir=tmp_path / "c")
+    proc = invoke_cli("import-images", str(root), "--name", "x", "--max-pixels", "-1",
+                      cache_dir=tmp_path / "c")
     assert "--max-pixels must be a positive pixel count, got -1" in one_line_error(proc)
 
 
@@ -215,8 +215,8 @@ def test_full_disk_while_spooling_is_one_clear_line_and_leaves_nothing(
             Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(
                 root / cls / f"{i}.png")
     (small_fs / "filler").write_bytes(bytes(3 << 20))  # leaves ~5 MiB
-    proc = run_cli("import-images", str(root), "--name", "full", "--size", "128",
-                   cache_dir=small_fs / "cache", timeout=120)
+    proc = invoke_cli("import-images", str(root), "--name", "full", "--size", "128",
+                      cache_dir=small_fs / "cache")
     err = one_line_error(proc)
     assert "no space left on the device while writing decoded images" in err, err
     leftovers = [p for p in (small_fs / "cache").rglob("*") if p.is_file()
