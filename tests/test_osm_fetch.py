@@ -149,6 +149,13 @@ def test_pbf_with_a_wrong_md5_is_refused(realdata: Path, cache_dir: Path, loopba
     loopback.serve("/y-latest.osm.pbf.md5", b"<html>nope</html>", content_type="text/plain")
     err = _fails(cache_dir, "--pbf", loopback.url("y-latest.osm.pbf"))
     assert "md5" in err
+    # a server that publishes no .md5 at all (404): a warning, and the file is still read
+    loopback.serve("/extracts/town.osm.bz2", (realdata / "osm" / "West-Oakland.osm.bz2")
+                   .read_bytes())
+    proc = run_cli("fetch", "osm", "--pbf", loopback.url("extracts/town.osm.bz2"),
+                   cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "town.osm.bz2.md5: not found (HTTP 404)" in proc.stderr
 
 
 @pytest.mark.parametrize("fmt,reply", [("json", json_reply), ("xml", xml_reply)])

@@ -132,14 +132,27 @@ def _collect_file(ctx: PrepareContext, url: str) -> Path:
     name = url.rstrip("/").rsplit("/", 1)[-1] or "extract.osm.pbf"
     md5 = None
     if src is None:
-        md5_spec = FileSpec(name=name + ".md5", urls=[url + ".md5"], checksum_optional=True)
-        md5_path = fetch_file(md5_spec, ctx.raw_dir / "pbf",
-                              ctx.fetch_options.with_(mirrors=(), progress=False))
-        md5 = parse_md5(md5_path.read_text("utf-8", "replace"), redact_url(url + ".md5"))
+        md5 = _published_md5(ctx, url, name)
     spec = FileSpec(name=name, urls=[url], md5=md5, checksum_optional=True)
     path = ctx.fetch(spec, subdir="pbf")
     ctx.files["osm"] = path
     return path
+
+
+def _published_md5(ctx: PrepareContext, url: str, name: str) -> str | None:
+    """The md5 in ``<url>.md5`` (Geofabrik and planet mirrors publish one). A server without
+    that file (HTTP 404) gets a warning and an unverified download; other errors stop."""
+    md5_spec = FileSpec(name=name + ".md5", urls=[url + ".md5"], checksum_optional=True)
+    try:
+        md5_path = fetch_file(md5_spec, ctx.raw_dir / "pbf",
+                              ctx.fetch_options.with_(mirrors=(), progress=False))
+    except FetchError as exc:
+        if "HTTP 404" not in str(exc):
+            raise
+        log.warning("%s.md5: not found (HTTP 404); %s is downloaded without a checksum",
+                    redact_url(url), name)
+        return None
+    return parse_md5(md5_path.read_text("utf-8", "replace"), redact_url(url + ".md5"))
 
 
 def _collect_overpass(ctx: PrepareContext, bbox: tuple[float, float, float, float] | None
