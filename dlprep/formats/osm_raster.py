@@ -92,7 +92,8 @@ class GeometrySpill:
         self.pos = 0
         self.bounds = array("q")
         self.start = array("q")
-        self.ring_lens: list[bytes] = []  # int32 ring lengths, negative for inner rings
+        self.ring_lens = array("i")  # ring lengths, negative for inner rings
+        self.ring_start = array("q", [0])  # item i's rings: ring_lens[ring_start[i]:...[i+1]]
         self.layer = array("b")
         self.label = array("H")
         self.width = array("f")
@@ -107,9 +108,9 @@ class GeometrySpill:
         pts = np.concatenate(rings).astype(np.int32)
         self.bounds.extend(bounds)
         self.start.append(self.pos)
-        lens = np.array([len(r) if o else -len(r) for r, o in zip(rings, outer, strict=True)],
-                        np.int32)
-        self.ring_lens.append(lens.tobytes())
+        self.ring_lens.extend(len(r) if o else -len(r) for r, o in zip(rings, outer,
+                                                                         strict=True))
+        self.ring_start.append(len(self.ring_lens))
         self.layer.append(layer)
         self.label.append(label)
         self.width.append(width)
@@ -133,8 +134,8 @@ class GeometrySpill:
 
     def rings(self, i: int) -> list[tuple[np.ndarray, bool]]:
         """Item ``i``'s rings as int32 (n, 2) fixed-point (lon, lat), with outer flags."""
-        lens = np.frombuffer(self.ring_lens[i], np.int32)
-        total = int(np.abs(lens).sum())
+        lens = self.ring_lens[self.ring_start[i]:self.ring_start[i + 1]]
+        total = sum(abs(n) for n in lens)
         raw = os.pread(self.fd, total * 8, self.start[i])
         pts = np.frombuffer(raw, np.int32).reshape(-1, 2)
         out, at = [], 0
@@ -262,12 +263,12 @@ def channel_counts(stack: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray
         return per, tile_counts(stack.any(axis=-1), size)
     packed = stack.view(np.uint32)[..., 0]
     union = tile_counts(packed != 0, size)
-    lanes = (packed >> 7) & 0x01010101
-    per_row = lanes.reshape(h, cols, size).sum(axis=-1, dtype=np.uint32)  # each lane <= size
+    lanes = (packed >> np.uint32(7)) & np.uint32(0x01010101)  # one 0/1 byte per channel
+    per_col = lanes.reshape(rows, size, w).sum(axis=1, dtype=np.uint32)  # lanes <= size
     out = np.empty((rows, cols, 4), np.int64)
     for k in range(4):
-        part = ((per_row >> np.uint32(8 * k)) & np.uint32(0xFF)).astype(np.int32)
-        out[..., k] = part.reshape(rows, size, cols).sum(axis=1)
+        part = ((per_col >> np.uint32(8 * k)) & np.uint32(0xFF)).astype(np.int32)
+        out[..., k] = part.reshape(rows, cols, size).sum(axis=-1)
     return out, union
 
 

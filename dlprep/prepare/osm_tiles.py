@@ -14,7 +14,6 @@ import math
 import os
 import tempfile
 from array import array
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,32 +94,38 @@ def _grid(ctx: PrepareContext, spill: GeometrySpill) -> Grid:
     return grid
 
 
-def _blocks(grid: Grid, spill: GeometrySpill, all_blocks: bool) -> dict[tuple[int, int],
-                                                                     list[int]]:
-    """Block (row, col) -> the items whose padded pixel bounds meet it."""
-    out: dict[tuple[int, int], list[int]] = defaultdict(list)
+def _blocks(grid: Grid, spill: GeometrySpill, all_blocks: bool
+            ) -> list[tuple[int, int, np.ndarray]]:
+    """(block row, block col, items) for every block some item's padded pixel bounds meet
+    (every block of the grid with ``all_blocks``), in row-major order."""
+    span = grid.tile_size * BLOCK
+    ncols, nrows = math.ceil(grid.cols / BLOCK), math.ceil(grid.rows / BLOCK)
+    ids = np.zeros(0, np.int64)
+    items = np.zeros(0, np.int64)
     if len(spill):
         b = spill.bounds_array()
-        x0 = (b[:, 0] * 1e-7 - grid.west) * grid.px_per_deg_lon
-        x1 = (b[:, 2] * 1e-7 - grid.west) * grid.px_per_deg_lon
-        y0 = (grid.north - b[:, 3] * 1e-7) * grid.px_per_deg_lat
-        y1 = (grid.north - b[:, 1] * 1e-7) * grid.px_per_deg_lat
         pad = np.frombuffer(spill.width, np.float32) / grid.meters_per_pixel / 2 + 2
-        span = grid.tile_size * BLOCK
-        bc0 = np.floor((x0 - pad) / span).astype(np.int64)
-        bc1 = np.floor((x1 + pad) / span).astype(np.int64)
-        br0 = np.floor((y0 - pad) / span).astype(np.int64)
-        br1 = np.floor((y1 + pad) / span).astype(np.int64)
-        ncols, nrows = math.ceil(grid.cols / BLOCK), math.ceil(grid.rows / BLOCK)
-        for i in range(len(spill)):
-            for r in range(max(0, br0[i]), min(nrows - 1, br1[i]) + 1):
-                for c in range(max(0, bc0[i]), min(ncols - 1, bc1[i]) + 1):
-                    out[(r, c)].append(i)
-    if all_blocks:
-        for r in range(math.ceil(grid.rows / BLOCK)):
-            for c in range(math.ceil(grid.cols / BLOCK)):
-                out.setdefault((r, c), [])
-    return dict(sorted(out.items()))
+        x0 = (b[:, 0] * 1e-7 - grid.west) * grid.px_per_deg_lon - pad
+        x1 = (b[:, 2] * 1e-7 - grid.west) * grid.px_per_deg_lon + pad
+        y0 = (grid.north - b[:, 3] * 1e-7) * grid.px_per_deg_lat - pad
+        y1 = (grid.north - b[:, 1] * 1e-7) * grid.px_per_deg_lat + pad
+        c0 = np.clip(np.floor(x0 / span), 0, ncols - 1).astype(np.int64)
+        c1 = np.clip(np.floor(x1 / span), -1, ncols - 1).astype(np.int64)
+        r0 = np.clip(np.floor(y0 / span), 0, nrows - 1).astype(np.int64)
+        r1 = np.clip(np.floor(y1 / span), -1, nrows - 1).astype(np.int64)
+        nc, nr = np.maximum(c1 - c0 + 1, 0), np.maximum(r1 - r0 + 1, 0)
+        per = nc * nr  # blocks each item touches
+        items = np.repeat(np.arange(len(per)), per)
+        k = np.arange(len(items)) - np.repeat(np.cumsum(per) - per, per)  # 0..per-1
+        ids = (np.repeat(r0, per) + k // np.repeat(nc, per)) * ncols \
+            + np.repeat(c0, per) + k % np.repeat(nc, per)
+        order = np.argsort(ids, kind="stable")  # items keep file order within a block
+        ids, items = ids[order], items[order]
+    bounds = np.flatnonzero(np.diff(ids)) + 1
+    groups = dict(zip(ids[np.r_[0, bounds]].tolist() if len(ids) else [],
+                      np.split(items, bounds) if len(ids) else [], strict=True))
+    wanted = range(nrows * ncols) if all_blocks else sorted(groups)
+    return [(i // ncols, i % ncols, groups.get(i, np.zeros(0, np.int64))) for i in wanted]
 
 
 def build_tiles(ctx: PrepareContext, out: Path) -> None:
@@ -181,14 +186,14 @@ def _render(grid: Grid, spill: GeometrySpill, scratch: Path, size: int, channels
     kept = Rendered()
     need = max(1, math.ceil(min_cov * size * size)) if min_cov > 0 else 0
     with open(scratch, "wb") as fh:
-        for (br, bc), items in _blocks(grid, spill, all_blocks=min_cov <= 0).items():
+        for br, bc, items in _blocks(grid, spill, all_blocks=min_cov <= 0):
             tc0, tr0 = bc * BLOCK, br * BLOCK
             ncol, nrow = min(BLOCK, grid.cols - tc0), min(BLOCK, grid.rows - tr0)
-            if not items:  # only with --min-coverage 0: empty tiles are kept
+            if not len(items):  # only with --min-coverage 0: empty tiles are kept
                 stack = np.zeros((nrow * size, ncol * size, channels), np.uint8)
                 lab = None
             else:
-                stack, lab = render_block(grid, spill, np.asarray(items), tc0 * size,
+                stack, lab = render_block(grid, spill, items, tc0 * size,
                                           tr0 * size, ncol * size, nrow * size, channels)
             counts, union = channel_counts(stack, size)
             keep_r, keep_c = np.nonzero(union >= need)
@@ -216,17 +221,21 @@ def _write(ctx: PrepareContext, out: Path, scratch: Path, kept: Rendered, y: np.
     writer = ImageTensorWriter(out, n, (size, size, channels))
     try:
         tile_bytes = size * size * channels
-        step = max(1, (64 << 20) // tile_bytes)
-        with open(scratch, "rb") as fh:
+        step = max(1, (16 << 20) // tile_bytes)
+        buf = np.empty(step * tile_bytes, np.uint8)  # one read buffer, reused
+        with open(scratch, "rb", buffering=0) as fh:
             for start in range(0, n, step):
                 k = min(step, n - start)
-                block = np.frombuffer(fh.read(k * tile_bytes), np.uint8)
+                view = buf[:k * tile_bytes]
+                got = fh.readinto(memoryview(view))
+                if got != k * tile_bytes:
+                    raise OSError(f"{scratch}: short read ({got} of {k * tile_bytes} bytes)")
                 # pixels are 0 or 255: the train rows' channel sums follow from the counts, so
                 # the writer need not read the tiles back for mean/std (every batch is tagged
                 # "train" with the sums of its train rows only)
                 c = counts[start:start + k][in_train[start:start + k]].sum(axis=0)
                 sums = (c * 255, c * 255 * 255, int(in_train[start:start + k].sum()) * size * size)
-                writer.write(block.reshape(k, size, size, channels), y[start:start + k],
+                writer.write(view.reshape(k, size, size, channels), y[start:start + k],
                              split="train", sums=sums)
         os.unlink(scratch)
         cols = np.frombuffer(kept.cols, np.int32).astype(np.int64)
