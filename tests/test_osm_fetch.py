@@ -152,8 +152,8 @@ def test_pbf_with_a_wrong_md5_is_refused(realdata: Path, cache_dir: Path, loopba
     # a server that publishes no .md5 at all (404): a warning, and the file is still read
     loopback.serve("/extracts/town.osm.bz2", (realdata / "osm" / "West-Oakland.osm.bz2")
                    .read_bytes())
-    proc = run_cli("fetch", "osm", "--pbf", loopback.url("extracts/town.osm.bz2"),
-                   cache_dir=cache_dir)
+    proc = invoke_cli("fetch", "osm", "--pbf", loopback.url("extracts/town.osm.bz2"),
+                      cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
     assert "town.osm.bz2.md5: not found (HTTP 404)" in proc.stderr
 

@@ -12,7 +12,6 @@ precision OSM stores), so a ``.pbf`` and an ``.osm.bz2`` of the same data give i
 
 from __future__ import annotations
 
-import bz2
 import logging
 import os
 import re
@@ -85,18 +84,15 @@ def sniff_osm(path: Path) -> str:
     if head[:4] == b"\x00\x00\x00\x00" or (len(head) >= 8 and head[4] == 0x0A
                                             and b"OSMData" in head[:64]):
         raise FormatError(path, 0, "PBF without an OSMHeader block first; not a valid extract")
-    if head[:3] == b"BZh":
-        try:
-            inner = bz2.BZ2Decompressor().decompress(head, SNIFF_BYTES)
-        except (OSError, ValueError, EOFError) as exc:
-            raise FormatError(path, 0, f"corrupt bzip2 stream: {exc}") from exc
-        return _xml_root(inner, path, ".bz2")
-    if head[:2] == b"\x1f\x8b":
-        try:
-            inner = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, SNIFF_BYTES)
-        except zlib.error as exc:
-            raise FormatError(path, 0, f"corrupt gzip stream: {exc}") from exc
-        return _xml_root(inner, path, ".gz")
+    if head[:3] == b"BZh" or head[:2] == b"\x1f\x8b":
+        from ..limits import open_decompressed
+
+        try:  # the shared bounded opener: a bomb cannot inflate even the sniffed head
+            with open_decompressed(path, max_bytes=SNIFF_BYTES) as stream:
+                inner = stream.read(SNIFF_BYTES)
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            raise FormatError(path, 0, f"corrupt compressed stream: {exc}") from exc
+        return _xml_root(inner, path, ".bz2" if head[:3] == b"BZh" else ".gz")
     if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<":
         return _xml_root(head, path, "")
     raise FormatError(path, 0, f"not an OSM file (starts {head[:8]!r}); expected PBF, .osm or "
