@@ -165,3 +165,17 @@ def test_split_naming_an_undeclared_file_fails_validate(tmp_path: Path, cache_di
                       "--recipe", str(path))
     assert rc == 1 and "splits.test.labels" in err and "internal error" not in err
     assert not (cache_dir / "raw").exists()  # refused before anything was fetched
+
+
+def test_csv_text_recipe_with_two_files_fails_validate(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Was only caught when fetching; ``recipes validate`` said ok."""
+    text = find_recipe("text-emotion").path.read_text()
+    start = text.index("[[files]]")
+    end = text.find("\n[", start + 1)
+    block = text[start:end if end > 0 else len(text)].rstrip() + "\n"
+    path = write(tmp_path, text + "\n" + block.replace('name = "', 'name = "second-', 1),
+                 "text-emotion.toml")
+    rc, out, err = _cli(capsys, "recipes", "validate", str(path))
+    assert rc == 1 and "ok" not in out and err.count("\n") == 1
+    assert err.startswith(f"error: {path}: files: a csv-text recipe takes exactly one file, "
+                          f"got 2")

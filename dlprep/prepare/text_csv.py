@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DlprepError, FetchError, OfflineError
+from ..errors import FetchError, OfflineError, RecipeError
 from ..formats.text_table import FORMATS, check_encoding, read_text_table
+from ..recipes import Recipe
 from .core import PrepareContext
 from .params import Param
 from .text import TEXT_PARAMS, write_text_dataset
@@ -22,9 +23,14 @@ PARAMS: tuple[Param, ...] = (
 ) + TEXT_PARAMS
 
 
+def check_recipe(recipe: Recipe) -> None:
+    """One table file (checked by ``recipes validate`` and before anything is fetched)."""
+    if len(recipe.files) != 1:
+        raise RecipeError(f"{recipe.path}: files: a csv-text recipe takes exactly one file, "
+                          f"got {len(recipe.files)}")
+
+
 def collect(ctx: PrepareContext) -> None:
-    if len(ctx.recipe.files) != 1:
-        raise DlprepError(f"{ctx.recipe.path}: files: a csv-text recipe takes exactly one file")
     check_encoding(ctx.options["encoding"])  # before anything is fetched or copied
     spec = ctx.recipe.files[0]
     try:
