@@ -37,9 +37,17 @@ def cli(ctx: click.Context, cache_dir: str | None, offline: bool, quiet: bool, v
 
 
 def _register() -> None:
-    from .commands import cache_cmds, core_cmds, hf_cmds, image_cmds, text_cmds, train_cmds
+    from .commands import (
+        cache_cmds,
+        core_cmds,
+        hf_cmds,
+        image_cmds,
+        text_cmds,
+        train_cmds,
+        web_cmds,
+    )
 
-    for module in (core_cmds, cache_cmds, image_cmds, text_cmds, hf_cmds, train_cmds):
+    for module in (core_cmds, cache_cmds, image_cmds, text_cmds, hf_cmds, train_cmds, web_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -51,6 +51,7 @@ BUILDERS: dict[str, str] = {
     "gutenberg": "dlprep.prepare.gutenberg",
     "osm": "dlprep.prepare.osm",
     "hf": "dlprep.prepare.hf",
+    "warc": "dlprep.prepare.web",
 }
 
 
