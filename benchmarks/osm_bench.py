@@ -161,11 +161,13 @@ def main() -> None:
     print(f"   ratio {ratio:.2f}x (target <= 2.5x): {'PASS' if ratio <= 2.5 else 'MISS'}")
     small = run(TILES, str(SAMPLE), "disk", cache, str(args.rss_mpp))
     large = run(TILES, str(big), "disk", cache, str(args.rss_mpp))
+    floors = [run(FLOOR, str(p), "disk") for p in (SAMPLE, big)]
     print(f"\n2. peak RSS with the on-disk node index, {args.rss_mpp:g} m/px")
-    for name, r, path in (("1x", small, SAMPLE), ("8x", large, big)):
+    for name, r, path, fl in (("1x", small, SAMPLE, floors[0]), ("8x", large, big, floors[1])):
         print(f"   {name} {path.stat().st_size / 1e6:5.1f} MB: max RSS "
               f"{r['maxrss_kb'] / 1024:6.1f} MiB, peak anonymous {r['anon_kb'] / 1024:6.1f} "
-              f"MiB, {r['tiles']:,} tiles, {r['seconds']:.1f} s")
+              f"MiB, {r['tiles']:,} tiles, {r['seconds']:.1f} s; the read floor alone: "
+              f"{fl['maxrss_kb'] / 1024:.1f} / {fl['anon_kb'] / 1024:.1f} MiB")
     growth = large["maxrss_kb"] / small["maxrss_kb"] - 1
     anon = large["anon_kb"] / small["anon_kb"] - 1
     print(f"   growth: max RSS {growth:+.1%}, anonymous {anon:+.1%} (target within 15 %): "

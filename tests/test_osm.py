@@ -291,3 +291,37 @@ def test_missing_osmium_says_how_to_install(realdata: Path, cache_dir: Path) -> 
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "pip install 'dlprep[osm]'" in proc.stderr
+
+
+def test_normalized_ways_and_preview_of_ways(realdata: Path, cache_dir: Path,
+                                             tmp_path: Path) -> None:
+    src = str(realdata / "osm" / AGUAS)
+    raw = _fetch(cache_dir, "--pbf", src, "--format", "ways")
+    out = _fetch(cache_dir, "--pbf", src, "--format", "ways", "--normalize", "true")
+    with h5py.File(raw) as fr, h5py.File(out) as fn:
+        assert np.abs(fn["values"][()]).max() == pytest.approx(1.0)
+        scale = fn["meta/scale_m"][()]
+        off = fn["offsets"][()]
+        for i in (0, 10, 100):
+            seq = fr["values"][off[i]:off[i + 1]]
+            assert np.allclose(fn["values"][off[i]:off[i + 1]] * scale[i], seq, atol=1e-3)
+            assert scale[i] == pytest.approx(float(np.abs(seq).max()))
+    png = tmp_path / "ways.png"
+    prev = invoke_cli("preview", str(out), "--out", str(png), "--count", "8", cache_dir=cache_dir)
+    assert prev.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recipe_can_carry_its_own_layer_table(realdata: Path, cache_dir: Path,
+                                              tmp_path: Path) -> None:
+    recipe = (Path(__file__).resolve().parent.parent / "recipes" / "osm.toml").read_text()
+    recipe += ('\n[options]\nmin_count = 1\n[options.layers.roads]\ncolor = [1, 2, 3]\n'
+               'lines = ["highway"]\n')
+    path = tmp_path / "osm.toml"
+    path.write_text(recipe)
+    proc = invoke_cli("fetch", "osm", "--recipe", str(path), "--pbf",
+                      str(realdata / "osm" / AGUAS), cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(proc.stdout.strip().splitlines()[-1]) as f:
+        assert f["images"].shape[-1] == 1
+        assert json.loads(f.attrs["osm_layers"]) == {
+            "roads": {"color": [1, 2, 3], "lines": ["highway"], "widths": {"*": 4.0}}}
