@@ -45,7 +45,8 @@ SAMPLE = Path(__file__).resolve().parent.parent / "dlprep" / "_data" / "mnist-sa
 
 
 def idx(arr: np.ndarray) -> bytes:
-    return bytes([0, 0, 8, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes()
+    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    return header + arr.tobytes()
 
 
 def best(fn: Callable[[], None], repeat: int) -> float:

@@ -163,7 +163,8 @@ def main() -> int:
         parent.send("stop")
         server.join(timeout=10)
     print(f"fetch benchmark: loopback HTTP server in its own process, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"load average {os.getloadavg()[0]:.1f}, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     header = f"{'case':<40} {'dlprep':>14}  {'baseline':<36} {'ratio':>7}  {'target':>7}  result"
     print(header)
     print("-" * len(header))

@@ -22,7 +22,8 @@ log = logging.getLogger("dlprep")
 @click.version_option(__version__, prog_name="dlprep")
 @global_options
 @click.pass_context
-def cli(ctx: click.Context, cache_dir: str | None, offline: bool, quiet: bool, verbose: int) -> None:
+def cli(ctx: click.Context, cache_dir: str | None, offline: bool, quiet: bool,
+        verbose: int) -> None:
     """dlprep: public deep-learning data -> verified, cached HDF5 tensors -> fast loaders.
 
     \b

@@ -96,7 +96,8 @@ def _parse_file(path: Path, index: int, raw: Any) -> FileSpec:
     for alg, length in (("sha256", 64), ("md5", 32), ("content_sha256", 64), ("content_md5", 32)):
         value = raw.get(alg)
         if value is not None and (len(value) != length or not _HEX.match(value)):
-            raise _err(path, f"{key}.{alg}", f"expected {length} lowercase hex digits, got {value!r}")
+            raise _err(path, f"{key}.{alg}",
+                       f"expected {length} lowercase hex digits, got {value!r}")
     size = raw.get("size")
     if size is not None and size < 0:
         raise _err(path, f"{key}.size", f"must be >= 0, got {size}")
@@ -164,7 +165,8 @@ def load_recipe_file(path: str | os.PathLike[str]) -> Recipe:
 
 
 def builtin_recipe_dir() -> Path:
-    """The built-in recipes: ``recipes/`` in a checkout, ``dlprep/builtin_recipes`` when installed."""
+    """The built-in recipes: ``recipes/`` in a checkout, ``dlprep/builtin_recipes`` when
+    installed."""
     package = Path(__file__).resolve().parent
     checkout = package.parent / "recipes"
     if (package.parent / "setup.cfg").is_file() and checkout.is_dir():
@@ -174,7 +176,8 @@ def builtin_recipe_dir() -> Path:
 
 def recipe_dirs() -> list[Path]:
     """Folders searched for ``<name>.toml``, highest priority first."""
-    dirs = [Path(p).expanduser() for p in os.environ.get("DLPREP_RECIPES", "").split(os.pathsep) if p]
+    dirs = [Path(p).expanduser()
+            for p in os.environ.get("DLPREP_RECIPES", "").split(os.pathsep) if p]
     dirs.append(builtin_recipe_dir())
     return dirs
 

@@ -319,7 +319,7 @@ class LoopbackServer:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
 
     def serve(self, path: str, body: bytes | Path, **options: object) -> Route:
-        """Serve ``body`` (bytes, or a file's contents) at ``path``; options are ``Route`` fields."""
+        """Serve ``body`` (bytes, or a file's contents) at ``path``; options: ``Route`` fields."""
         if isinstance(body, Path):
             body = body.read_bytes()
         route = Route(body=body, **options)  # type: ignore[arg-type]

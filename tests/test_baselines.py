@@ -309,7 +309,8 @@ def test_char_language_model_prints_and_writes_samples(tmp_path: Path) -> None:
     assert lines[-1] == str(out)
     text = (out / "samples.txt").read_text()
     for k, s in enumerate(samples, 1):
-        assert f"--- sample {k} (prompt | generated) ---\n{s['prompt']} | {s['generated']}\n" in text
+        assert (f"--- sample {k} (prompt | generated) ---\n{s['prompt']} | "
+                f"{s['generated']}\n") in text
 
 
 def test_word_language_model_reports_perplexity(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from dlprep.fetch.extract import ExtractLimits, archive_kind, decompress_file, e
 
 
 def _tar(path: Path, entries: list[tuple[str, str, bytes | str]], mode: str = "w:gz") -> Path:
-    """Write a tar: entries are (kind, name, data-or-linkname), kind in file/dir/sym/hard/chr/fifo."""
+    """Write a tar: entries are (kind, name, data-or-linkname), kind in
+    file/dir/sym/hard/chr/fifo."""
     with tarfile.open(path, mode) as tf:
         for kind, name, payload in entries:
             info = tarfile.TarInfo(name)
@@ -52,14 +53,16 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_tar_extracts_files_dirs_and_inside_links(tmp_path: Path) -> None:
     arc = _tar(tmp_path / "ok.tar.gz", [
-        ("dir", "data", b""), ("file", "data/a.txt", b"alpha"), ("file", "data/sub/b.bin", b"\x00\x01"),
+        ("dir", "data", b""), ("file", "data/a.txt", b"alpha"),
+        ("file", "data/sub/b.bin", b"\x00\x01"),
         ("sym", "data/link-to-a", "a.txt"), ("hard", "data/hard-a", "data/a.txt"),
     ])
     assert archive_kind(arc) == "tar"
     out = extract_archive(arc, tmp_path / "out")
     assert (out / "data/a.txt").read_bytes() == b"alpha"
     assert (out / "data/sub/b.bin").read_bytes() == b"\x00\x01"
-    assert (out / "data/link-to-a").is_symlink() and (out / "data/link-to-a").read_bytes() == b"alpha"
+    link = out / "data/link-to-a"
+    assert link.is_symlink() and link.read_bytes() == b"alpha"
     assert (out / "data/hard-a").read_bytes() == b"alpha"
     assert _leftovers(tmp_path) == []
     # idempotent: an existing destination is complete (it only appears by rename)

@@ -33,7 +33,8 @@ def _write_recipe(path: Path, sha_override: dict[str, str] | None = None) -> Pat
         + "\n".join(blocks)
         + '\n[splits.train]\nimages = "train-images-idx3-ubyte.gz"\n'
           'labels = "train-labels-idx1-ubyte.gz"\n'
-          '[splits.test]\nimages = "t10k-images-idx3-ubyte.gz"\nlabels = "t10k-labels-idx1-ubyte.gz"\n')
+          '[splits.test]\nimages = "t10k-images-idx3-ubyte.gz"\n'
+          'labels = "t10k-labels-idx1-ubyte.gz"\n')
     return path
 
 
@@ -43,8 +44,8 @@ def _serve_sample(loopback, prefix: str = "", **options: object) -> None:
 
 
 def _prepared(cache: Path, name: str) -> list[Path]:
-    return sorted((cache / "prepared" / name).glob("*.h5")) if (cache / "prepared" / name).is_dir() \
-        else []
+    folder = cache / "prepared" / name
+    return sorted(folder.glob("*.h5")) if folder.is_dir() else []
 
 
 def test_fetch_through_a_loopback_mirror_with_a_retry(loopback, cache_dir: Path,
@@ -127,7 +128,8 @@ def _stand_in_train_images(path: Path) -> None:
         fh.write(bytes(60000 * 28 * 28))
 
 
-def test_fetch_mnist_from_a_mirror_of_genuine_regzipped_files(realdata: Path, cache_dir: Path) -> None:
+def test_fetch_mnist_from_a_mirror_of_genuine_regzipped_files(realdata: Path,
+                                                              cache_dir: Path) -> None:
     """`dlprep fetch mnist --mirror file:///.../realdata/mnist`: the three genuine files there
     were re-gzipped by a mirror (their .gz sha256 differs from the recipe's); they are accepted
     by the recipe's content_md5. train-images is not in realdata, so a stand-in is placed in

@@ -97,13 +97,14 @@ def test_md5_only_recipes_are_verified(loopback, tmp_path: Path) -> None:
         fetch_file(wrong, tmp_path)
 
 
-def test_missing_checksum_warns_with_the_computed_sha256(loopback, tmp_path: Path,
-                                                          dlprep_log: pytest.LogCaptureFixture) -> None:
+def test_missing_checksum_warns_with_the_computed_sha256(
+        loopback, tmp_path: Path, dlprep_log: pytest.LogCaptureFixture) -> None:
     loopback.serve("/data.bin", PAYLOAD)
     fetch_file(FileSpec("data.bin", [loopback.url("data.bin")]), tmp_path)
     warnings = [r for r in dlprep_log.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "no checksum for data.bin" in warnings[0].getMessage() and SHA in warnings[0].getMessage()
+    message = warnings[0].getMessage()
+    assert "no checksum for data.bin" in message and SHA in message
     fetch_file(FileSpec("other.bin", [loopback.url("data.bin")], checksum_optional=True), tmp_path)
     assert len([r for r in dlprep_log.records if r.levelno == logging.WARNING]) == 1
 

@@ -52,13 +52,15 @@ def test_plain_download_sends_user_agent_and_leaves_only_the_file(loopback, tmp_
     assert req.headers["User-Agent"] == USER_AGENT
     assert USER_AGENT.startswith("dlprep/") and "+https://github.com/dlprep/dlprep" in USER_AGENT
     assert req.headers["Accept-Encoding"] == "identity"
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["data.bin"]
+    kept = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+    assert kept == ["data.bin"]
     fetch_file(_spec([loopback.url("data.bin")]), tmp_path)  # cached: no new request
     assert loopback.requests("/data.bin") == 1
 
 
 @pytest.mark.parametrize("validator", ["etag", "last-modified"])
-def test_connection_cut_mid_file_resumes_with_range(loopback, tmp_path: Path, validator: str) -> None:
+def test_connection_cut_mid_file_resumes_with_range(loopback, tmp_path: Path,
+                                                    validator: str) -> None:
     route = loopback.serve("/data.bin", PAYLOAD, cut_after=600_000, validator=validator)
     clock = FakeClock()
     path = fetch_file(_spec([loopback.url("data.bin")]), tmp_path, clock.options())
@@ -66,7 +68,8 @@ def test_connection_cut_mid_file_resumes_with_range(loopback, tmp_path: Path, va
     first, second = loopback.requests_for("/data.bin")
     assert first.body_bytes == 600_000
     assert second.headers["Range"] == "bytes=600000-"
-    assert second.headers["If-Range"] == (route.etag if validator == "etag" else route.last_modified)
+    expected = route.etag if validator == "etag" else route.last_modified
+    assert second.headers["If-Range"] == expected
     assert second.status == 206
     resent = loopback.bytes_sent("/data.bin") - len(PAYLOAD)
     assert resent <= 0.10 * len(PAYLOAD)
@@ -223,8 +226,8 @@ def test_read_timeout_is_retried(loopback, tmp_path: Path) -> None:
     assert time.monotonic() - start < 5
 
 
-def test_threaded_writer_for_big_downloads_resumes_correctly(loopback, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threaded_writer_for_big_downloads_resumes_correctly(
+        loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Big downloads write + hash on a helper thread; a cut and a resume still give exact bytes."""
     monkeypatch.setattr("dlprep.fetch.http.THREADED_MIN", 0)
     loopback.serve("/data.bin", PAYLOAD, cut_after=555_555)

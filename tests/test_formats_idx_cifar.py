@@ -115,7 +115,8 @@ def test_cifar10_records_decode_to_hwc() -> None:
     np.testing.assert_array_equal(got_labels[:, 0], labels)
     # spec-level reading: reshape(3, 32, 32).transpose(1, 2, 0)
     raw = np.frombuffer(cifar_records(labels, images), np.uint8).reshape(-1, 3073)
-    np.testing.assert_array_equal(got_images, raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    want = raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(got_images, want)
 
 
 def test_cifar100_two_label_bytes() -> None:

@@ -149,9 +149,8 @@ def test_labelled_text_and_mixed_image_sizes(tmp_path: Path, cache_dir: Path,
     rng = np.random.default_rng(0)
     pics = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in
             ((20, 30), (30, 20), (24, 24))]
-    mixed = datasets.Dataset.from_dict({"img": pics, "label": [0, 1, 2]},
-                                       features=datasets.Features({"img": datasets.Image(),
-                                                                   "label": datasets.Value("int64")}))
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.Value("int64")})
+    mixed = datasets.Dataset.from_dict({"img": pics, "label": [0, 1, 2]}, features=features)
     mixed.save_to_disk(str(tmp_path / "mixed"))
     code = main(["--cache-dir", str(cache_dir), "prepare", "--from-hf", str(tmp_path / "mixed"),
                  "--name", "mixed"])

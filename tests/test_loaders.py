@@ -140,7 +140,8 @@ def test_batches_shapes_drop_last_and_torch(files: dict[str, Path]) -> None:
     got = list(stream)
     assert len(got) == len(stream) == (N - TRAIN) // 50
     x, y = got[0]
-    assert isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and tuple(x.shape) == (50, 6, 5, 3)
+    assert isinstance(x, torch.Tensor) and x.dtype == torch.uint8
+    assert tuple(x.shape) == (50, 6, 5, 3)
     assert y.dtype == torch.int64
     x0, _ = next(dlprep.batches(files["contiguous"], "test", batch_size=7))
     assert isinstance(x0, np.ndarray) and x0.shape == (7, 6, 5, 3)

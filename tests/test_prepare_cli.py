@@ -166,7 +166,8 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path: Path) -> None:
 
 
 def _idx(arr: np.ndarray) -> bytes:
-    return bytes([0, 0, 8, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes()
+    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    return header + arr.tobytes()
 
 
 def _recipe(tmp_path: Path, name: str, parser: str, files: dict[str, Path], splits: str,
@@ -319,7 +320,8 @@ def test_recipes_checksum_fills_hashes(tmp_path: Path, cache_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     text = recipe.read_text()
     assert text.startswith("# my recipe")
-    assert f'sha256 = "{hashlib.sha256(data).hexdigest()}"' in text and f"size = {len(data)}" in text
+    assert f'sha256 = "{hashlib.sha256(data).hexdigest()}"' in text
+    assert f"size = {len(data)}" in text
 
 
 def test_recipes_checksum_keeps_comments_and_reports_skipped_files(

@@ -136,7 +136,8 @@ def test_text_without_markers_is_kept_whole() -> None:
 
 
 def test_clean_text_nfc_and_control_characters() -> None:
-    decomposed = "Cafe\u0301 Zu\u0308rich \u212b"  # e + combining acute, u + diaeresis, Angstrom sign
+    # e + combining acute, u + diaeresis, Angstrom sign
+    decomposed = "Cafe\u0301 Zu\u0308rich \u212b"
     assert clean_text(decomposed) == "Caf\u00e9 Z\u00fcrich \u00c5"
     assert clean_text(decomposed, normalize="none") == decomposed
     assert clean_text("\ufeffa\r\nb\rc\x00d\x07e\x1bf\x85g\x7f\th\ufeff") == "a\nb\ncdefg\th"

@@ -74,11 +74,13 @@ def info_cmd(state: State, name: str, recipe_file: str | None, as_json: bool) ->
             "recipe": str(recipe.path), "builder": recipe.parser or recipe.connector,
             "homepage": recipe.homepage, "license": recipe.license, "citation": recipe.citation,
             "description": recipe.description, "baselines": recipe.baselines,
-            "options": [{"flag": p.flag, "type": p.type, "default": recipe.options.get(p.name, p.default),
-                         "help": p.help, **({"choices": list(p.choices)} if p.choices else {})}
+            "options": [{"flag": p.flag, "type": p.type,
+                         "default": recipe.options.get(p.name, p.default), "help": p.help,
+                         **({"choices": list(p.choices)} if p.choices else {})}
                         for p in getattr(module, "PARAMS", ())],
             "files": [{"name": f.name, "size": f.size, "sha256": f.sha256, "md5": f.md5,
-                       "urls": [redact_url(u) for u in f.urls], "state": _file_state(cache.raw_dir(recipe.name) / f.name),
+                       "urls": [redact_url(u) for u in f.urls],
+                       "state": _file_state(cache.raw_dir(recipe.name) / f.name),
                        **({"note": f.note} if f.note else {})}
                       for f in recipe.files],
         })

@@ -12,7 +12,8 @@ from .common import State, common_options, emit_path
 
 
 def skip_report(path: Path) -> list[str]:
-    """Lines describing what a prepared image file left out (root attrs ``skipped``/``duplicates``)."""
+    """Lines describing what a prepared image file left out (root attributes ``skipped`` and
+    ``duplicates``)."""
     import h5py
 
     lines = []

@@ -37,7 +37,7 @@ PathLike = str | os.PathLike[str]
 
 def open_file(name_or_path: PathLike, *, cache_dir: PathLike | None = None, offline: bool = False,
               buffer_chunks: int = 8) -> PreparedFile:
-    """Resolve a dataset name or ``.h5`` path to a :class:`PreparedFile` (preparing it if needed)."""
+    """Resolve a dataset name or ``.h5`` path to a :class:`PreparedFile` (prepared if needed)."""
     path = Path(resolve_prepared(name_or_path, cache_dir, offline)).resolve()
     st = path.stat()
     return _cached_file(str(path), st.st_ino, st.st_size, st.st_mtime_ns, int(buffer_chunks))
@@ -46,7 +46,8 @@ def open_file(name_or_path: PathLike, *, cache_dir: PathLike | None = None, offl
 @functools.lru_cache(maxsize=16)
 def _cached_file(path: str, inode: int, size: int, mtime_ns: int,
                  buffer_chunks: int) -> PreparedFile:
-    """One :class:`PreparedFile` per file version and process (metadata read once, handles shared)."""
+    """One :class:`PreparedFile` per file version and process (metadata read once, handles
+    shared)."""
     del inode, size, mtime_ns  # part of the cache key: a re-prepared file is read afresh
     return PreparedFile(path, cache_chunks=buffer_chunks)
 

@@ -114,12 +114,13 @@ class ImageDataset(SplitView):
         return x, self.labels.copy()
 
     def class_weights(self) -> np.ndarray:
-        """float32 ``(K,)`` balanced class weights of this split (see ``sampling.class_weights``)."""
+        """float32 ``(K,)`` balanced class weights of this split (``sampling.class_weights``)."""
         return class_weights(self.labels, len(self.classes) or None)
 
     def sampler(self, *, shuffle: bool = True, seed: int = 0, rank: int | None = None,
                 world_size: int | None = None) -> ShardedSampler:
-        """A DataLoader sampler giving this rank its share of each epoch (chunk-aware if chunked)."""
+        """A DataLoader sampler giving this rank its share of each epoch (chunk-aware when
+        chunked)."""
         chunked = self.file.chunk_rows if self.file.compression else None
         return ShardedSampler(len(self), shuffle=shuffle, seed=seed, rank=rank,
                               world_size=world_size, rows=self.indices, chunk_rows=chunked,

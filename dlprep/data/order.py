@@ -13,8 +13,10 @@ import sys
 import numpy as np
 
 
-def distributed_rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """``(rank, world_size)``: the given values, else ``torch.distributed`` when initialised, else (0, 1).
+def distributed_rank_world(rank: int | None = None,
+                           world_size: int | None = None) -> tuple[int, int]:
+    """``(rank, world_size)``: the given values, else ``torch.distributed`` when initialised,
+    else (0, 1).
 
     torch is consulted only if it was already imported by the caller. Raises ``ValueError`` for
     a rank outside ``[0, world_size)``.

@@ -62,7 +62,8 @@ def class_counts(labels: np.ndarray, num_classes: int | None = None) -> np.ndarr
 
 
 def class_weights(labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-    """float32 ``(K,)`` weights ``n / (K_present * count)`` (sklearn "balanced"); 0 for absent classes.
+    """float32 ``(K,)`` weights ``n / (K_present * count)`` (sklearn "balanced"); 0 for absent
+    classes.
 
     Pass them to ``torch.nn.CrossEntropyLoss(weight=torch.from_numpy(w))``.
     """

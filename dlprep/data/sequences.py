@@ -143,7 +143,7 @@ class SequenceDataset(SplitView):
 
     def lm_windows(self, seq_len: int, stride: int | None = None, *,
                    cross_documents: bool = True) -> LMWindowDataset:
-        """Language-model windows over this split (token sets only); see :class:`LMWindowDataset`."""
+        """Language-model windows over this split (token sets only): :class:`LMWindowDataset`."""
         if self.file.data_key != "tokens":
             raise StoreError(f"{self.file.path}: lm_windows needs a 'tokens' dataset")
         cls: type = LMWindowDataset
@@ -215,7 +215,8 @@ class LMWindowDataset:
             self.run_start = self.run_end = np.empty(0, np.int64)
         self.run_cum = np.concatenate([[0], np.cumsum(self.run_end - self.run_start)])
         self.total_tokens = int(self.run_cum[-1])
-        self.count = 0 if self.total_tokens < need else (self.total_tokens - need) // self.stride + 1
+        self.count = (0 if self.total_tokens < need
+                      else (self.total_tokens - need) // self.stride + 1)
 
     def __len__(self) -> int:
         return self.count

@@ -99,7 +99,8 @@ class Compose(BatchTransform):
 class RandomCrop(BatchTransform):
     """Zero-pad by ``padding`` pixels then crop ``size`` at a random place per image (uint8)."""
 
-    def __init__(self, size: int | Sequence[int], padding: int = 0, seed: int | None = None) -> None:
+    def __init__(self, size: int | Sequence[int], padding: int = 0,
+                 seed: int | None = None) -> None:
         super().__init__(seed)
         self.size = _pair(size)
         self.padding = int(padding)
@@ -134,7 +135,8 @@ class RandomHorizontalFlip(BatchTransform):
 
 
 class Resize(BatchTransform):
-    """Resize every image to ``size`` (H, W) with Pillow (bilinear by default); uint8 stays uint8."""
+    """Resize every image to ``size`` (H, W) with Pillow (bilinear by default); uint8 stays
+    uint8."""
 
     def __init__(self, size: int | Sequence[int], resample: str = "bilinear") -> None:
         super().__init__(None)

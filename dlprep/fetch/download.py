@@ -274,7 +274,8 @@ def fetch_many(specs: Sequence[FileSpec], dest_dir: Path, options: FetchOptions 
     enabled = progress_enabled(options.progress)
     one_bar = options.with_(progress=enabled and len(todo) == 1)
     workers = options.max_workers or _auto_workers(specs)
-    with progress_bar(enabled and len(todo) > 1, desc="files", total=len(todo), unit="file") as bar, \
+    with progress_bar(enabled and len(todo) > 1, desc="files", total=len(todo),
+                      unit="file") as bar, \
             ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool:
         futures = {pool.submit(fetch_file, specs[i], dest_dir, one_bar, session=session): i
                    for i in todo}

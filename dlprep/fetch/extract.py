@@ -41,7 +41,7 @@ _CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, *DECOMPRESS_ERRORS)
 
 
 def archive_kind(path: Path) -> str:
-    """``"zip"``, ``"tar"`` (plain or compressed), ``"gz"``, ``"bz2"`` or ``"xz"`` (single stream)."""
+    """``"zip"``, ``"tar"`` (plain or compressed), ``"gz"``, ``"bz2"`` or ``"xz"`` (one stream)."""
     with open(path, "rb") as fh:
         head = fh.read(6)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):

@@ -61,8 +61,9 @@ class RetryPolicy:
 
     ``attempts``: consecutive failed tries per URL (a try that grew the kept, resumable part
     file resets the count); ``max_tries``: tries per URL in all, progress or not. Delays:
-    ``backoff * 2**(n-1)`` seconds capped at ``max_delay``, plus up to ``jitter`` of that at random; a ``Retry-After`` header replaces the delay (a server asking
-    for more than ``max_retry_after`` seconds makes us move on to the next mirror).
+    ``backoff * 2**(n-1)`` seconds capped at ``max_delay``, plus up to ``jitter`` of that at
+    random; a ``Retry-After`` header replaces the delay (a server asking for more than
+    ``max_retry_after`` seconds makes us move on to the next mirror).
     """
 
     attempts: int = 5
@@ -86,7 +87,8 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if
+    absent."""
     if not value:
         return None
     value = value.strip()

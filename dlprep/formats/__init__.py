@@ -1,1 +1,2 @@
-"""Format parsers: read upstream bytes (never pickle) and raise ``FormatError(file, offset, what)``."""
+"""Format parsers: read upstream bytes (never pickle) and raise
+``FormatError(file, offset, what)``."""

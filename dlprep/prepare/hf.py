@@ -227,7 +227,8 @@ def iter_image_blocks(dset: Any, column: str, size: int, where: str) -> Iterator
 
 
 def label_values(splits: dict[str, Any], column: str) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Integer labels per split and the class names (ClassLabel names, sorted strings, or 0..K-1)."""
+    """Integer labels per split and the class names (ClassLabel names, sorted strings, or
+    0..K-1)."""
     ds_mod = _datasets()
     first = next(iter(splits.values()))
     feature = first.features[column]
@@ -359,7 +360,8 @@ def _build_text(ctx: PrepareContext, out: Path, splits: dict[str, Any], text: st
 
 
 def import_recipe(path: str | Path, name: str) -> Any:
-    """A recipe for ``prepare --from-hf PATH --name NAME`` (no TOML file: the import is the data)."""
+    """A recipe for ``prepare --from-hf PATH --name NAME`` (no TOML file: the import is the
+    data)."""
     from ..cache import safe_component
     from ..recipes import Recipe
 

@@ -77,7 +77,8 @@ def resolve_options(params: Sequence[Param], defaults: Mapping[str, Any],
             if key not in known:
                 allowed = ", ".join(p.flag for p in params) or "(none)"
                 flag = "--" + key.replace("_", "-")
-                raise DlprepError(f"{where}: unknown {source} {flag}; this dataset takes: {allowed}")
+                raise DlprepError(f"{where}: unknown {source} {flag}; this dataset takes: "
+                                  f"{allowed}")
     out: dict[str, Any] = {}
     for p in params:
         value = overrides.get(p.name, defaults.get(p.name, p.default))
@@ -86,7 +87,8 @@ def resolve_options(params: Sequence[Param], defaults: Mapping[str, Any],
 
 
 def parse_extra_args(args: Sequence[str], where: str) -> dict[str, Any]:
-    """Turn ``["--per-class", "10", "--grayscale"]`` into ``{"per_class": "10", "grayscale": "true"}``."""
+    """Turn ``["--per-class", "10", "--grayscale"]`` into
+    ``{"per_class": "10", "grayscale": "true"}``."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):

@@ -1,10 +1,10 @@
 """The shared text pipeline: texts -> ragged token sequences (``kind = "sequence"``).
 
 Used by the ``text-files`` (:mod:`.text_files`), ``csv-text`` (:mod:`.text_csv`), ``gutenberg``
-and ``hf`` builders. The pipeline (:func:`write_text_dataset`): clean (NFC, control characters) -> optional
-paragraph chunks -> drop identical documents -> split by document (stratified when labelled)
--> fit the tokenizer (word/bpe: on the train split; char: on all text) -> ``tokens``/``offsets``/
-``vocab`` + tokenizer config.
+and ``hf`` builders. The pipeline (:func:`write_text_dataset`): clean (NFC, control
+characters) -> optional paragraph chunks -> drop identical documents -> split by document
+(stratified when labelled) -> fit the tokenizer (word/bpe: on the train split; char: on all
+text) -> ``tokens``/``offsets``/``vocab`` + tokenizer config.
 Language-model windows are cut at load time from the documents of one split (so no document is
 in two splits and no window mixes splits; ``lm_windows(cross_documents=False)`` also keeps each
 window inside one document).

@@ -156,7 +156,8 @@ def read_catalog(path: Path) -> list[CatalogEntry]:
 def search_catalog(entries: Iterable[CatalogEntry], *, ids: Sequence[int] | None = None,
                    author: str | None = None, title: str | None = None,
                    language: str | None = None, subject: str | None = None,
-                   limit: int | None = None, types: Sequence[str] = ("Text",)) -> list[CatalogEntry]:
+                   limit: int | None = None,
+                   types: Sequence[str] = ("Text",)) -> list[CatalogEntry]:
     """Entries matching every given filter, sorted by id, at most ``limit``.
 
     ``author``/``title``/``subject``: case-insensitive substrings (``subject`` also searches
@@ -318,8 +319,9 @@ class GutenbergClient:
     """Fetch the catalog and books into ``dest`` (``catalog/<date>/``, ``books/<id>/``).
 
     ``options.mirrors`` are tried first (main layout, then mirror tree, then a flat folder of
-    files: ``BASE/pg1342.txt``, ``BASE/pg_catalog.csv.gz``), then ``base_url`` (main layout); the other fetch options (offline, force, lock folder, retry policy) apply
-    to every download. ``polite(url)`` says which URLs the rate limit and robots.txt apply
+    files: ``BASE/pg1342.txt``, ``BASE/pg_catalog.csv.gz``), then ``base_url`` (main layout);
+    the other fetch options (offline, force, lock folder, retry policy) apply to every
+    download. ``polite(url)`` says which URLs the rate limit and robots.txt apply
     to; ``limiter``, ``robots``, ``today`` and ``options.retry`` (its sleep/clock) are
     injectable for tests.
     """

@@ -153,7 +153,8 @@ def seal(f: h5py.File, known: Mapping[str, int] | None = None) -> None:
 
 
 def has_checksums(f: h5py.File) -> bool:
-    """True when any dataset carries a checksum (files written before checksums existed have none)."""
+    """True when any dataset carries a checksum (files written before checksums existed have
+    none)."""
     return any(ATTR in dset.attrs for _, dset in _datasets(f))
 
 

@@ -17,7 +17,8 @@ NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD", "none")
 # A line that ends the PG header: the modern/older START markers, and the end of the 1990s
 # "small print" licence that precedes the text in the oldest files.
 _START = re.compile(
-    r"^[ \t]*\*{2,}[ \t]*start[ \t]+of[ \t]+(the[ \t]+|this[ \t]+)?(project[ \t]+gutenberg|copyrighted)"
+    r"^[ \t]*\*{2,}[ \t]*start[ \t]+of[ \t]+(the[ \t]+|this[ \t]+)?"
+    r"(project[ \t]+gutenberg|copyrighted)"
     r"|^[ \t]*\*+[ \t]*end[ \t]*\*?[ \t]*the[ \t]+small[ \t]+print",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -184,7 +185,8 @@ def strip_gutenberg(text: str) -> GutenbergText:
     """Split a Project Gutenberg text into its body and header metadata.
 
     The BOM is dropped and line ends become LF. The body starts after the last START marker
-    (``*** START OF THE/THIS PROJECT GUTENBERG``, ``***START OF ...``, ``*END*THE SMALL PRINT``, ...)
+    (``*** START OF THE/THIS PROJECT GUTENBERG``, ``***START OF ...``,
+    ``*END*THE SMALL PRINT``, ...)
     that precedes the first END marker, and stops at the first END marker after it
     (``*** END OF ...``, ``End of (the) Project Gutenberg's ...``, ``END OF PROJECT GUTENBERG``).
     Producer credits that follow the START marker ("Produced by ...", "Distributed
