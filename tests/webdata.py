@@ -22,7 +22,8 @@ def warc_record(url: str, block: bytes, *, rtype: str = "response",
                 declared: int | None = None) -> bytes:
     """One WARC/1.0 record (uncompressed). ``declared`` overrides Content-Length."""
     lines = ["WARC/1.0", f"WARC-Type: {rtype}", f"WARC-Target-URI: {url}",
-             f"WARC-Date: {date}", f"WARC-Record-ID: <urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url + date)}>",
+             f"WARC-Date: {date}",
+             f"WARC-Record-ID: <urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url + date)}>",
              "Content-Type: application/http; msgtype=response",
              f"Content-Length: {len(block) if declared is None else declared}"]
     if digest:
