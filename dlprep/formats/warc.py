@@ -276,3 +276,9 @@ def read_records(path: Path, report: ReadReport | None = None,
         base += len(data)
     if kind is None:
         raise FormatError(path, 0, "empty file: not a WARC or ARC file")
+
+
+def records_in(data: bytes) -> tuple[list[Record], ReadReport]:
+    """The WARC records of one decompressed buffer, and what was wrong with it."""
+    report = ReadReport()
+    return list(_parse_warc(data, 0, 0, True, report)), report

@@ -52,6 +52,7 @@ BUILDERS: dict[str, str] = {
     "osm": "dlprep.prepare.osm",
     "hf": "dlprep.prepare.hf",
     "warc": "dlprep.prepare.web",
+    "commoncrawl": "dlprep.prepare.web_commoncrawl",
 }
 
 

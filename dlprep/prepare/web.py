@@ -130,8 +130,14 @@ def _shown(source: str) -> str:
 
 def build(ctx: PrepareContext, out: Path) -> None:
     names = [_shown(spec.urls[0] if spec.urls else spec.name) for spec in ctx.recipe.files]
-    pages, skipped = read_pages([(shown, ctx.files[spec.name]) for shown, spec in
-                                 zip(names, ctx.recipe.files, strict=True)], ctx.options)
+    write_pages(ctx, out, [(shown, ctx.files[spec.name]) for shown, spec in
+                           zip(names, ctx.recipe.files, strict=True)])
+
+
+def write_pages(ctx: PrepareContext, out: Path, inputs: Sequence[tuple[str, Path]]) -> None:
+    """The text dataset of the archive files ``inputs`` (``(shown name, path)``)."""
+    names = [name for name, _ in inputs]
+    pages, skipped = read_pages(inputs, ctx.options)
     if skipped:
         log.info("skipped records: %s", ", ".join(f"{k}: {v}" for k, v in skipped.most_common()))
     if ctx.options["minhash"]:
