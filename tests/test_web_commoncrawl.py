@@ -96,7 +96,8 @@ class _Index:
         page = int(q.get("page", ["0"])[0])
         if page == self.fail_page:
             self.fail_page = None
-            return 503, b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+            return 503, (b"<Error><Code>SlowDown</Code><Message>Please reduce your request "
+                         b"rate.</Message></Error>")
         chunk = self.rows[page * PER_PAGE:(page + 1) * PER_PAGE]
         return 200, "".join(json.dumps(r) + "\n" for r in chunk).encode()
 

@@ -7,9 +7,9 @@
   a prefix ``example.com/*`` or a domain ``*.example.com``. Every reply is cached under
   ``index/`` by the sha256 of its query URL, so a run replays ``--offline``.
 * Records: ``GET {data_base}/{filename}`` with ``Range: bytes=offset-(offset+length-1)``: the
-  body must be a 206 of exactly ``length`` bytes (a server ignoring the range is stopped after
-  at most 64 KiB past ``length``, never the whole file), one gzip member holding one WARC record whose
-  payload sha1 is the CDX ``digest``. Kept under ``records/`` by filename, offset and length.
+  body must be a 206 of exactly ``length`` bytes (a server ignoring the range is stopped at
+  most 64 KiB past ``length``, never read whole), one gzip member holding one WARC record
+  whose payload sha1 is the CDX ``digest``. Kept under ``records/`` by filename, offset and length.
 * 503 (S3 "SlowDown"), 429 and other 5xx are retried with backoff and ``Retry-After``
   (``FetchOptions.retry``); every URL shown is redacted.
 """
