@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from .errors import ExtractionError
 from .magic import file_compression, open_compressed
+from .parallel_gzip import open_gzip
 
 
 @dataclass(frozen=True)
@@ -140,5 +141,7 @@ def open_decompressed(path: Path, *, limits: ExtractLimits | None = None,
     kind = file_compression(path)
     if kind is None:
         return open(path, "rb")
-    return BoundedReader(open_compressed(path, kind),  # type: ignore[return-value]
-                         Budget.for_file(path, limits), max_bytes)
+    budget = Budget.for_file(path, limits)
+    # big gzip files may be inflated on several cores (dlprep.parallel_gzip, same bytes/errors)
+    raw = open_gzip(path, budget.packed) if kind == "gzip" else open_compressed(path, kind)
+    return BoundedReader(raw, budget, max_bytes)  # type: ignore[return-value]
