@@ -69,12 +69,13 @@ def test_same_bytes_through_either_inflater(tmp_path: Path, backend: str,
 
 def _broken(tmp_path: Path, data: bytes) -> dict[str, Path]:
     gz = gzip.compress(data, 6)
+    mid = len(gz) // 2
     cases = {
-        "cut-middle": gz[:len(gz) // 2],
+        "cut-middle": gz[:mid],
         "cut-trailer": gz[:-4],
         "bad-crc": gz[:-8] + bytes([gz[-8] ^ 0xFF]) + gz[-7:],
         "bad-length": gz[:-1] + bytes([gz[-1] ^ 0xFF]),
-        "flipped-data": gz[:len(gz) // 2] + bytes([gz[len(gz) // 2] ^ 0xFF]) + gz[len(gz) // 2 + 1:],
+        "flipped-data": gz[:mid] + bytes([gz[mid] ^ 0xFF]) + gz[mid + 1:],
         "trailing-garbage": gz + b"not gzip",
         "header-only": gz[:12],
     }
