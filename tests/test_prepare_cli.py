@@ -412,3 +412,20 @@ def test_disk_full_while_writing_pixels_in_the_background(
     prepared = cache_dir / "prepared" / "mnist-sample"
     assert not list(prepared.glob("*.h5")) and not list(prepared.glob(".tmp-*"))
     monkeypatch.undo()
+
+
+def test_builder_version_bump_gives_a_new_prepared_file(cache_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A builder whose output changes bumps BUILD_VERSION: the old file is not reused; a builder
+    that defines none keeps the prepared file names it had."""
+    import dlprep.prepare.idx as idx_builder
+
+    monkeypatch.delattr(idx_builder, "BUILD_VERSION", raising=False)
+    _, plain = fetch_sample(cache_dir)
+    monkeypatch.setattr(idx_builder, "BUILD_VERSION", "2", raising=False)
+    _, bumped = fetch_sample(cache_dir)
+    assert bumped != plain and bumped.parent == plain.parent and plain.is_file()
+    with h5py.File(bumped, "r") as f:
+        assert json.loads(f.attrs["config"])["build_version"] == "2"
+    with h5py.File(plain, "r") as f:
+        assert "build_version" not in json.loads(f.attrs["config"])

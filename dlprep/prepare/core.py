@@ -77,7 +77,9 @@ class PrepareContext:
     ``options``: the resolved builder options (part of the config hash). ``workers``: a
     runtime option (how, not what: not in the hash). ``inputs``: further config-hash inputs a
     builder computes in ``collect`` (e.g. a listing digest, the chosen book ids). ``collected``:
-    whatever ``collect`` returned, for ``build``.
+    whatever ``collect`` returned, for ``build``. ``build_version``: the builder module's
+    ``BUILD_VERSION`` (a string bumped when the same inputs start giving other bytes), part of
+    the config hash only when the builder defines it, so other hashes stay as they were.
     """
 
     recipe: Recipe
@@ -91,6 +93,7 @@ class PrepareContext:
     inputs: dict[str, ConfigInput] = field(default_factory=dict)
     collected: object | None = None
     raw_files: dict[Path, bool] = field(default_factory=dict)  # path -> checksum published?
+    build_version: str | None = None
 
     @property
     def raw_dir(self) -> Path:
@@ -164,11 +167,14 @@ class PrepareContext:
                 "citation": self.recipe.citation, "config": self.config()}
 
     def config(self) -> dict[str, Any]:
-        return {"format": FORMAT_VERSION, "recipe": self.recipe.name, "name": self.name,
-                "version": self.recipe.version,
-                "builder": self.recipe.parser or self.recipe.connector,
-                "options": self.options, "inputs": self.inputs,
-                "sources": sorted((s["name"], s["sha256"]) for s in self.sources)}
+        config = {"format": FORMAT_VERSION, "recipe": self.recipe.name, "name": self.name,
+                  "version": self.recipe.version,
+                  "builder": self.recipe.parser or self.recipe.connector,
+                  "options": self.options, "inputs": self.inputs,
+                  "sources": sorted((s["name"], s["sha256"]) for s in self.sources)}
+        if self.build_version is not None:
+            config["build_version"] = self.build_version
+        return config
 
     def config_hash(self) -> str:
         blob = json.dumps(self.config(), sort_keys=True, default=str).encode()
@@ -227,7 +233,8 @@ def _context(recipe: Recipe, cache: Cache, module: ModuleType, options: Mapping[
         fetch = fetch.with_(lock_dir=cache.locks_dir)
     return PrepareContext(recipe=recipe, options=resolved, cache=cache,
                           name=safe_component(name or recipe.name, "dataset name"),
-                          fetch_options=fetch, workers=int(runtime.get("workers", 1)))
+                          fetch_options=fetch, workers=int(runtime.get("workers", 1)),
+                          build_version=getattr(module, "BUILD_VERSION", None))
 
 
 @contextlib.contextmanager
