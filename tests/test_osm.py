@@ -325,3 +325,21 @@ def test_recipe_can_carry_its_own_layer_table(realdata: Path, cache_dir: Path,
         assert f["images"].shape[-1] == 1
         assert json.loads(f.attrs["osm_layers"]) == {
             "roads": {"color": [1, 2, 3], "lines": ["highway"], "widths": {"*": 4.0}}}
+
+
+def test_on_disk_node_index_gives_the_same_tiles(realdata: Path, cache_dir: Path) -> None:
+    src = str(realdata / "osm" / AGUAS)
+    mem = _fetch(cache_dir, "--pbf", src, "--node-index", "memory")
+    disk = _fetch(cache_dir, "--pbf", src, "--node-index", "disk", "--force")
+    assert mem == disk  # how locations are kept is not part of the config hash
+    stats = ReadStats()
+    index_dir = cache_dir / "idx"
+    disk_feats = list(read_features(realdata / "osm" / AGUAS, ["highway", "building"],
+                                    areas=True, node_index="disk", index_dir=index_dir,
+                                    stats=stats))
+    mem_feats = list(read_features(realdata / "osm" / AGUAS, ["highway", "building"],
+                                   areas=True, node_index="memory"))
+    assert len(disk_feats) == len(mem_feats) > 700
+    assert all(np.array_equal(a.rings[0], b.rings[0]) for a, b in zip(disk_feats, mem_feats,
+                                                                       strict=True))
+    assert not list(index_dir.iterdir())  # the on-disk index is removed after the read
