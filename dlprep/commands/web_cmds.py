@@ -109,4 +109,89 @@ def import_warc_cmd(state: State, sources: tuple[str, ...], out_name: str, keep_
     emit_path(out)
 
 
-COMMANDS = [import_warc_cmd]
+def _write_crawl(state: State, seeds: list[str], name: str, crawler_options: dict[str, Any]
+                 ) -> Path:
+    """Crawl ``seeds`` into ``<cache>/raw/crawl/NAME-<UTC time>.warc.gz``; return its path."""
+    import datetime
+    import os
+
+    from warcio.warcwriter import WARCWriter
+
+    from ..sources.crawler import USER_AGENT, Crawler
+
+    folder = state.cache().raw_dir("crawl")
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = folder / f"{name}-{stamp}.warc.gz"
+    tmp = path.with_name(f".{path.name}.part")
+    crawler = Crawler(**crawler_options)
+    try:
+        with open(tmp, "wb") as fh:
+            writer = WARCWriter(fh, gzip=True)
+            writer.write_record(writer.create_warcinfo_record(path.name, {
+                "software": USER_AGENT, "format": "WARC File Format 1.0",
+                "robots": "obey", "seeds": " ".join(seeds)}))
+            result = crawler.crawl(seeds, writer)
+        if result.pages == 0:
+            reasons = "; ".join(f"{u}: {why}" for u, why in list(result.skipped.items())[:3])
+            raise DlprepError(f"crawl {name}: no HTML page fetched ({reasons or 'no seeds'})")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(f"crawled {result.pages} page(s), skipped {len(result.skipped)} URL(s) -> "
+               f"{path}", err=True)
+    return path
+
+
+@click.command("crawl", context_settings={"ignore_unknown_options": True,
+                                          "allow_extra_args": True})
+@click.option("--seeds", "seeds_file", required=True,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Text file of start URLs, one per line (# comments).")
+@click.option("--name", "out_name", required=True, help="Dataset name.")
+@click.option("--max-pages", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Stop after this many HTML pages.")
+@click.option("--depth", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Follow links this many hops from the seeds.")
+@click.option("--same-domain/--any-domain", default=True, show_default=True,
+              help="Follow links only to the seeds' hosts (and their subdomains).")
+@click.option("--delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds between two requests to one host (robots.txt Crawl-delay if "
+                   "longer).")
+@click.option("--language", default=None, metavar="CODE", help="Keep only this language.")
+@click.option("--dedupe", type=click.Choice(DEDUPE), default="exact", show_default=True,
+              help="Drop identical pages (exact) or near-duplicates too (minhash).")
+@click.option("--tokenizer", type=click.Choice(["char", "word", "bpe"]), default="char",
+              show_default=True, help="Token unit.")
+@common_options
+def crawl_cmd(state: State, seeds_file: Path, out_name: str, max_pages: int, depth: int,
+              same_domain: bool, delay: float, language: str | None, dedupe: str,
+              tokenizer: str) -> None:
+    """Crawl your own site(s) politely (robots.txt and Crawl-delay obeyed, one request at a
+    time per host, redirects capped, HTML only) into a WARC file in the cache, then import it
+    like `dlprep import-warc`; prints the HDF5 path (last line)."""
+    from ..cache import safe_component
+    from ..prepare.params import parse_extra_args
+    from ..sources.crawler import read_seeds
+
+    if state.is_offline:
+        raise DlprepError("crawl: needs the network (--offline is set); re-import an earlier "
+                          "crawl's WARC with `dlprep import-warc`")
+    name = safe_component(out_name, "dataset name")
+    seeds = read_seeds(seeds_file)
+    if not seeds:
+        raise DlprepError(f"{seeds_file}: no seed URLs")
+    options = parse_extra_args(list(click.get_current_context().args), "crawl")
+    options.update({"language": language, "tokenizer": tokenizer, **dedupe_options(dedupe)})
+    warc = _write_crawl(state, seeds, name, {"max_pages": max_pages, "depth": depth,
+                                             "same_domain": same_domain, "delay": delay})
+    out = import_archives(state, [str(warc)], name, options, command="crawl",
+                          title=f"web pages crawled from {len(seeds)} seed(s)")
+    if not state.quiet:
+        from .summary import summary_line
+
+        click.echo(summary_line(out))
+    emit_path(out)
+
+
+COMMANDS = [import_warc_cmd, crawl_cmd]
