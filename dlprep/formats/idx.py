@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..limits import DEFAULT_LIMITS, BoundedReader, ExtractLimits, check_declared
+from ..store.osio import aligned_empty
 from .compressed import STREAM_ERRORS, open_maybe_compressed
 
 DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -97,7 +98,7 @@ class IdxStream:
 
     def _fill(self, k: int, done: int) -> np.ndarray:
         """The next ``k`` items (item ``done`` onwards) as a native-endian array."""
-        buf = np.empty(k * self.item_bytes, np.uint8)
+        buf = aligned_empty(k * self.item_bytes)  # page-aligned: written to disk without a copy
         view = memoryview(buf)
         got = 0
         while got < len(view):
@@ -117,9 +118,14 @@ class IdxStream:
         if self._read(1):
             raise FormatError(self.path, self.size, "trailing bytes after IDX data")
 
-    def blocks(self, target_bytes: int = 4 << 20) -> Iterator[np.ndarray]:
-        """Native-endian arrays of whole items, about ``target_bytes`` each."""
+    def blocks(self, target_bytes: int = 4 << 20, align: int = 1) -> Iterator[np.ndarray]:
+        """Native-endian arrays of whole items, about ``target_bytes`` each; with ``align``,
+        a block holds a multiple of ``align`` bytes when it can (a writer given page-aligned
+        blocks sends them to disk without a copy)."""
+        step = align // math.gcd(max(1, self.item_bytes), max(1, align))
         per = max(1, target_bytes // max(1, self.item_bytes))
+        if per >= step:
+            per -= per % step
         done = 0
         while done < self.dims[0]:
             k = min(per, self.dims[0] - done)

@@ -18,6 +18,7 @@ from ..formats.cifar import PIXELS, decode_cifar_member
 from ..formats.compressed import STREAM_ERRORS, is_compressed, open_maybe_compressed
 from ..formats.tarstream import TarStream
 from ..store import ImageTensorWriter
+from ..store.osio import aligned_empty
 from .core import PrepareContext
 from .params import Param
 
@@ -156,9 +157,12 @@ class _CifarBuild:
         if name in self.texts:
             self.raw_text[name] = bytes(value)
         if name in self.image_members:
+            out = self.reusable_output()
+            if out is None:  # page-aligned: the writer sends it to disk without a copy
+                out = aligned_empty(len(value) // (self.label_bytes + PIXELS) * PIXELS)
             images, labels, sums = decode_cifar_member(
                 value, self.label_bytes, f"{self.archive}:{name}", self.limits, pool,
-                with_sums=name in self.train, out=self.reusable_output())
+                with_sums=name in self.train, out=out)
             self.labels_of[name] = labels
             self.decoded[name] = (images, labels, sums)
             if self.open_writer_when_layout_known() and name in self.decoded:

@@ -16,6 +16,7 @@ from ..errors import FormatError, RecipeError
 from ..formats.idx import IdxStream, read_idx_labels
 from ..recipes import Recipe
 from ..store import ImageTensorWriter
+from ..store.osio import PAGE
 from .core import PrepareContext
 
 PARAMS = ()
@@ -64,7 +65,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
             for split, images, labels in parts:
                 splits[split] = np.arange(pos, pos + len(labels), dtype=np.int64)
                 # inflating the next block overlaps with writing this one and its statistics
-                with Prefetch(images.blocks(), name="dlprep-idx-reader") as blocks:
+                with Prefetch(images.blocks(align=PAGE), name="dlprep-idx-reader") as blocks:
                     for block in blocks:
                         end = pos + len(block)
                         writer.write_at(pos, block[..., None], labels[pos - splits[split][0]:

@@ -21,7 +21,7 @@ from ..pixelstats import mean_std, pixel_sums
 from .checksum import combine_blocks, crc32, seal
 from .h5file import abandon_file, check_free_space, create_file
 from .layout import STR_DTYPE, label_axes, write_common, write_provenance
-from .osio import HAVE_PWRITE, pwrite_all
+from .osio import HAVE_PWRITE, open_direct, pwrite_all, pwrite_direct
 
 
 def _direct_dcpl() -> h5py.h5p.PropDCID:
@@ -83,8 +83,10 @@ class ImageTensorWriter:
         self._io: ThreadPoolExecutor | None = None
         self._io_jobs: list[Future[None]] = []
         self._image_crcs: list[tuple[int, int, int]] = []  # (byte offset, length, CRC-32)
+        self._direct_fd: int | None = None
         if self._offset is not None and HAVE_PWRITE:
             self._fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+            self._direct_fd = open_direct(self.path)
 
     def write(self, images: np.ndarray, labels: np.ndarray | None = None, *,
               split: str | None = None,
@@ -145,7 +147,11 @@ class ImageTensorWriter:
     def _write_rows(self, start: int, data: np.ndarray) -> None:
         """pwrite rows at their file offset, then checksum them while they are in cache."""
         assert self._fd is not None and self._offset is not None
-        pwrite_all(self._fd, data, self._offset + start * self._row_bytes)
+        offset = self._offset + start * self._row_bytes
+        if self._direct_fd is not None:
+            pwrite_direct(self._direct_fd, self._fd, data, offset)
+        else:
+            pwrite_all(self._fd, data, offset)
         self._note_crc(start, data)
 
     def _drain_io(self) -> None:
@@ -195,9 +201,7 @@ class ImageTensorWriter:
                           config or {}, extra_attrs)
         images_crc = combine_blocks(self._image_crcs, self.n * self._row_bytes)
         seal(self.f, {} if images_crc is None else {"images": images_crc})
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close_fds()
         self.f.flush()  # a full disk fails here, with the file still safe to abandon
         self.f.close()
 
@@ -207,11 +211,16 @@ class ImageTensorWriter:
             self._pool.shutdown(cancel_futures=True)
         if self._io is not None:
             self._io.shutdown(cancel_futures=True)  # waits for a write in progress
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+        with contextlib.suppress(OSError):
+            self._close_fds()
         abandon_file(self.f, self.path)
+
+    def _close_fds(self) -> None:
+        fds = (self._fd, self._direct_fd)
+        self._fd = self._direct_fd = None
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
 
 
 class SequenceWriter:
