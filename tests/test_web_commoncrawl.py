@@ -92,13 +92,16 @@ class _Index:
         self.queries.append(q)
         pages = (len(self.rows) + PER_PAGE - 1) // PER_PAGE
         if q.get("showNumPages") == ["true"]:
-            return 200, json.dumps({"pages": pages, "pageSize": PER_PAGE, "blocks": pages}).encode()
+            return 200, json.dumps({"pages": max(1, pages), "pageSize": PER_PAGE,
+                                    "blocks": pages}).encode()
         page = int(q.get("page", ["0"])[0])
         if page == self.fail_page:
             self.fail_page = None
             return 503, (b"<Error><Code>SlowDown</Code><Message>Please reduce your request "
                          b"rate.</Message></Error>")
         chunk = self.rows[page * PER_PAGE:(page + 1) * PER_PAGE]
+        if not chunk:
+            return 404, b"No Captures found for: " + q["url"][0].encode() + b"\n"
         return 200, "".join(json.dumps(r) + "\n" for r in chunk).encode()
 
     def close(self) -> None:
@@ -194,3 +197,6 @@ def test_bad_offset_digest_and_crawl_are_one_line_and_no_dataset(cc, cache_dir: 
     r = invoke_cli(*base, "--crawl", CRAWL, "--name", "dig", "--force", cache_dir=cache_dir)
     assert r.returncode == 1 and "payload digest" in r.stderr
     assert not list((cache_dir / "prepared").rglob("*.h5"))
+    index.rows = []  # the index answers 404 "No Captures found"
+    r = invoke_cli(*base, "--crawl", CRAWL, "--name", "empty", "--force", cache_dir=cache_dir)
+    assert r.returncode == 1 and "no status-200 HTML captures of '*.iana.org'" in r.stderr

@@ -122,8 +122,9 @@ class CommonCrawlClient:
             log.info("%s: %s, retrying in %.1f s", shown, reason, delay)
             policy.sleep(delay)
 
-    def _cached_get(self, url: str, what: str) -> bytes:
-        """A reply cached by its query URL (``index/<sha256>.json``); offline: the cache only."""
+    def _cached_get(self, url: str, what: str, missing_ok: bool = False) -> bytes:
+        """A reply cached by its query URL (``index/<sha256>.json``); offline: the cache only.
+        ``missing_ok``: a 404 (the index's "No Captures found") is an empty reply."""
         key = hashlib.sha256(url.encode()).hexdigest()[:32]
         path = self.cache_dir / "index" / f"{key}.json"
         if path.is_file() and not self.options.force:
@@ -132,7 +133,9 @@ class CommonCrawlClient:
             raise OfflineError(f"offline: {what} ({redact_url(url)}) is not in the cache "
                                f"({path}); run once online")
         status, body = self._request(url)
-        if status != 200:
+        if status == 404 and missing_ok:
+            body = b""
+        elif status != 200:
             raise FetchError(f"{redact_url(url)}: HTTP {status} for {what}: "
                              f"{body[:120].decode('utf-8', 'replace').strip()!r}")
         if len(body) > MAX_INDEX_BYTES:
@@ -174,7 +177,8 @@ class CommonCrawlClient:
         what = f"the page count of {pattern!r} in {crawl}"
         url = self._query_url(crawl, pattern, keep_text, showNumPages="true")
         try:
-            pages = int(json.loads(self._cached_get(url, what))["pages"])
+            reply = self._cached_get(url, what, missing_ok=True)
+            pages = int(json.loads(reply)["pages"]) if reply.strip() else 0
         except (ValueError, KeyError, TypeError) as exc:
             raise FormatError(redact_url(url), -1, f"showNumPages reply is not "
                                                    f'{{"pages": N}} ({exc})') from exc
@@ -182,7 +186,7 @@ class CommonCrawlClient:
         seen: set[tuple[str, int]] = set()
         for page in range(pages):
             url = self._query_url(crawl, pattern, keep_text, page=page)
-            body = self._cached_get(url, f"index page {page} of {pattern!r}")
+            body = self._cached_get(url, f"index page {page} of {pattern!r}", missing_ok=True)
             for line in body.decode("utf-8", "replace").splitlines():
                 if not line.strip():
                     continue
