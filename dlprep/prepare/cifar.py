@@ -182,6 +182,7 @@ class _CifarBuild:
 
     def run(self, ctx: PrepareContext) -> None:
         wanted = self.image_members | self.texts
+        plain = not is_compressed(self.archive)
         pool = ThreadPoolExecutor(2)
         # the reader inflates ahead (GIL released) while members are decoded; once every image
         # member's size is known the rows' places are known and writing overlaps too
@@ -190,9 +191,10 @@ class _CifarBuild:
         try:
             self.open_writer_when_layout_known()
             for name, value in reader.items(idle=self.open_writer_when_layout_known):
-                # two threads when input is waiting; one when inflating is the bottleneck,
-                # leaving the other core to the reader
-                self.take_member(name, value, pool if reader.ready() else None)
+                # two threads when input is waiting (always for a plain tar, whose reader needs
+                # no core: deciding by the queue made the first member's threads a matter of
+                # timing); one when inflating is the bottleneck, leaving a core to the reader
+                self.take_member(name, value, pool if plain or reader.ready() else None)
             missing = sorted(wanted - self.labels_of.keys() - self.raw_text.keys())
             if missing:
                 raise FormatError(self.archive, -1,
