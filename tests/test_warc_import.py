@@ -227,3 +227,18 @@ def test_import_by_url_over_loopback(realdata: Path, cache_dir: Path, loopback) 
     assert meta["url"] == ["http://example.com/"]
     assert meta["file"] == [loopback.url("/crawl/example.warc.gz")]
     assert loopback.requests("/crawl/example.warc.gz") == 1
+
+
+def test_gzip_bomb_member_stops_at_the_limits(tmp_path: Path, cache_dir: Path) -> None:
+    from dlprep.errors import ExtractionError
+
+    head = warc_record("http://z.test/", http_response(page("Z", f"<p>{EN}</p>")))
+    bomb = tmp_path / "bomb.warc.gz"
+    bomb.write_bytes(gzip.compress(head, mtime=0) + gzip.compress(
+        b"WARC/1.0\r\nContent-Length: 90000000\r\n\r\n" + bytes(90_000_000), 9, mtime=0))
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(ExtractionError, match="ratio"):
+        list(read_records(bomb))
+    r = _import(cache_dir, str(bomb), "--name", "bomb")
+    assert r.returncode == 1 and "decompression bomb" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -31,6 +31,7 @@ log = logging.getLogger("dlprep")
 #: one gzip member (a record, or a whole-file gzip) inflated at most to this many bytes
 MAX_MEMBER_BYTES = 1 << 30
 _CHUNK = 1 << 20
+_STEP = 16 << 20  # inflate at most this much before the limits are checked again
 _NEXT_WARC = re.compile(rb"(?:^|\n)(WARC/1\.[01]\r?\n)")
 
 
@@ -105,7 +106,7 @@ def _members(path: Path, limits: ExtractLimits) -> Iterator[tuple[bytes, bool]]:
                 return
             while True:
                 try:
-                    piece = d.decompress(data, MAX_MEMBER_BYTES + 1 - size)
+                    piece = d.decompress(data, min(_STEP, MAX_MEMBER_BYTES + 1 - size))
                 except zlib.error as exc:
                     if size or out:  # damage inside a member: what came out is incomplete
                         yield b"".join(out), False
@@ -123,7 +124,7 @@ def _members(path: Path, limits: ExtractLimits) -> Iterator[tuple[bytes, bool]]:
                     yield b"".join(out), True
                     break
                 data = d.unconsumed_tail or f.read(_CHUNK)
-                if not data:
+                if not data and not piece:  # input exhausted, nothing left inside zlib
                     yield b"".join(out), False
                     return
             if not pending:
