@@ -46,9 +46,11 @@ def _register() -> None:
         text_cmds,
         train_cmds,
         web_cmds,
+        wiki_cmds,
     )
 
-    for module in (core_cmds, cache_cmds, image_cmds, text_cmds, hf_cmds, train_cmds, web_cmds):
+    for module in (core_cmds, cache_cmds, image_cmds, text_cmds, hf_cmds, train_cmds, web_cmds,
+                   wiki_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

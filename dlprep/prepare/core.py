@@ -53,6 +53,7 @@ BUILDERS: dict[str, str] = {
     "hf": "dlprep.prepare.hf",
     "warc": "dlprep.prepare.web",
     "commoncrawl": "dlprep.prepare.web_commoncrawl",
+    "wikipedia": "dlprep.prepare.wikipedia",
 }
 
 

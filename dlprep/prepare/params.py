@@ -48,6 +48,8 @@ class Param:
     def convert(self, value: Any, where: str) -> Any:
         if value is None:
             return None
+        if isinstance(value, list) and self.type not in {"list", "int-list"}:
+            raise DlprepError(f"{where}: {self.flag}: given more than once")
         try:
             if isinstance(value, str) and self.type != "str":
                 value = CONVERTERS[self.type](value)
@@ -55,7 +57,8 @@ class Param:
                 value = [value]
             elif self.type in {"list", "int-list"} and isinstance(value, list):
                 conv = int if self.type == "int-list" else str
-                value = [conv(v) for v in value]
+                value = [x for v in value
+                         for x in (CONVERTERS[self.type](v) if isinstance(v, str) else [conv(v)])]
             elif self.type == "int":
                 value = int(value)
             elif self.type == "float":
@@ -102,6 +105,11 @@ def parse_extra_args(args: Sequence[str], where: str) -> dict[str, Any]:
                 i += 1
             else:
                 value = "true"
-        out[key.replace("-", "_")] = value
+        key = key.replace("-", "_")
+        if key in out:  # a repeated option (e.g. --dump A --dump B) collects a list
+            prev = out[key]
+            out[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            out[key] = value
         i += 1
     return out

@@ -1,0 +1,184 @@
+"""Random access to a multistream dump, and the article link graph.
+
+:class:`TitleIndex` turns a multistream index (``offset:page_id:title`` lines, bz2) into a
+small SQLite table in the cache, built once per index file (keyed by its path, size and
+mtime); :func:`get_page` then finds a title's block offset with one lookup and decodes only
+that bz2 stream, stopping at the page. :func:`write_links` writes the (source, target) pairs
+of article-to-article links to parquet, with redirects resolved.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import DlprepError, FormatError, MissingDependencyError
+from ..formats import mediawiki as mw
+from ..formats.wikitext import normalize_title
+from .wiki_pages import Counts, DumpPart, PageOptions, iter_records
+
+log = logging.getLogger("dlprep")
+
+
+class TitleIndex:
+    """Title -> (block offset, page id) for one index file, as an SQLite table."""
+
+    def __init__(self, index: Path, cache_root: Path) -> None:
+        self.index = Path(index).resolve()
+        st = self.index.stat()
+        key = hashlib.sha256(f"{self.index}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+        self.db_path = cache_root / "wiki-index" / f"{key[:20]}.sqlite"
+        if not self.db_path.is_file():
+            self._build()
+        self.db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+
+    def _build(self) -> None:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.db_path.with_name(f".{self.db_path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        db = sqlite3.connect(tmp)
+        try:
+            db.execute("CREATE TABLE pages (title TEXT PRIMARY KEY, offset INTEGER, "
+                       "page_id INTEGER) WITHOUT ROWID")
+            batch: list[tuple[str, int, int]] = []
+            for e in mw.read_index(self.index):
+                batch.append((e.title, e.offset, e.page_id))
+                if len(batch) >= 50_000:
+                    db.executemany("INSERT OR IGNORE INTO pages VALUES (?, ?, ?)", batch)
+                    batch.clear()
+            db.executemany("INSERT OR IGNORE INTO pages VALUES (?, ?, ?)", batch)
+            db.commit()
+        finally:
+            db.close()
+        os.replace(tmp, self.db_path)
+
+    def lookup(self, title: str) -> tuple[str, int, int] | None:
+        """``(title as indexed, offset, page_id)`` of ``title`` (as given, then normalised)."""
+        for t in dict.fromkeys((title, normalize_title(title))):
+            row = self.db.execute("SELECT title, offset, page_id FROM pages WHERE title = ?",
+                                  (t,)).fetchone()
+            if row:
+                return row[0], int(row[1]), int(row[2])
+        return None
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _page_in_stream(dump: Path, offset: int, page_id: int) -> mw.Page | None:
+    """Decode the bz2 stream at ``offset`` only until page ``page_id`` is complete."""
+    dec = bz2.BZ2Decompressor()
+    buf = bytearray()
+    needle = f"<id>{page_id}</id>".encode()
+    with open(dump, "rb") as fh:
+        fh.seek(offset)
+        while not dec.eof:
+            data = fh.read(1 << 16)
+            if not data:
+                raise FormatError(dump, offset, "bz2 stream ends early (truncated dump?)")
+            try:
+                buf += dec.decompress(data)
+            except OSError as exc:
+                raise FormatError(dump, offset, f"no bz2 stream at this offset ({exc}); does "
+                                                f"the index belong to this dump?") from exc
+            at = buf.find(needle)
+            if at >= 0 and buf.find(b"</page>", at) >= 0:
+                break
+    for raw in mw.split_pages(bytes(buf)):
+        if needle in raw:
+            page = mw.parse_page(raw)
+            if page.page_id == page_id:
+                return page
+    return None
+
+
+def get_page(title: str, dump: Path, index: Path, cache_root: Path,
+             follow_redirects: bool = True) -> tuple[mw.Page, str | None]:
+    """The page called ``title`` (and the title it was redirected from, if any), reading one
+    bz2 block. Raises ``DlprepError`` when the index has no such title or the block lacks it."""
+    idx = TitleIndex(index, cache_root)
+    try:
+        redirected_from = None
+        for _ in range(3 if follow_redirects else 1):
+            hit = idx.lookup(title)
+            if hit is None:
+                raise DlprepError(f"{index.name}: no page titled {title!r} in the index")
+            found, offset, page_id = hit
+            page = _page_in_stream(dump, offset, page_id)
+            if page is None:
+                raise FormatError(dump, offset, f"the block the index names for {found!r} does "
+                                                f"not hold page id {page_id}; does the index "
+                                                f"belong to this dump?")
+            if page.redirect is None or not follow_redirects:
+                return page, redirected_from
+            redirected_from = redirected_from or page.title
+            title = page.redirect
+        return page, redirected_from
+    finally:
+        idx.close()
+
+
+def write_links(parts: Sequence[DumpPart], out: Path, *, workers: int = 1,
+                namespaces: frozenset[int] = frozenset({0}), batch: int = 100_000) -> Counts:
+    """Write ``source``, ``target``, ``target_in_dump`` rows (article -> article links,
+    targets through one redirect resolved) to the parquet file ``out`` atomically."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise MissingDependencyError("wiki links needs pyarrow: pip install 'dlprep[wiki]'") \
+            from exc
+    counts = Counts(collect_redirects=True)
+    titles: set[str] = set()
+    raw = out.with_name(f".{out.name}.{os.getpid()}.raw.parquet")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    raw_schema = pa.schema([("source", pa.string()), ("target", pa.string())])
+    schema = pa.schema([("source", pa.string()), ("target", pa.string()),
+                        ("target_in_dump", pa.bool_())])
+    try:
+        writer = pq.ParquetWriter(raw, raw_schema)
+        src: list[str] = []
+        dst: list[str] = []
+        try:
+            opts = PageOptions(namespaces=namespaces, text=False, links=True)
+            for rec in iter_records(parts, opts, counts, workers=workers):
+                title = normalize_title(rec.title)
+                titles.add(title)
+                for target in rec.links:
+                    src.append(title)
+                    dst.append(target)
+                if len(src) >= batch:
+                    writer.write_table(pa.table({"source": src, "target": dst}, raw_schema))
+                    src, dst = [], []
+            if src:
+                writer.write_table(pa.table({"source": src, "target": dst}, raw_schema))
+        finally:
+            writer.close()
+        redirects = counts.redirect_map
+        current, seen = None, set()  # a page's links are contiguous: dedupe them per page
+        with pq.ParquetWriter(tmp, schema) as final:
+            for rb in pq.ParquetFile(raw).iter_batches(batch_size=batch):
+                rows_s: list[str] = []
+                rows_t: list[str] = []
+                for s, t in zip(rb.column(0).to_pylist(), rb.column(1).to_pylist(), strict=True):
+                    t = redirects.get(t, t)
+                    if s != current:
+                        current, seen = s, set()
+                    if t == s or t in seen:  # a link to itself (often via a redirect), a repeat
+                        continue
+                    seen.add(t)
+                    rows_s.append(s)
+                    rows_t.append(t)
+                final.write_table(pa.table({"source": rows_s, "target": rows_t,
+                                            "target_in_dump": [t in titles for t in rows_t]},
+                                           schema))
+        os.replace(tmp, out)
+    finally:
+        raw.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return counts
