@@ -122,6 +122,7 @@ def test_fetch_excerpt_prepares_and_meta(realdata: Path, cache_dir: Path, capsys
         first = tok.decode(f["tokens"][offsets[0]:offsets[1]])
     assert first.startswith("Anarchism is a political philosophy")
     assert not list(cache_dir.glob("prepared/**/*.pages"))  # the text spool is gone
+    assert not list((realdata / "wikipedia").glob("*.sha256"))  # nothing written beside input
 
 
 def test_workers_index_and_serial_are_identical(multistream, realdata: Path) -> None:  # type: ignore[no-untyped-def]
@@ -268,12 +269,12 @@ def test_not_mediawiki_and_bad_options(realdata: Path, tmp_path: Path, cache_dir
 
 def test_two_dumps_given_as_repeated_option(realdata: Path, cache_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     rc, out, err = _run(capsys, "fetch", "wikipedia", "--cache-dir", str(cache_dir),
-                        "--dump", str(realdata / EXCERPT), "--dump", str(realdata / TABLES),
-                        "--name", "two", "--headings", "false")
+                        "--dump", str(realdata / TABLES), "--dump", str(realdata / EXCERPT),
+                        "--name", "two", "--headings", "false", "--max-pages", "7")
     assert rc == 0, err
     with h5py.File(out.strip().splitlines()[-1], "r") as f:
         titles = [t.decode() for t in f["meta/title"][()]]
-    assert len(titles) == 111 and titles[106:] == [p.title for p in _pages(realdata / TABLES)]
+    assert titles == [p.title for p in _pages(realdata / TABLES)] + ["Anarchism", "Autism"]
     rc, _, err = _run(capsys, "fetch", "wikipedia", "--cache-dir", str(cache_dir),
                       "--dump", str(realdata / EXCERPT), "--template", "a", "--template", "b")
     assert rc == 1 and "--template: given more than once" in err

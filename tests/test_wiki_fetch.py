@@ -82,7 +82,7 @@ def test_latest_dump_found_through_dumpstatus(loopback, realdata: Path, tmp_path
         sources = json.loads(f.attrs["sources"])
         config = json.loads(f.attrs["config"])
     assert {s["name"] for s in sources} == {f"enwiki/{DATE}/{DUMP}", f"enwiki/{DATE}/{INDEX}"}
-    assert config["inputs"]["dump"] == {"wiki": "enwiki", "date": DATE}
+    assert config["inputs"]["dump"] == f"enwiki/{DATE}"
     assert loopback.requests(f"/enwiki/{DATE}/dumpstatus.json") == 2
     for req in loopback.log:
         assert req.headers["User-Agent"].startswith("dlprep/"), req.path

@@ -77,4 +77,87 @@ def wiki_links(state: State, dumps: tuple[Path, ...], indexes: tuple[Path, ...],
     click.echo(str(out))
 
 
-COMMANDS = [wiki_group]
+@click.group("wikidata")
+def wikidata_group() -> None:
+    """Wikidata: SPARQL queries to tables, the JSON entity dump to a table."""
+
+
+@wikidata_group.command("query")
+@click.argument("query_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--endpoint", default=None, help="SPARQL endpoint (default: query.wikidata.org).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="results.csv, .tsv or .parquet (default: CSV on stdout).")
+@click.option("--timeout", default=65.0, show_default=True, help="Seconds to wait for results.")
+@click.option("--refresh", is_flag=True, help="Ask the endpoint again even if cached.")
+@common_options
+def wikidata_query(state: State, query_file: Path, endpoint: str | None, out: Path | None,
+                   timeout: float, refresh: bool) -> None:
+    """Run the SPARQL query in QUERY_FILE; one column per variable, entity URIs shortened to
+    Q-ids. Results are cached by query, so --offline replays them."""
+    import csv
+    import sys
+
+    from ..sources.wikidata import DEFAULT_ENDPOINT, SparqlClient, write_table
+
+    if not query_file.is_file():
+        raise DlprepError(f"{query_file} does not exist")
+    client = SparqlClient(state.cache().api_dir("wikidata"), endpoint=endpoint or DEFAULT_ENDPOINT,
+                          offline=state.is_offline, timeout=timeout, refresh=refresh)
+    result = client.query(query_file.read_text("utf-8"))
+    if out is None:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(result.variables)
+        w.writerows([["" if v is None else v for v in row] for row in result.rows])
+        return
+    write_table(result, out)
+    if not state.quiet:
+        click.echo(f"{len(result.rows):,} rows x {len(result.variables)} columns"
+                   f"{' (cached)' if result.cached else ''}", err=True)
+    click.echo(str(out))
+
+
+@wikidata_group.command("entities")
+@click.argument("dump", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--where", "where", multiple=True, help="Keep entities with this claim: P31 or "
+              "P31=Q5 (repeatable, all must hold).")
+@click.option("--props", default="", help="Comma-separated properties to add as columns.")
+@click.option("--lang", default="en", show_default=True, help="Language of label/description.")
+@click.option("--limit", default=0, show_default=True, help="Stop after this many rows (0: all).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="table.csv, .tsv or .parquet")
+@common_options
+def wikidata_entities(state: State, dump: Path, where: tuple[str, ...], props: str, lang: str,
+                      limit: int, out: Path) -> None:
+    """Stream a Wikidata JSON entity dump (latest-all.json.gz|bz2) into a table of the
+    entities matching --where: id, label, description and the --props values."""
+    import itertools
+    import logging
+
+    from ..sources.wikidata import (
+        EntityReport,
+        PropertyFilter,
+        entity_rows,
+        iter_entities,
+        write_table,
+    )
+
+    if not dump.is_file():
+        raise DlprepError(f"{dump} does not exist")
+    filters = [PropertyFilter.parse(w) for w in where]
+    plist = [p.strip() for p in props.split(",") if p.strip()]
+    for p in plist:
+        PropertyFilter.parse(p)
+    report = EntityReport()
+    columns, rows = entity_rows(iter_entities(dump, report), where=filters, props=plist,
+                                lang=lang, report=report)
+    table = list(itertools.islice(rows, limit) if limit else rows)
+    if report.truncated:
+        logging.getLogger("dlprep").warning("%s: the dump ends early (%s); kept every complete "
+                                            "entity before the cut", dump.name, report.truncated)
+    write_table((columns, table), out)
+    if not state.quiet:
+        click.echo(f"{report.matched:,} of {report.entities:,} entities matched", err=True)
+    click.echo(str(out))
+
+
+COMMANDS = [wiki_group, wikidata_group]

@@ -54,6 +54,7 @@ BUILDERS: dict[str, str] = {
     "warc": "dlprep.prepare.web",
     "commoncrawl": "dlprep.prepare.web_commoncrawl",
     "wikipedia": "dlprep.prepare.wikipedia",
+    "wikidata-images": "dlprep.prepare.wikidata_images",
 }
 
 

@@ -13,16 +13,18 @@ the output does not depend on N.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ChecksumError, DlprepError
 from ..fetch.download import FileSpec, hash_file, local_source
 from ..sources.wikipedia import DEFAULT_BASE, DumpsClient, DumpSet, check_date, check_wiki
-from .core import PrepareContext, file_sha256
+from .core import PrepareContext
 from .params import Param
 from .text import TEXT_PARAMS, write_text_dataset
 from .wiki_pages import Counts, DumpPart, PageOptions, iter_records
@@ -49,6 +51,25 @@ def _name_of(url: str) -> str:
     return Path(unquote(urlsplit(url).path)).name or "dump.xml.bz2"
 
 
+def local_sha256(path: Path, memo_dir: Path) -> str:
+    """sha256 of a user's file, memoised in ``memo_dir`` (keyed by path, size and mtime) --
+    never next to the file itself, which may be read-only or someone else's folder."""
+    st = path.stat()
+    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    memo = memo_dir / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".sha256")
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    digest = hash_file(path, "sha256")
+    try:
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        memo.write_text(digest + "\n")
+    except OSError:
+        pass
+    return digest
+
+
 def _fetch_given(ctx: PrepareContext, what: str, value: str) -> Path:
     """A ``--dump``/``--index`` value: a local file (used in place) or a URL (cached)."""
     src = local_source(value)
@@ -56,7 +77,8 @@ def _fetch_given(ctx: PrepareContext, what: str, value: str) -> Path:
         if not src.is_file():
             raise DlprepError(f"--{what}: {value} does not exist")
         src = src.resolve()
-        ctx.sources.append({"name": src.name, "url": src.as_uri(), "sha256": file_sha256(src)})
+        digest = local_sha256(src, ctx.raw_dir / "local-hashes")
+        ctx.sources.append({"name": src.name, "url": src.as_uri(), "sha256": digest})
         return src
     return ctx.fetch(FileSpec(name=_name_of(value), urls=[value], checksum_optional=True),
                      subdir="given")
@@ -84,7 +106,14 @@ def _fetch_set(ctx: PrepareContext, ds: DumpSet) -> list[DumpPart]:
     return parts
 
 
-def collect(ctx: PrepareContext) -> None:
+@dataclass(frozen=True)
+class DumpParts:
+    """What ``collect`` hands to ``build``: the dump files, each with its index (or None)."""
+
+    parts: tuple[DumpPart, ...]
+
+
+def collect(ctx: PrepareContext) -> DumpParts:
     o = ctx.options
     if o["dump"]:
         if o["index"] and len(o["index"]) != len(o["dump"]):
@@ -99,14 +128,14 @@ def collect(ctx: PrepareContext) -> None:
         check_date(o["date"])
         client = DumpsClient(ctx.raw_dir, base_url=o["base_url"], offline=ctx.offline)
         ds = client.dump_set(o["wiki"], o["date"])
-        ctx.extra_inputs["dump"] = {"wiki": ds.wiki, "date": ds.date}
+        ctx.inputs["dump"] = f"{ds.wiki}/{ds.date}"
         parts = _fetch_set(ctx, ds)
     else:
         raise DlprepError(f"dataset {ctx.name}: choose a dump with --wiki simplewiki [--date "
                           f"latest|YYYYMMDD] or --dump PATH_OR_URL")
     if not o["namespaces"]:
         raise DlprepError("--namespaces: give at least one namespace number, e.g. 0")
-    ctx.state["parts"] = parts
+    return DumpParts(tuple(parts))
 
 
 def page_options(o: dict) -> PageOptions:
@@ -129,7 +158,7 @@ def _spool_read(path: Path) -> Iterator[str]:
 
 def build(ctx: PrepareContext, out: Path) -> None:
     o = ctx.options
-    parts: list[DumpPart] = ctx.state["parts"]
+    parts = ctx.collected_as(DumpParts).parts
     counts = Counts()
     meta: dict[str, list] = {"title": [], "page_id": [], "revision_id": []}
     if o["template"]:
@@ -140,7 +169,7 @@ def build(ctx: PrepareContext, out: Path) -> None:
     try:
         with open(spool, "wb") as fh:  # cleaned text, read back by each pass of the pipeline
             for rec in iter_records(parts, page_options(o), counts,
-                                    workers=ctx.runtime.get("workers", 1),
+                                    workers=ctx.workers,
                                     max_pages=o["max_pages"]):
                 _spool_write(fh, rec.text)
                 meta["title"].append(rec.title)
