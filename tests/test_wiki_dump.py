@@ -278,3 +278,19 @@ def test_two_dumps_given_as_repeated_option(realdata: Path, cache_dir: Path, cap
     rc, _, err = _run(capsys, "fetch", "wikipedia", "--cache-dir", str(cache_dir),
                       "--dump", str(realdata / EXCERPT), "--template", "a", "--template", "b")
     assert rc == 1 and "--template: given more than once" in err
+
+
+def test_a_broken_page_is_counted_not_fatal(realdata: Path, tmp_path: Path, cache_dir: Path,
+                                            capsys) -> None:  # type: ignore[no-untyped-def]
+    data = bz2.decompress((realdata / EXCERPT).read_bytes())
+    at = data.index(b"<title>Autism</title>")
+    broken = data[:at] + data[at:].replace(b"<ns>0</ns>", b"", 1)  # Autism loses its <ns>
+    dump = tmp_path / "broken.xml.bz2"
+    dump.write_bytes(bz2.compress(broken))
+    rc, out, err = _run(capsys, "fetch", "wikipedia", "--cache-dir", str(cache_dir),
+                        "--dump", str(dump), "--name", "broken", "--max-pages", "3")
+    assert rc == 0, err
+    assert "1 page(s) could not be read and were skipped (Autism: page without <ns>)" in err
+    with h5py.File(out.strip().splitlines()[-1], "r") as f:
+        titles = [t.decode() for t in f["meta/title"][()]]
+    assert "Autism" not in titles and titles[0] == "Anarchism" and len(titles) == 3

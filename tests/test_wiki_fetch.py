@@ -84,8 +84,9 @@ def test_latest_dump_found_through_dumpstatus(loopback, realdata: Path, tmp_path
     assert {s["name"] for s in sources} == {f"enwiki/{DATE}/{DUMP}", f"enwiki/{DATE}/{INDEX}"}
     assert config["inputs"]["dump"] == f"enwiki/{DATE}"
     assert loopback.requests(f"/enwiki/{DATE}/dumpstatus.json") == 2
-    for req in loopback.log:
-        assert req.headers["User-Agent"].startswith("dlprep/"), req.path
+    for req in loopback.log:  # manifest, RSS and both downloads: the Wikimedia User-Agent
+        agent = req.headers["User-Agent"]
+        assert agent.startswith("dlprep/") and "python-requests/" in agent, req.path
     # cached: offline, the same dataset without any request
     before = loopback.requests()
     rc, out2, err = _run(capsys, *args[:2], "--offline", *args[2:])

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +46,8 @@ class SparqlServer:
 
     def __init__(self) -> None:
         self.answers: list[tuple[int, dict[str, str], bytes]] = []
+        self.files: dict[str, bytes] = {}  # other paths served as they are (thumbnails)
+        self.delay = 0.0
         self.queries: list[str] = []
         self.agents: list[str] = []
         self.in_flight = 0
@@ -65,8 +68,16 @@ class SparqlServer:
                     owner.agents.append(agent)
                     owner.queries.append(parse_qs(urlsplit(self.path).query).get("query",
                                                                                   [""])[0])
+                    if owner.delay:
+                        time.sleep(owner.delay)
+                    path = urlsplit(self.path).path
                     if not agent.startswith("dlprep/") or "python-requests/" not in agent:
                         status, headers, body = 403, {}, b"Please set a user-agent\n"
+                    elif path in owner.files:
+                        status, headers, body = 200, {"Content-Type": "image/jpeg"}, \
+                            owner.files[path]
+                    elif path != "/sparql":
+                        status, headers, body = 404, {}, b"not found\n"
                     else:
                         with owner.lock:
                             status, headers, body = owner.answers.pop(0)
@@ -152,6 +163,18 @@ def test_query_errors_one_line(sparql, tmp_path: Path, cache_dir: Path, capsys) 
     assert rc == 1 and "offline: this query's results are not in the cache" in err
 
 
+def test_query_timeout(sparql, realdata: Path, tmp_path: Path, cache_dir: Path,  # type: ignore[no-untyped-def]
+                       capsys) -> None:
+    sparql.answers = [(200, {}, (realdata / RESULTS).read_bytes())]
+    sparql.delay = 1.5
+    rq = tmp_path / "q.rq"
+    rq.write_text("SELECT ?item WHERE { ?item wdt:P742 ?p } LIMIT 50")
+    rc, _, err = _run(capsys, "wikidata", "query", str(rq), "--endpoint", sparql.url,
+                      "--timeout", "0.3", "--cache-dir", str(cache_dir))
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "no answer within 0.3 s" in err and not list(cache_dir.glob("api/**/*.json"))
+
+
 def test_results_parsing_real_bodies(realdata: Path) -> None:
     opt = parse_results((realdata / OPTIONAL).read_bytes(), "x")
     assert len(opt.variables) == 15 and opt.variables[0] == "label"
@@ -228,8 +251,8 @@ def test_fetch_wikidata_images(loopback, sparql, realdata: Path, tmp_path: Path,
     bindings = []
     for name, (photo, label, _, _) in PHOTOS.items():
         md5 = hashlib.md5(name.encode()).hexdigest()
-        loopback.serve(f"/commons/thumb/{md5[0]}/{md5[:2]}/{name}/250px-{name}",
-                       (realdata / "images" / photo).read_bytes(), content_type="image/jpeg")
+        sparql.files[f"/commons/thumb/{md5[0]}/{md5[:2]}/{name}/250px-{name}"] = \
+            (realdata / "images" / photo).read_bytes()
         bindings.append({"kindLabel": {"type": "literal", "xml:lang": "en", "value": label},
                          "image": {"type": "uri", "value": "http://commons.wikimedia.org/wiki/"
                                    "Special:FilePath/" + name.replace("_", "%20")}})
@@ -247,10 +270,11 @@ def test_fetch_wikidata_images(loopback, sparql, realdata: Path, tmp_path: Path,
                    content_type="application/json")
     rq = tmp_path / "kinds.rq"
     rq.write_text("SELECT ?kindLabel ?image WHERE { ?item wdt:P18 ?image } LIMIT 5\n")
+    sparql.delay = 0.05  # requests overlap: the cap of 2 in flight is what limits them
     rc, out, err = _run(capsys, "fetch", "wikidata-images", "--cache-dir", str(cache_dir),
                         "--query", str(rq), "--label-var", "kindLabel", "--image-var", "image",
                         "--size", "32", "--endpoint", sparql.url,
-                        "--commons-base", loopback.url("/commons"),
+                        "--commons-base", sparql.url.replace("/sparql", "/commons"),
                         "--commons-api", loopback.url("/w/api.php"), "--name", "kinds")
     assert rc == 0, err
     with h5py.File(out.strip().splitlines()[-1], "r") as f:
@@ -263,9 +287,8 @@ def test_fetch_wikidata_images(loopback, sparql, realdata: Path, tmp_path: Path,
     assert set(ids) == set(PHOTOS)
     assert by_id["Fundus_photograph_of_normal_left_eye.jpg"] == ("CC0", "Mikael Häggström")
     assert [s["name"] for s in skipped] == [missing]
-    thumbs = [r for r in loopback.log if r.path.startswith("/commons/")]
-    assert len(thumbs) == 5 and all(r.headers["User-Agent"].startswith("dlprep/")
-                                    for r in loopback.log)
+    assert len(sparql.agents) == 6 and sparql.max_in_flight <= 2  # query + 5 thumbnails
+    assert all(r.headers["User-Agent"].startswith("dlprep/") for r in loopback.log)
     rc, _, err = _run(capsys, "fetch", "wikidata-images", "--cache-dir", str(cache_dir),
                       "--query", str(rq), "--label-var", "itemLabel", "--endpoint", sparql.url)
     assert rc == 1 and "--label-var: the query has no variable 'itemLabel'" in err

@@ -35,7 +35,7 @@ _HEAD_BYTES = 1 << 16
 
 _PAGE_START = b"<page>"
 _PAGE_END = b"</page>"
-_TITLE = re.compile(rb"<title>(.*?)</title>", re.S)
+TITLE = re.compile(rb"<title>(.*?)</title>", re.S)
 _NS = re.compile(rb"<ns>\s*(-?\d+)\s*</ns>")
 _ID = re.compile(rb"<id>\s*(\d+)\s*</id>")
 _REDIRECT = re.compile(rb"<redirect\s+title=\"(.*?)\"\s*/?>", re.S)
@@ -79,7 +79,7 @@ def unescape_xml(text: str) -> str:
 
 def parse_page(raw: bytes) -> Page:
     """Parse one ``<page>...</page>`` element. Raises ``ValueError`` naming what is missing."""
-    title = _TITLE.search(raw)
+    title = TITLE.search(raw)
     ns = _NS.search(raw)
     page_id = _ID.search(raw)
     if title is None or ns is None or page_id is None:

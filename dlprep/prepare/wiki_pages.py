@@ -121,6 +121,8 @@ def process_pages(raws: Sequence[bytes], opts: PageOptions,
                 links=tuple(wikilinks(page.text)) if opts.links else ()))
             counts.kept += 1
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            if title == "?" and (m := mw.TITLE.search(raw)) is not None:
+                title = m.group(1).decode("utf-8", "replace")
             counts.errors += 1
             if len(counts.examples) < 5:
                 counts.examples.append(f"{title}: {exc}")

@@ -24,6 +24,7 @@ from ..fetch.download import FileSpec, fetch_file
 from ..formats.images import DecodeJob, ImageRef
 from ..sources import commons
 from ..sources.wikidata import DEFAULT_ENDPOINT, SparqlClient
+from ..sources.wikipedia import wikimedia_session
 from .core import PrepareContext
 from .images import IMAGE_PARAMS, decode_to_writer, image_spec
 from .params import Param
@@ -108,7 +109,8 @@ def collect(ctx: PrepareContext) -> Thumbnails:
         spec = FileSpec(name=f"{digest}{Path(name).suffix.lower()[:5] or '.img'}", urls=[url],
                         checksum_optional=True)
         try:
-            path = fetch_file(spec, dest, ctx.fetch_options.with_(progress=False))
+            path = fetch_file(spec, dest, ctx.fetch_options.with_(progress=False),
+                              session=wikimedia_session())
         except FetchError as exc:
             log.warning("skipped %s: %s", name, exc)
             return ImageRef(name=name, missing=f"download failed: {exc}")

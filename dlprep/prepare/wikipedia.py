@@ -22,9 +22,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ChecksumError, DlprepError
-from ..fetch.download import FileSpec, hash_file, local_source
-from ..sources.wikipedia import DEFAULT_BASE, DumpsClient, DumpSet, check_date, check_wiki
-from .core import PrepareContext
+from ..fetch.download import FileSpec, fetch_file, hash_file, local_source
+from ..sources.wikipedia import (
+    DEFAULT_BASE,
+    DumpsClient,
+    DumpSet,
+    check_date,
+    check_wiki,
+    wikimedia_session,
+)
+from .core import PrepareContext, file_sha256
 from .params import Param
 from .text import TEXT_PARAMS, write_text_dataset
 from .wiki_pages import Counts, DumpPart, PageOptions, iter_records
@@ -80,8 +87,16 @@ def _fetch_given(ctx: PrepareContext, what: str, value: str) -> Path:
         digest = local_sha256(src, ctx.raw_dir / "local-hashes")
         ctx.sources.append({"name": src.name, "url": src.as_uri(), "sha256": digest})
         return src
-    return ctx.fetch(FileSpec(name=_name_of(value), urls=[value], checksum_optional=True),
-                     subdir="given")
+    return _fetch_wikimedia(ctx, FileSpec(name=_name_of(value), urls=[value],
+                                          checksum_optional=True), "given")
+
+
+def _fetch_wikimedia(ctx: PrepareContext, spec: FileSpec, subdir: str) -> Path:
+    """``ctx.fetch`` with the Wikimedia User-Agent (the dumps site blocks generic ones)."""
+    path = fetch_file(spec, ctx.raw_dir / subdir, ctx.fetch_options, session=wikimedia_session())
+    ctx.sources.append({"name": f"{subdir}/{spec.name}", "url": spec.urls[0],
+                        "sha256": file_sha256(path)})
+    return path
 
 
 def _fetch_set(ctx: PrepareContext, ds: DumpSet) -> list[DumpPart]:
@@ -94,7 +109,7 @@ def _fetch_set(ctx: PrepareContext, ds: DumpSet) -> list[DumpPart]:
                 continue
             spec = FileSpec(name=f.name, urls=[f.url], size=f.size, md5=f.md5,
                             checksum_optional=True)
-            path = ctx.fetch(spec, subdir=f"{ds.wiki}/{ds.date}")
+            path = _fetch_wikimedia(ctx, spec, f"{ds.wiki}/{ds.date}")
             if f.sha1 and not f.md5:
                 actual = hash_file(path, "sha1")
                 if actual != f.sha1:

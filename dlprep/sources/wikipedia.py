@@ -45,6 +45,22 @@ def user_agent() -> str:
     return f"{base} python-requests/{requests.__version__}"
 
 
+_SESSION: Any = None
+
+
+def wikimedia_session() -> Any:
+    """A session configured like ``fetch.http.shared_session`` but sending
+    :func:`user_agent` (for downloads through the fetch layer from Wikimedia hosts)."""
+    global _SESSION
+    if _SESSION is None:
+        from ..fetch.http import new_session
+
+        session = new_session(pool_size=8)
+        session.headers["User-Agent"] = user_agent()
+        _SESSION = session
+    return _SESSION
+
+
 @dataclass
 class Response:
     """A finished HTTP exchange (body read)."""
