@@ -150,7 +150,10 @@ class DumpPart:
 
 def _block_tasks(part: DumpPart) -> Iterator[tuple[int, int]]:
     assert part.index is not None
-    offsets = [e.offset for e in mw.read_index(part.index)]
+    distinct: set[int] = set()  # one per block (100 pages): small even for enwiki
+    for e in mw.read_index(part.index):
+        distinct.add(e.offset)
+    offsets = sorted(distinct)
     if not offsets:
         raise FormatError(part.index, -1, "the index lists no pages")
     size = part.dump.stat().st_size
