@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import bz2
+import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import h5py
@@ -173,6 +175,20 @@ def test_random_access_get(multistream, tmp_path: Path, capsys) -> None:  # type
                         "--dump", str(dump), "--index", str(index))
     assert rc == 1 and err.strip() == ("error: ms-index.txt.bz2: no page titled 'No Such "
                                        "Article' in the index")
+    rc, out, err = _run(capsys, "wiki", "get", "AccessibleComputing", "--cache-dir",
+                        str(tmp_path), "--dump", str(dump), "--index", str(index))
+    assert rc == 1 and "no page titled 'Computer accessibility' in the index " \
+        "('AccessibleComputing' redirects to it)" in err
+    # the warm cache: every block decoded once, on 2 processes; pages come back identical
+    rc, out, err = _run(capsys, "wiki", "index", "--pages", "--workers", "2", "--cache-dir",
+                        str(tmp_path / "warm"), "--dump", str(dump), "--index", str(index))
+    assert rc == 0 and "206 pages of 6 blocks cached" in err
+    db = next((tmp_path / "warm" / "wiki-index").glob("*.pages.sqlite"))
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM pages").fetchone()[0] == 206
+    for title in titles[::17]:
+        page, _ = get_page(title, dump, index, tmp_path / "warm", follow_redirects=False)
+        assert page == pages[title]
 
 
 def test_index_of_another_dump(multistream, realdata: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -294,3 +310,18 @@ def test_a_broken_page_is_counted_not_fatal(realdata: Path, tmp_path: Path, cach
     with h5py.File(out.strip().splitlines()[-1], "r") as f:
         titles = [t.decode() for t in f["meta/title"][()]]
     assert "Autism" not in titles and titles[0] == "Anarchism" and len(titles) == 3
+
+
+def test_dump_given_as_url(loopback, realdata: Path, cache_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    loopback.serve("/dumps/excerpt.xml.bz2", (realdata / EXCERPT).read_bytes())
+    url = loopback.url("/dumps/excerpt.xml.bz2")
+    rc, out, err = _run(capsys, "fetch", "wikipedia", "--cache-dir", str(cache_dir),
+                        "--dump", url, "--max-pages", "2", "--name", "from-url")
+    assert rc == 0, err
+    with h5py.File(out.strip().splitlines()[-1], "r") as f:
+        assert [t.decode() for t in f["meta/title"][()]] == ["Anarchism", "Autism"]
+        sources = json.loads(f.attrs["sources"])
+    assert sources == [{"name": "given/excerpt.xml.bz2", "url": url,
+                        "sha256": hashlib.sha256((realdata / EXCERPT).read_bytes()).hexdigest()}]
+    agent = loopback.log[0].headers["User-Agent"]
+    assert agent.startswith("dlprep/") and "python-requests/" in agent

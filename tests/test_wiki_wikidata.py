@@ -292,3 +292,19 @@ def test_fetch_wikidata_images(loopback, sparql, realdata: Path, tmp_path: Path,
     rc, _, err = _run(capsys, "fetch", "wikidata-images", "--cache-dir", str(cache_dir),
                       "--query", str(rq), "--label-var", "itemLabel", "--endpoint", sparql.url)
     assert rc == 1 and "--label-var: the query has no variable 'itemLabel'" in err
+
+
+def test_one_sparql_request_at_a_time(sparql, realdata: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dlprep.sources.wikidata import SparqlClient
+
+    body = (realdata / RESULTS).read_bytes()
+    sparql.answers = [(200, {}, body) for _ in range(4)]
+    sparql.delay = 0.1  # long enough for the four calls to overlap if nothing serialised them
+    client = SparqlClient(tmp_path / "api", endpoint=sparql.url)
+    queries = [f"SELECT ?item WHERE {{ ?item wdt:P742 ?p }} LIMIT {n}" for n in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(client.query, queries))
+    assert len(sparql.queries) == 4 and sparql.max_in_flight == 1
+    assert all(len(r.rows) == 50 for r in results)

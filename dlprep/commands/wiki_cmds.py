@@ -45,6 +45,32 @@ def wiki_get(state: State, title: str, dump: Path, index: Path, raw: bool, no_he
     click.echo(page.text if raw else clean_wikitext(page.text, headings=not no_headings))
 
 
+@wiki_group.command("index")
+@click.option("--dump", "dump", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="pages-articles-multistream.xml.bz2 file.")
+@click.option("--index", "index", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Its multistream-index.txt.bz2 file.")
+@click.option("--pages", is_flag=True, help="Also decode every block into the page cache, so "
+              "that `wiki get` never decodes bz2 (about the dump's size again, zlib).")
+@click.option("--workers", default=1, show_default=True, help="Decoding processes (--pages).")
+@common_options
+def wiki_index(state: State, dump: Path, index: Path, pages: bool, workers: int) -> None:
+    """Build the title lookup of a multistream index in the cache (the first `wiki get` does
+    it too) and, with --pages, the page cache for the whole dump."""
+    from ..prepare.wiki_access import TitleIndex, warm_cache
+
+    for p, what in ((dump, "--dump"), (index, "--index")):
+        if not p.is_file():
+            raise DlprepError(f"{what}: {p} does not exist")
+    cache_root = state.cache().root
+    if pages:
+        n_pages, n_blocks = warm_cache(dump, index, cache_root, workers=workers)
+        click.echo(f"{n_pages:,} pages of {n_blocks:,} blocks cached", err=True)
+    else:
+        TitleIndex(index, cache_root).close()
+    click.echo(str(cache_root / "wiki-index"))
+
+
 @wiki_group.command("links")
 @click.option("--dump", "dumps", required=True, multiple=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Dump file (repeatable).")

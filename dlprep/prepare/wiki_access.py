@@ -3,18 +3,22 @@
 :class:`TitleIndex` turns a multistream index (``offset:page_id:title`` lines, bz2) into a
 small SQLite table in the cache, built once per index file (keyed by its path, size and
 mtime); :func:`get_page` then finds a title's block offset with one lookup and decodes only
-that bz2 stream, stopping at the page. :func:`write_links` writes the (source, target) pairs
-of article-to-article links to parquet, with redirects resolved.
+that bz2 stream. Decoded blocks go to a :class:`PageCache` (zlib pages in SQLite), which
+:func:`warm_cache` (``wiki index --pages``) fills for the whole dump on N processes.
+:func:`write_links` writes the (source, target) pairs of article-to-article links to
+parquet, with redirects resolved.
 """
 
 from __future__ import annotations
 
-import bz2
 import hashlib
 import logging
 import os
+import re
 import sqlite3
+import zlib
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..errors import DlprepError, FormatError, MissingDependencyError
@@ -70,46 +74,108 @@ class TitleIndex:
         self.db.close()
 
 
-def _page_in_stream(dump: Path, offset: int, page_id: int) -> mw.Page | None:
-    """Decode the bz2 stream at ``offset`` only until page ``page_id`` is complete."""
-    dec = bz2.BZ2Decompressor()
-    buf = bytearray()
-    needle = f"<id>{page_id}</id>".encode()
-    with open(dump, "rb") as fh:
-        fh.seek(offset)
-        while not dec.eof:
-            data = fh.read(1 << 16)
-            if not data:
-                raise FormatError(dump, offset, "bz2 stream ends early (truncated dump?)")
-            try:
-                buf += dec.decompress(data)
-            except OSError as exc:
-                raise FormatError(dump, offset, f"no bz2 stream at this offset ({exc}); does "
-                                                f"the index belong to this dump?") from exc
-            at = buf.find(needle)
-            if at >= 0 and buf.find(b"</page>", at) >= 0:
-                break
-    for raw in mw.split_pages(bytes(buf)):
-        if needle in raw:
-            page = mw.parse_page(raw)
-            if page.page_id == page_id:
-                return page
-    return None
+class PageCache:
+    """Pages of decoded blocks, zlib-compressed in an SQLite file in the cache (keyed by the
+    dump's path, size and mtime): a block is decoded once, by ``wiki get`` (lazily) or for
+    the whole dump by ``wiki index --pages`` (the warm cache), and later reads of any page
+    of it cost a lookup and a zlib inflate instead of a bz2 decode."""
+
+    def __init__(self, dump: Path, cache_root: Path) -> None:
+        self.dump = Path(dump).resolve()
+        st = self.dump.stat()
+        key = hashlib.sha256(f"{self.dump}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+        self.db_path = cache_root / "wiki-index" / f"{key[:20]}.pages.sqlite"
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.db_path, timeout=60)
+        self.db.execute("CREATE TABLE IF NOT EXISTS pages (page_id INTEGER PRIMARY KEY, "
+                        "data BLOB)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS blocks (offset INTEGER PRIMARY KEY)")
+
+    def get(self, page_id: int) -> mw.Page | None:
+        row = self.db.execute("SELECT data FROM pages WHERE page_id = ?", (page_id,)).fetchone()
+        return mw.parse_page(zlib.decompress(row[0])) if row else None
+
+    def has_block(self, offset: int) -> bool:
+        return self.db.execute("SELECT 1 FROM blocks WHERE offset = ?",
+                               (offset,)).fetchone() is not None
+
+    def add_block(self, offset: int, pages: list[tuple[int, bytes]]) -> None:
+        """Store one decoded block: ``(page_id, zlib-compressed page XML)`` pairs."""
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO pages VALUES (?, ?)", pages)
+            self.db.execute("INSERT OR IGNORE INTO blocks VALUES (?)", (offset,))
+
+    def count(self) -> tuple[int, int]:
+        pages = self.db.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+        blocks = self.db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
+        return int(pages), int(blocks)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def compressed_block(dump: str, start: int, end: int | None) -> list[tuple[int, bytes]]:
+    """The pages of the block at ``start`` as ``(page_id, zlib(page XML))`` (pure)."""
+    out = []
+    for raw in mw.split_pages(mw.read_block(dump, start, end)):
+        m = _PAGE_ID.search(raw)
+        if m:
+            out.append((int(m.group(1)), zlib.compress(raw, 1)))
+    return out
+
+
+_PAGE_ID = re.compile(rb"<id>\s*(\d+)\s*</id>")
+
+
+def warm_cache(dump: Path, index: Path, cache_root: Path, *, workers: int = 1) -> tuple[int, int]:
+    """Build the title lookup and decode every block of ``dump`` into the page cache (blocks
+    already cached are skipped); returns (pages, blocks) cached."""
+    TitleIndex(index, cache_root).close()
+    cache = PageCache(dump, cache_root)
+    try:
+        offsets = sorted({e.offset for e in mw.read_index(index)})
+        size = Path(dump).stat().st_size
+        todo = [(s, e) for s, e in mw.block_ranges(offsets, size) if not cache.has_block(s)]
+        # a block's stream ends where the next starts; the last one may be followed by the
+        # closing </mediawiki> stream, which holds no page
+        if workers > 1 and len(todo) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                results = pool.map(compressed_block, [str(dump)] * len(todo),
+                                   [s for s, _ in todo], [e for _, e in todo],
+                                   chunksize=max(1, min(16, len(todo) // (4 * workers))))
+                for (start, _), pages in zip(todo, results, strict=True):
+                    cache.add_block(start, pages)
+        else:
+            for start, end in todo:
+                cache.add_block(start, compressed_block(str(dump), start, end))
+        return cache.count()
+    finally:
+        cache.close()
 
 
 def get_page(title: str, dump: Path, index: Path, cache_root: Path,
              follow_redirects: bool = True) -> tuple[mw.Page, str | None]:
-    """The page called ``title`` (and the title it was redirected from, if any), reading one
-    bz2 block. Raises ``DlprepError`` when the index has no such title or the block lacks it."""
+    """The page called ``title`` (and the title it was redirected from, if any): from the
+    page cache, else by decoding its one bz2 block (whose pages are then cached). Raises
+    ``DlprepError`` when the index has no such title or the block lacks it."""
     idx = TitleIndex(index, cache_root)
+    cache = PageCache(dump, cache_root)
     try:
         redirected_from = None
         for _ in range(3 if follow_redirects else 1):
             hit = idx.lookup(title)
             if hit is None:
-                raise DlprepError(f"{index.name}: no page titled {title!r} in the index")
+                what = f" ({redirected_from!r} redirects to it)" if redirected_from else ""
+                raise DlprepError(f"{index.name}: no page titled {title!r} in the index{what}")
             found, offset, page_id = hit
-            page = _page_in_stream(dump, offset, page_id)
+            page = cache.get(page_id)
+            if page is None:
+                if cache.has_block(offset):
+                    raise FormatError(dump, offset, f"the block the index names for {found!r} "
+                                                    f"does not hold page id {page_id}")
+                pages = compressed_block(str(dump), offset, None)
+                cache.add_block(offset, pages)
+                page = cache.get(page_id)
             if page is None:
                 raise FormatError(dump, offset, f"the block the index names for {found!r} does "
                                                 f"not hold page id {page_id}; does the index "
@@ -121,6 +187,7 @@ def get_page(title: str, dump: Path, index: Path, cache_root: Path,
         return page, redirected_from
     finally:
         idx.close()
+        cache.close()
 
 
 def write_links(parts: Sequence[DumpPart], out: Path, *, workers: int = 1,
