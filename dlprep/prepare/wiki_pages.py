@@ -24,7 +24,7 @@ from ..formats.wikitext import clean_wikitext, normalize_title, template_fields,
 log = logging.getLogger("dlprep")
 
 BATCH_PAGES = 100  # raw pages per task when there is no index (like one multistream block)
-BLOCKS_PER_TASK = 4
+BLOCKS_PER_TASK = 1  # one multistream block (100 pages) per task: even load over workers
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ def _run_part(part: DumpPart, opts: PageOptions, counts: Counts,
     window: list[Future[tuple[list[Record], Counts]]] = []
     for fn, args in tasks:
         window.append(pool.submit(fn, *args))  # type: ignore[arg-type]
-        if len(window) >= 2 * workers:
+        if len(window) >= 4 * workers:
             yield window.pop(0).result()
     for fut in window:
         yield fut.result()
