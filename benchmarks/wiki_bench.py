@@ -35,7 +35,8 @@ from dlprep.formats import mediawiki as mw  # noqa: E402
 from dlprep.formats.wikitext import clean_wikitext  # noqa: E402
 
 REALDATA = Path(os.environ.get("DLPREP_REALDATA", ROOT / "tests" / "data" / "realdata"))
-EXCERPT = REALDATA / "wikipedia/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+EXCERPT = REALDATA / "wikipedia" / \
+    "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 TABLES = REALDATA / "wikipedia/enwiki-table-markup.xml.bz2"
 WORD = re.compile(r"\w+")
 

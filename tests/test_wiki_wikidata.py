@@ -36,7 +36,8 @@ OPTIONAL = "wikidata/sparql_results_with_optional_values.json"
 SYNTAX_ERROR = (b"SPARQL-QUERY: queryStr=SELECT ?item WHERE { ?item wdt:P31 wd:Q146 \n"
                 b"java.util.concurrent.ExecutionException: org.openrdf.query.MalformedQuery"
                 b"Exception: Encountered \"<EOF>\" at line 1, column 39.\nWas expecting one of:"
-                b"\n    \"}\" ...\n\tat java.util.concurrent.FutureTask.report(FutureTask.java:122)")
+                b"\n    \"}\" ...\n\tat java.util.concurrent.FutureTask.report("
+                b"FutureTask.java:122)")
 
 
 class SparqlServer:
