@@ -25,6 +25,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+# one process = one core: py3langid's numpy products would otherwise use every core through
+# OpenBLAS threads, and "1 process" would not be 1 core (set before numpy is imported)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 WARC_DIR = ROOT / "tests" / "data" / "realdata" / "warc"
