@@ -64,6 +64,7 @@ class SparqlServer:
                 with owner.lock:
                     owner.in_flight += 1
                     owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+                counted = True
                 try:
                     agent = self.headers.get("User-Agent", "")
                     owner.agents.append(agent)
@@ -82,6 +83,11 @@ class SparqlServer:
                     else:
                         with owner.lock:
                             status, headers, body = owner.answers.pop(0)
+                    # the request is answered from here on: count it out BEFORE the client can
+                    # read the answer (else its next request could overlap this decrement)
+                    with owner.lock:
+                        owner.in_flight -= 1
+                        counted = False
                     self.send_response(status)
                     for k, v in {"Content-Type": "application/sparql-results+json",
                                  **headers}.items():
@@ -90,8 +96,9 @@ class SparqlServer:
                     self.end_headers()
                     self.wfile.write(body)
                 finally:
-                    with owner.lock:
-                        owner.in_flight -= 1
+                    if counted:
+                        with owner.lock:
+                            owner.in_flight -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
