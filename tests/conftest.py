@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -86,3 +87,28 @@ def invoke_cli(*args: str, cache_dir: Path | None = None, env: dict[str, str] | 
 @pytest.fixture
 def cli_runner() -> CliRunner:
     return CliRunner()
+
+
+def write_recipe(tmp_path: Path, name: str, parser: str, files: dict[str, Path], splits: str,
+                 extra: str = "") -> Path:
+    """``tmp_path/NAME.toml``: an image recipe whose files are local paths with their sha256 and
+    size; ``splits`` and ``extra`` are TOML text added as they are."""
+    blocks = []
+    for fname, path in files.items():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        blocks.append(f'[[files]]\nname = "{fname}"\nurls = ["{path.as_uri()}"]\n'
+                      f'sha256 = "{digest}"\nsize = {path.stat().st_size}\n')
+    text = (f'name = "{name}"\ntitle = "t"\nversion = "1"\nkind = "image"\nparser = "{parser}"\n'
+            f'{extra}\n' + "\n".join(blocks) + "\n" + splits)
+    out = tmp_path / f"{name}.toml"
+    out.write_text(text)
+    return out
+
+
+def claim_huge_first_tar_member(data: bytes) -> bytes:
+    """Rewrite the first tar header's size field to 2**60 (base-256) with a valid checksum."""
+    hdr = bytearray(data[:512])
+    hdr[124:136] = b"\x80" + (1 << 60).to_bytes(11, "big")
+    hdr[148:156] = b" " * 8
+    hdr[148:156] = b"%06o\0 " % sum(hdr)
+    return bytes(hdr) + data[512:]

@@ -3,7 +3,6 @@ bytes, a CIFAR recipe with two files. Each ends in one clear line and nothing in
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 import subprocess
@@ -11,22 +10,9 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from conftest import invoke_cli, run_cli
+from conftest import claim_huge_first_tar_member, invoke_cli, run_cli, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def recipe(tmp_path: Path, name: str, parser: str, files: dict[str, Path], splits: str) -> Path:
-    blocks = []
-    for fname, path in files.items():
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        blocks.append(f'[[files]]\nname = "{fname}"\nurls = ["{path.as_uri()}"]\n'
-                      f'sha256 = "{digest}"\nsize = {path.stat().st_size}\n')
-    text = (f'name = "{name}"\ntitle = "t"\nversion = "1"\nkind = "image"\nparser = "{parser}"\n'
-            + "\n".join(blocks) + "\n" + splits)
-    out = tmp_path / f"{name}.toml"
-    out.write_text(text)
-    return out
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -63,8 +49,9 @@ def test_idx_bomb_through_fetch_is_one_line(tmp_path: Path) -> None:
                                          n * 784))
     (src / "lab.gz").write_bytes(gzip_of(bytes([0, 0, 8, 1]) + struct.pack(">I", 2**31),
                                          8 << 20))
-    r = recipe(tmp_path, "idxbomb", "idx", {"img.gz": src / "img.gz", "lab.gz": src / "lab.gz"},
-               '[splits.train]\nimages = "img.gz"\nlabels = "lab.gz"\n')
+    r = write_recipe(tmp_path, "idxbomb", "idx",
+                     {"img.gz": src / "img.gz", "lab.gz": src / "lab.gz"},
+                     '[splits.train]\nimages = "img.gz"\nlabels = "lab.gz"\n')
     cache = tmp_path / "c"
     proc = run_cli("fetch", "idxbomb", "--recipe", str(r), cache_dir=cache)
     err = one_line_error(proc)
@@ -82,12 +69,7 @@ def _tar(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _claim_huge_first_member(data: bytes) -> bytes:
-    hdr = bytearray(data[:512])
-    hdr[124:136] = b"\x80" + (1 << 60).to_bytes(11, "big")
-    hdr[148:156] = b" " * 8
-    hdr[148:156] = b"%06o\0 " % sum(hdr)
-    return bytes(hdr) + data[512:]
+
 
 
 CIFAR_SPLITS = ('[splits]\ntrain = ["cifar-10-batches-bin/data_batch_1.bin"]\n'
@@ -100,8 +82,8 @@ def test_cifar_plain_tar_member_claiming_2_60_bytes_is_named(tmp_path: Path) -> 
                  "cifar-10-batches-bin/data_batch_1.bin": rec * 2,
                  "cifar-10-batches-bin/test_batch.bin": rec})
     archive = tmp_path / "cifar-10-binary.tar.gz"  # plain tar, like the name may suggest not
-    archive.write_bytes(_claim_huge_first_member(data))
-    r = recipe(tmp_path, "cifar10", "cifar10-bin", {"cifar-10-binary.tar.gz": archive},
+    archive.write_bytes(claim_huge_first_tar_member(data))
+    r = write_recipe(tmp_path, "cifar10", "cifar10-bin", {"cifar-10-binary.tar.gz": archive},
                CIFAR_SPLITS)
     cache = tmp_path / "c"
     err = one_line_error(run_cli("fetch", "cifar10", "--recipe", str(r), cache_dir=cache))
@@ -117,7 +99,7 @@ def test_cifar_recipe_with_two_files_is_a_recipe_error(tmp_path: Path) -> None:
                               "cifar-10-batches-bin/test_batch.bin": rec}))
     other = tmp_path / "b.txt"
     other.write_text("extra")
-    r = recipe(tmp_path, "cifar10", "cifar10-bin", {"a.tar": archive, "b.txt": other},
+    r = write_recipe(tmp_path, "cifar10", "cifar10-bin", {"a.tar": archive, "b.txt": other},
                CIFAR_SPLITS)
     err = one_line_error(invoke_cli("fetch", "cifar10", "--recipe", str(r),
                                     cache_dir=tmp_path / "c"))

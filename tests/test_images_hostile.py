@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import invoke_cli, run_cli
+from conftest import claim_huge_first_tar_member, invoke_cli, run_cli
 from PIL import Image
 
 from dlprep.errors import ExtractionError, FormatError
@@ -162,19 +162,10 @@ def test_tar_gz_bomb_is_stopped_while_listing(tmp_path: Path) -> None:
         tar_refs(archive, limits=ExtractLimits(ratio_grace_bytes=1 << 20))
 
 
-def _claim_huge_first_member(data: bytes) -> bytes:
-    """Rewrite the first tar header's size field to 2**60 (base-256) with a valid checksum."""
-    hdr = bytearray(data[:512])
-    hdr[124:136] = b"\x80" + (1 << 60).to_bytes(11, "big")
-    hdr[148:156] = b" " * 8
-    hdr[148:156] = b"%06o\0 " % sum(hdr)
-    return bytes(hdr) + data[512:]
-
-
 def test_plain_tar_member_claiming_2_60_bytes_names_member_and_size(tmp_path: Path) -> None:
     members = {f"{c}/{i}.png": png((9, 9, 9)) for c in ("a", "b") for i in range(2)}
     archive = tmp_path / "huge.tar"
-    archive.write_bytes(_claim_huge_first_member(_tar_bytes(members, "w")))
+    archive.write_bytes(claim_huge_first_tar_member(_tar_bytes(members, "w")))
     with pytest.raises(FormatError, match=r"member a/0.png declares 1,152,921,504,606,846,976 "
                                           r"bytes, but only"):
         tar_refs(archive)

@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import invoke_cli
+from conftest import invoke_cli, write_recipe
 from PIL import Image
 
 from dlprep.errors import StoreError
@@ -170,20 +170,6 @@ def _idx(arr: np.ndarray) -> bytes:
     return header + arr.tobytes()
 
 
-def _recipe(tmp_path: Path, name: str, parser: str, files: dict[str, Path], splits: str,
-            extra: str = "") -> Path:
-    blocks = []
-    for fname, path in files.items():
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        blocks.append(f'[[files]]\nname = "{fname}"\nurls = ["{path.as_uri()}"]\n'
-                      f'sha256 = "{digest}"\nsize = {path.stat().st_size}\n')
-    text = (f'name = "{name}"\ntitle = "t"\nversion = "1"\nkind = "image"\nparser = "{parser}"\n'
-            f'{extra}\n' + "\n".join(blocks) + "\n" + splits)
-    recipe = tmp_path / f"{name}.toml"
-    recipe.write_text(text)
-    return recipe
-
-
 def test_kill_9_mid_prepare_then_rerun_recovers(tmp_path: Path, cache_dir: Path) -> None:
     n = 300_000
     images = np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
@@ -191,7 +177,7 @@ def test_kill_9_mid_prepare_then_rerun_recovers(tmp_path: Path, cache_dir: Path)
     src.mkdir()
     (src / "img.idx").write_bytes(_idx(images))
     (src / "lab.idx").write_bytes(_idx((np.arange(n) % 10).astype(np.uint8)))
-    recipe = _recipe(tmp_path, "bigidx", "idx", {"img.idx": src / "img.idx",
+    recipe = write_recipe(tmp_path, "bigidx", "idx", {"img.idx": src / "img.idx",
                                                  "lab.idx": src / "lab.idx"},
                      '[splits.train]\nimages = "img.idx"\nlabels = "lab.idx"\n')
     prepared = cache_dir / "prepared" / "bigidx"
@@ -258,7 +244,7 @@ def test_cifar10_archive_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     _cifar_tar(archive, members)
     builtin = Path(__file__).resolve().parent.parent / "recipes" / "cifar10.toml"
     splits = builtin.read_text().split("[splits]")[1]
-    recipe = _recipe(tmp_path, "cifar10", "cifar10-bin", {"cifar-10-binary.tar.gz": archive},
+    recipe = write_recipe(tmp_path, "cifar10", "cifar10-bin", {"cifar-10-binary.tar.gz": archive},
                      "[splits]" + splits)
     proc = invoke_cli("fetch", "cifar10", "--recipe", str(recipe), cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
@@ -286,8 +272,8 @@ def test_cifar100_coarse_option_and_truncated_member(tmp_path: Path, cache_dir: 
     _cifar_tar(archive, members)
     builtin = Path(__file__).resolve().parent.parent / "recipes" / "cifar100.toml"
     splits = "[splits]" + builtin.read_text().split("[splits]")[1]
-    recipe = _recipe(tmp_path, "cifar100", "cifar100-bin", {"cifar-100-binary.tar.gz": archive},
-                     splits)
+    recipe = write_recipe(tmp_path, "cifar100", "cifar100-bin",
+                          {"cifar-100-binary.tar.gz": archive}, splits)
     proc = invoke_cli("fetch", "cifar100", "--recipe", str(recipe), "--label", "coarse",
                    cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
@@ -301,7 +287,7 @@ def test_cifar100_coarse_option_and_truncated_member(tmp_path: Path, cache_dir: 
     bad_archive = tmp_path / "bad" / "cifar-100-binary.tar.gz"
     bad_archive.parent.mkdir()
     _cifar_tar(bad_archive, members)
-    bad_recipe = _recipe(tmp_path / "bad", "cifar100", "cifar100-bin",
+    bad_recipe = write_recipe(tmp_path / "bad", "cifar100", "cifar100-bin",
                          {"cifar-100-binary.tar.gz": bad_archive}, splits)
     bad = invoke_cli("fetch", "cifar100", "--recipe", str(bad_recipe), cache_dir=tmp_path / "c2")
     assert bad.returncode == 1
