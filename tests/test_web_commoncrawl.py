@@ -200,3 +200,14 @@ def test_bad_offset_digest_and_crawl_are_one_line_and_no_dataset(cc, cache_dir: 
     index.rows = []  # the index answers 404 "No Captures found"
     r = invoke_cli(*base, "--crawl", CRAWL, "--name", "empty", "--force", cache_dir=cache_dir)
     assert r.returncode == 1 and "no status-200 HTML captures of '*.iana.org'" in r.stderr
+
+
+def test_refused_index_is_not_called_throttling(cache_dir: Path) -> None:
+    """A refused connection is reported as such, at once; the throttling hint is kept for
+    HTTP 429/503 (tested above with the 503 pages)."""
+    r = invoke_cli("fetch", "commoncrawl", "--crawl", CRAWL, "--url", "*.iana.org", "--limit",
+                   "1", "--index-base", "http://127.0.0.1:1", "--data-base",
+                   "http://127.0.0.1:1", "--name", "refused", cache_dir=cache_dir)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "connection refused" in r.stderr and "throttling" not in r.stderr
+    assert not list((cache_dir / "prepared").rglob("*.h5"))

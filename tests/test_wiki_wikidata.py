@@ -316,3 +316,17 @@ def test_one_sparql_request_at_a_time(sparql, realdata: Path, tmp_path: Path) ->
         results = list(pool.map(client.query, queries))
     assert len(sparql.queries) == 4 and sparql.max_in_flight == 1
     assert all(len(r.rows) == 50 for r in results)
+
+
+def test_query_refused_connection_is_one_plain_line(tmp_path: Path, cache_dir: Path,  # type: ignore[no-untyped-def]
+                                                    capsys) -> None:
+    """A refused connection fails at once with a classified reason, not requests' "Max retries
+    exceeded with url ..." text that repeats the whole query string."""
+    rq = tmp_path / "q.rq"
+    rq.write_text("SELECT ?item WHERE { ?item wdt:P31 wd:Q146 }")
+    rc, _, err = _run(capsys, "wikidata", "query", str(rq), "--endpoint",
+                      "http://127.0.0.1:1/sparql", "--cache-dir", str(cache_dir),
+                      "--out", str(tmp_path / "r.csv"))
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert "http://127.0.0.1:1/sparql: connection refused" in err
+    assert "Max retries" not in err and "wdt:P31" not in err

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..errors import FetchError, FormatError, OfflineError
-from ..fetch.http import parse_retry_after, shared_session
+from ..fetch.http import _connection_problem, parse_retry_after, shared_session
 from ..fetch.options import FetchOptions
 from ..formats.warc import records_in
 from ..redact import redact_url
@@ -112,12 +112,15 @@ class CommonCrawlClient:
                     reason = f"HTTP {resp.status_code}"
                     wait = parse_retry_after(resp.headers.get("Retry-After"), policy.clock())
             except requests.RequestException as exc:
-                reason = type(exc).__name__
+                reason, retryable = _connection_problem(exc, url)
+                if not retryable:
+                    raise FetchError(f"{shown}: {reason}") from exc
             failures += 1
             if failures >= policy.attempts or (wait is not None and
                                                wait > policy.max_retry_after):
-                raise FetchError(f"{shown}: {reason} after {failures} tries (Common Crawl is "
-                                 f"throttling: see https://status.commoncrawl.org/)")
+                hint = (" (Common Crawl is throttling: see https://status.commoncrawl.org/)"
+                        if reason in ("HTTP 429", "HTTP 503") else "")
+                raise FetchError(f"{shown}: {reason} after {failures} tries{hint}")
             delay = policy.delay(failures, wait)
             log.info("%s: %s, retrying in %.1f s", shown, reason, delay)
             policy.sleep(delay)

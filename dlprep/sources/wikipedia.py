@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DlprepError, FetchError, FormatError, OfflineError
-from ..fetch.http import USER_AGENT, RetryPolicy, parse_retry_after, shared_session
+from ..fetch.http import (
+    USER_AGENT,
+    RetryPolicy,
+    _connection_problem,
+    parse_retry_after,
+    shared_session,
+)
 from ..redact import redact_url
 
 log = logging.getLogger("dlprep")
@@ -94,9 +100,10 @@ def polite_get(url: str, *, params: dict[str, str] | None = None,
             raise FetchError(f"{what or shown}: no answer within "
                              f"{timeout or retry.read_timeout:g} s ({type(exc).__name__})") from exc
         except requests.exceptions.RequestException as exc:
+            problem, retryable = _connection_problem(exc, url)
             failures += 1
-            if failures >= retry.attempts:
-                raise FetchError(f"{what or shown}: {' '.join(str(exc).split())[:200]}") from exc
+            if not retryable or failures >= retry.attempts:
+                raise FetchError(f"{what or shown}: {problem}") from exc
             retry.sleep(retry.delay(failures))
             continue
         if status not in RETRY_STATUS:
