@@ -14,6 +14,7 @@ import click
 from ._version import __version__
 from .commands.common import State, global_options
 from .errors import DlprepError
+from .redact import mask_secrets
 
 log = logging.getLogger("dlprep")
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("aborted", err=True)
         return 130
     except DlprepError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {mask_secrets(str(exc))}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line by default, the traceback with -vv
         if logging.getLogger("dlprep").isEnabledFor(logging.DEBUG):
             raise
-        click.echo(f"error: internal error {type(exc).__name__}: {exc} (rerun with -vv for the "
-                   f"traceback and report it)", err=True)
+        click.echo(f"error: internal error {type(exc).__name__}: {mask_secrets(str(exc))} "
+                   f"(rerun with -vv for the traceback and report it)", err=True)
         return 2
     return 0

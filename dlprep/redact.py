@@ -8,6 +8,7 @@ name goes through :func:`redact_url` (or :func:`redact_text` for free text that 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,6 +21,36 @@ SECRET_PARAMS = frozenset({
     "oauth_token", "oauth_signature", "session", "sessionid", "access_key", "secret_key",
 })
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_REGISTERED: set[str] = set()  # users' secrets (API keys, tokens): masked in every redaction
+_REGISTERED_LOCK = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` (and its URL-quoted form) in everything ``redact_url``/``redact_text``
+    return from now on, in this process. Values shorter than 4 characters are ignored."""
+    from urllib.parse import quote, quote_plus
+
+    if value and len(value) >= 4:
+        with _REGISTERED_LOCK:
+            _REGISTERED.update({value, quote(value, safe=""), quote_plus(value)})
+
+
+def registered_secrets() -> frozenset[str]:
+    """The secrets registered with :func:`register_secret` (never print them)."""
+    with _REGISTERED_LOCK:
+        return frozenset(_REGISTERED)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***`` (nothing else changed)."""
+    return _mask_registered(text)
+
+
+def _mask_registered(text: str) -> str:
+    for secret in sorted(registered_secrets(), key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def is_secret_param(name: str) -> bool:
@@ -30,8 +61,10 @@ def is_secret_param(name: str) -> bool:
 def redact_url(url: str) -> str:
     """``url`` with userinfo replaced by ``***`` and secret query values masked.
 
-    Anything that does not parse as a URL with a scheme and host comes back unchanged.
+    Anything that does not parse as a URL with a scheme and host comes back unchanged, except
+    that registered secrets (:func:`register_secret`) are masked wherever they appear.
     """
+    url = _mask_registered(url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -58,8 +91,9 @@ def _redact_loose(text: str) -> str:
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """Free text with every URL in it redacted, and each literal in ``secrets`` masked."""
-    out = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    """Free text with every URL in it redacted, and each literal in ``secrets`` (and each
+    registered secret) masked."""
+    out = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), _mask_registered(text))
     for secret in secrets:
         if secret and len(secret) >= 4:
             out = out.replace(secret, MASK)

@@ -70,7 +70,8 @@ class Route:
     over and over until the client hangs up, or ``endless_cap`` bytes are out (a guard, so
     that a client without a limit fails a test instead of filling the disk).
     ``on_request(n)``: called before answering the n-th request (to change the route or
-    touch files mid-test).
+    touch files mid-test). ``fail_headers``/``fail_body``: extra headers and the body of the
+    failed answers (e.g. ``x-rate-limit-reset``, or a JSON error document).
     """
 
     body: bytes
@@ -91,6 +92,8 @@ class Route:
     endless: bool = False
     endless_cap: int = 64 * 2**20
     on_request: Callable[[int], None] | None = None
+    fail_headers: dict[str, str] = field(default_factory=dict)
+    fail_body: bytes = b"busy\n"
     etag: str = ""
     last_modified: str = ""
     requests: int = 0
@@ -118,6 +121,7 @@ class LoggedRequest:
     body_bytes: int = 0
     sending: bool = False  # True while the body is being written (counts still growing)
     body: bytes = b""  # the request body (POST)
+    query: str = ""  # the query string (after '?')
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -141,9 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, head: bool) -> None:
         owner = self.server.owner
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         entry = LoggedRequest(self.command, path, dict(self.headers.items()),
-                              body=self.__dict__.pop("_body", b""))
+                              body=self.__dict__.pop("_body", b""), query=query)
         with owner._lock:
             owner.log.append(entry)
             route = owner.routes.get(path)
@@ -156,10 +160,18 @@ class _Handler(BaseHTTPRequestHandler):
         if route.on_request is not None:
             route.on_request(nth)
         if route.latency:
-            time.sleep(route.latency)
+            with owner._lock:
+                owner.in_flight += 1
+                owner.peak_in_flight = max(owner.peak_in_flight, owner.in_flight)
+            try:
+                time.sleep(route.latency)
+            finally:
+                with owner._lock:  # counted out before any byte of the answer goes out
+                    owner.in_flight -= 1
         if nth <= route.fail_first:
             extra = {"Retry-After": route.retry_after} if route.retry_after is not None else {}
-            self._send_simple(entry, route.fail_status, b"busy\n", "text/plain", extra)
+            extra.update(route.fail_headers)
+            self._send_simple(entry, route.fail_status, route.fail_body, "text/plain", extra)
             return
         if route.html_error:
             self._send_simple(entry, 200, HTML_ERROR_PAGE, "text/html; charset=utf-8")
@@ -299,6 +311,11 @@ class LoopbackServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.log: list[LoggedRequest] = []
+        #: requests inside their ``latency`` wait now / at most at once (the server's own count
+        #: of concurrent requests; counted out before the answer starts, so a client can never
+        #: see an answer while the server still counts the request)
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
