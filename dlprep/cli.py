@@ -40,6 +40,7 @@ def cli(ctx: click.Context, cache_dir: str | None, offline: bool, quiet: bool,
 
 def _register() -> None:
     from .commands import (
+        api_cmds,
         cache_cmds,
         core_cmds,
         hf_cmds,
@@ -51,7 +52,7 @@ def _register() -> None:
     )
 
     for module in (core_cmds, cache_cmds, image_cmds, text_cmds, hf_cmds, train_cmds, web_cmds,
-                   wiki_cmds):
+                   wiki_cmds, api_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -55,6 +55,7 @@ BUILDERS: dict[str, str] = {
     "commoncrawl": "dlprep.prepare.web_commoncrawl",
     "wikipedia": "dlprep.prepare.wikipedia",
     "wikidata-images": "dlprep.prepare.wikidata_images",
+    "x-posts": "dlprep.prepare.x_posts",
 }
 
 

@@ -66,7 +66,8 @@ def _documents(texts: TextSource, o: Mapping[str, Any]) -> Iterator[tuple[int, i
 def write_text_dataset(ctx: PrepareContext, out: Path, texts: TextSource | Sequence[str],
                        meta: Mapping[str, Sequence[Any]] | None = None, *,
                        labels: Sequence[str] | None = None,
-                       classes: Sequence[str] | None = None) -> None:
+                       classes: Sequence[str] | None = None,
+                       extra_attrs: Mapping[str, Any] | None = None) -> None:
     """Clean, chunk, dedupe, split, tokenize ``texts`` and write the sequence HDF5 ``out``.
 
     ``texts``: a list, or a function returning a fresh iterator over the texts each time it
@@ -74,7 +75,8 @@ def write_text_dataset(ctx: PrepareContext, out: Path, texts: TextSource | Seque
     tokenizer fit, encode), so memory does not grow with the corpus beyond a few bytes per
     document. ``meta`` holds per-text values (kept per document; chunks repeat their text's
     values and get ``meta/chunk``). ``labels`` are class names; ``classes`` fixes their order
-    (else sorted). Raises ``DlprepError`` when nothing is left or a label is not in ``classes``.
+    (else sorted). ``extra_attrs``: further root attributes (e.g. what a builder dropped).
+    Raises ``DlprepError`` when nothing is left or a label is not in ``classes``.
     """
     o = ctx.options
     source: TextSource = texts if callable(texts) else (lambda: iter(texts))  # type: ignore[arg-type,return-value]
@@ -141,6 +143,7 @@ def write_text_dataset(ctx: PrepareContext, out: Path, texts: TextSource | Seque
         for doc in kept():
             writer.append(tok.encode_array(doc))
         writer.finish(splits=splits, labels=label_ids, classes=classes, vocab=tok.vocab,
-                      tokenizer=tok.config, meta=doc_meta or None, **ctx.finish_kwargs())
+                      tokenizer=tok.config, meta=doc_meta or None, extra_attrs=extra_attrs,
+                      **ctx.finish_kwargs())
     finally:
         writer.close()
