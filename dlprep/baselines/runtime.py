@@ -88,15 +88,17 @@ def start_runtime(device: str = "auto", threads: int | None = None) -> Runtime:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
             owns = True
-    if not use_cuda:
-        torch.set_num_threads(threads or cpu_threads(world))
+    if not use_cuda:  # the cores of this machine are shared by its local processes only
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        torch.set_num_threads(threads or cpu_threads(local))
     return Runtime(device=dev, rank=rank, world_size=world, owns_group=owns)
 
 
 def cpu_threads(world_size: int = 1) -> int:
-    """Intra-op threads per process: the cores this process may use, shared by the local
-    processes, less the cores other work keeps busy (1-minute load average). Oversubscribed
-    OpenMP threads spin and can make training 10x slower on a busy machine."""
+    """Intra-op threads per process: the cores this process may use, shared by the
+    ``world_size`` processes on this machine (torchrun's ``LOCAL_WORLD_SIZE``), less the cores
+    other work keeps busy (1-minute load average). Oversubscribed OpenMP threads spin and can
+    make training 10x slower on a busy machine."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
