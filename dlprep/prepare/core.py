@@ -56,6 +56,7 @@ BUILDERS: dict[str, str] = {
     "wikipedia": "dlprep.prepare.wikipedia",
     "wikidata-images": "dlprep.prepare.wikidata_images",
     "x-posts": "dlprep.prepare.x_posts",
+    "internet-archive": "dlprep.prepare.internet_archive",
 }
 
 
