@@ -67,15 +67,17 @@ class Mirror:
         return json.dumps(doc).encode()
 
     def item(self, identifier: str, body: bytes, fmt: str = "JPEG", *, name: str = "",
-             fields: dict | None = None, listed: bytes | None = None,
+             fields: dict | None = None, listed: bytes | None = None, drop: tuple = (),
              serve: bool = True, **route: object) -> str:
         """Serve an item with one file (``listed``: the bytes whose md5/sha1/size the metadata
-        gives, when they differ from what is served). Returns the file name."""
+        gives, when they differ from what is served; ``drop``: keys left out of its entry, as
+        in nasa.json's last file). Returns the file name."""
         name = name or f"{identifier}.{'jpg' if fmt == 'JPEG' else 'txt'}"
         listed = body if listed is None else listed
         entry = {"name": name, "source": "original", "size": str(len(listed)), "format": fmt,
                  "mtime": "1274793840", "md5": hashlib.md5(listed).hexdigest(),
                  "crc32": f"{zlib.crc32(listed):08x}", "sha1": hashlib.sha1(listed).hexdigest()}
+        entry = {k: v for k, v in entry.items() if k not in drop}
         if fields is None:
             d = self.docs[identifier]
             fields = {k: d[k] for k in ("title", "mediatype", "collection", "description",
@@ -349,6 +351,30 @@ def test_text_dataset_trains_an_rnn(mirror: Mirror, realdata: Path, cache_dir: P
     assert 0.0 <= _train(cache_dir, "rnn", "b")["final"]["accuracy"] <= 1.0
 
 
+def test_advancedsearch_pages(mirror: Mirror, realdata: Path, tmp_path: Path) -> None:
+    """Page 2 is asked for while fewer docs than numFound came back."""
+    real = json.loads((realdata / API / "advanced_search_response.json").read_bytes())
+    first = copy.deepcopy(real)
+    first["response"]["numFound"] = 60
+    second = copy.deepcopy(real)
+    second["response"]["docs"] = second["response"]["docs"][:10]
+    second["response"]["docs"][0]["identifier"] = "page-two"
+    pages = [json.dumps(first).encode(), json.dumps(second).encode()]
+
+    def pick(_: int) -> None:
+        page = parse_qs(mirror.lb.requests_for(ADVANCED)[-1].query)["page"][0]
+        mirror.lb.route(ADVANCED).body = pages[int(page) - 1]
+
+    mirror.lb.serve(ADVANCED, pages[0], content_type="application/json", on_request=pick)
+    client = ia.InternetArchive(mirror.base, tmp_path / "api", FetchOptions())
+    ids = client.search("collection:nasa", limit=0, method="advancedsearch")
+    assert len(ids) == 51 and ids[0] == real["response"]["docs"][0]["identifier"]
+    assert ids[-1] == "page-two"
+    queries = [parse_qs(e.query) for e in mirror.lb.requests_for(ADVANCED)]
+    assert [q["page"] for q in queries] == [["1"], ["2"]]
+    assert queries[0]["fl[]"] == ["identifier"] and queries[0]["output"] == ["json"]
+
+
 def test_search_pages_and_retry_after_in_process(mirror: Mirror, realdata: Path,
                                                  tmp_path: Path) -> None:
     """The real first page (100 identifiers and a cursor) then a last page; a 429's
@@ -408,12 +434,20 @@ def test_malformed_json_and_empty_result(mirror: Mirror, realdata: Path,
 def test_every_file_refused_is_one_line(mirror: Mirror, realdata: Path, cache_dir: Path) -> None:
     photo = (realdata / "images" / "china.jpg").read_bytes()
     mirror.item("201003180014HQ", photo, listed=photo + b"x")  # size and hashes disagree
-    mirror.lb.serve(SCRAPE, _scrape_page(realdata, ["201003180014HQ"], None),
-                    content_type="application/json")
+    # only a sha1 (no md5), and it disagrees: caught after the download, the file deleted
+    mirror.item("201006020009HQ", photo, listed=photo[:-1] + b"y", drop=("md5",))
+    # neither hash: never downloaded
+    mirror.item("201003180008HQ", photo, drop=("md5", "sha1"))
+    ids = ["201003180014HQ", "201006020009HQ", "201003180008HQ"]
+    mirror.lb.serve(SCRAPE, _scrape_page(realdata, ids, None), content_type="application/json")
     r = _fetch(mirror, cache_dir)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "no file could be downloaded and verified" in r.stderr
-    assert "checksum disagrees" in r.stderr and _nothing_prepared(cache_dir)
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert "no file could be downloaded and verified" in line
+    assert "2 checksum disagrees with the item metadata" in line
+    assert "1 no md5/sha1 in the item metadata" in line and _nothing_prepared(cache_dir)
+    assert "sha1 mismatch" in r.stderr
+    assert mirror.lb.requests("/download/201003180008HQ/201003180008HQ.jpg") == 0
     raw = cache_dir / "raw" / "internet-archive" / "files"
     assert not raw.exists() or not any(raw.iterdir())
 

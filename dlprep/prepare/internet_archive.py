@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import DlprepError
 from ..formats.images import DecodeJob, ImageRef
+from ..redact import redact_url
 from ..sources import internet_archive as ia
 from ..text.clean import strip_gutenberg
 from .core import PrepareContext
@@ -210,10 +211,11 @@ def collect(ctx: PrepareContext) -> Collected:
         f"{s.item.identifier}\t{s.file.name}\t{s.file.md5 or s.file.sha1}\t{s.label}"
         for s in samples).encode()).hexdigest()
     ctx.inputs["ia_files"] = listing
-    ctx.sources.append({"name": "internet-archive-files", "url": client.base, "sha256": listing})
+    ctx.sources.append({"name": "internet-archive-files", "url": redact_url(client.base),
+                        "sha256": listing})
     log.info("internet-archive: %d files from %d items, verified", len(samples),
              len({s.item.identifier for s in samples}))
-    return Collected(kind, samples, skipped, skipped_files, client.base)
+    return Collected(kind, samples, skipped, skipped_files, redact_url(client.base))
 
 
 def _meta(samples: list[Sample], base: str) -> dict[str, list[str]]:

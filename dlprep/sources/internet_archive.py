@@ -351,6 +351,8 @@ class InternetArchive:
         report = FetchReport()
         if session is None and not self.options.offline:
             session = self._session()
+        if jobs and not self.options.offline:  # made once, here: a thread whose download fails
+            dest.mkdir(parents=True, exist_ok=True)  # must not remove it under the others
 
         quiet = self.options.with_(progress=False)
 
