@@ -21,7 +21,7 @@ from pathlib import Path
 from .errors import DlprepError
 from .redact import mask_secrets, register_secret
 
-__all__ = ["config_path", "require_secret", "secret_variable"]
+__all__ = ["config_path", "optional_secret", "require_secret", "secret_variable"]
 
 _VARIABLES: dict[str, str] = {}  # secret value -> the variable it came from (for messages)
 _LOCK = threading.Lock()
@@ -83,6 +83,18 @@ def require_secret(var: str, *, source: str) -> str:
     logging.getLogger("dlprep").debug("%s: using %s from the %s", source, var,
                                       "environment" if where == "environment" else where)
     return value
+
+
+def optional_secret(var: str, *, source: str) -> str | None:
+    """Like :func:`require_secret` for a key that only some requests need (e.g. restricted
+    Internet Archive items): None when ``var`` is in neither the environment nor the secrets
+    file; a secrets file that is unsafe or unreadable is still an error."""
+    value = os.environ.get(var)
+    if value is None or not value.strip():
+        value = _from_file(var)
+    if value is None or not value.strip():
+        return None
+    return require_secret(var, source=source)
 
 
 def register(value: str, var: str = "") -> None:

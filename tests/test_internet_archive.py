@@ -519,3 +519,25 @@ def test_prepare_in_process_is_idempotent(mirror: Mirror, realdata: Path,
         assert f["images"].shape == (3, 16, 16, 3)
         assert json.loads(f.attrs["config"])["options"]["format"] == "JPEG"
         assert "tokenizer" not in json.loads(f.attrs["config"])["options"]
+
+
+def test_keys_from_the_private_secrets_file(mirror: Mirror, realdata: Path, cache_dir: Path,
+                                            tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ia.KEY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('IA_ACCESS_KEY = "fileACCESSkey7"\nIA_SECRET_KEY = "fileSECRETkey8"\n')
+    secrets.chmod(0o644)
+    monkeypatch.setenv("DLPREP_SECRETS", str(secrets))
+    mirror.item("201003180014HQ", (realdata / "images" / "china.jpg").read_bytes())
+    mirror.lb.serve(SCRAPE, _scrape_page(realdata, ["201003180014HQ"], None),
+                    content_type="application/json")
+    r = _fetch(mirror, cache_dir, "--label", "collection", "--size", "16")
+    assert r.returncode == 1 and "readable by others" in r.stderr
+    assert "fileSECRETkey8" not in r.stderr and mirror.lb.requests() == 0
+    secrets.chmod(0o600)
+    r = _fetch(mirror, cache_dir, "--label", "collection", "--size", "16")
+    assert r.returncode == 0, r.stderr
+    assert {e.headers.get("authorization") for e in mirror.lb.log} == \
+        {"LOW fileACCESSkey7:fileSECRETkey8"}
