@@ -261,3 +261,268 @@ def test_emoji_labelled_posts_train_a_baseline(realdata: Path, tmp_path: Path,
     assert t.returncode == 0, t.stderr
     m = json.loads((tmp_path / family / "metrics.json").read_text())
     assert m["metric"] == "accuracy" and 0 <= m["final"]["accuracy"] <= 1
+
+
+# --- fetch x: the API v2 recent search over loopback --------------------------------------------
+
+TOKEN = "xBearer-7e2c19d4-AAAAdistinctiveTOKENzz"
+SEARCH = "/2/tweets/search/recent"
+TOKEN1 = "b26v89c19zqg8o3fpzbn1e0ffhxjiofzw6po136rvbnul"  # next_token of the real recent page
+TOKEN2 = "b26v89c19zqg8o3fpzbn1e0frnrh1hac71cvjb7ddu8ot"  # next_token of the real all page
+EMPTY = b'{"meta":{"result_count":0}}'
+
+
+class FakeTime:
+    """An injectable clock whose sleep advances it (records every wait)."""
+
+    def __init__(self, start: float = 1_665_183_000.0) -> None:
+        self.now = start
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(round(seconds, 3))
+        self.now += seconds
+
+
+@pytest.fixture
+def token_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
+    monkeypatch.setenv("DLPREP_SECRETS", str(tmp_path / "no-secrets.toml"))
+
+
+def serve_pages(loopback, pages: dict[str | None, bytes], **route: object):  # type: ignore[no-untyped-def]
+    """Serve ``pages[next_token]`` at the search path (None: the first page)."""
+    from urllib.parse import parse_qs
+
+    def pick(_n: int) -> None:
+        query = parse_qs(loopback.log[-1].query)
+        token = query.get("next_token", [None])[0]
+        loopback.route(SEARCH).body = pages.get(token, b'{"errors":[{"detail":"bad token"}]}')
+
+    return loopback.serve(SEARCH, pages[None], content_type="application/json",
+                          on_request=pick, **route)
+
+
+def fetch_x(loopback, cache_dir: Path, fake: FakeTime, offline: bool = False,  # type: ignore[no-untyped-def]
+            **options: object) -> Path:
+    from dlprep.cache import Cache
+    from dlprep.fetch.http import RetryPolicy
+    from dlprep.fetch.options import FetchOptions
+    from dlprep.prepare.core import prepare
+    from dlprep.recipes import find_recipe
+
+    retry = RetryPolicy(attempts=4, jitter=0.0, sleep=fake.sleep, clock=fake.clock)
+    opts = {"query": "Tweepy", "api_base": loopback.url("/2"), "tokenizer": "char",
+            "val_fraction": 0.0, "test_fraction": 0.0, **options}
+    return prepare(find_recipe("x"), Cache.open(cache_dir), options=opts,
+                   fetch=FetchOptions(retry=retry, offline=offline, progress=False))
+
+
+def real_pages(realdata: Path) -> dict[str | None, bytes]:
+    return {None: (realdata / API / RECENT).read_bytes(), TOKEN1: (realdata / API / ALL)
+            .read_bytes(), TOKEN2: EMPTY}
+
+
+def queries(loopback) -> list[dict[str, list[str]]]:  # type: ignore[no-untyped-def]
+    from urllib.parse import parse_qs
+
+    return [parse_qs(e.query) for e in loopback.requests_for(SEARCH)]
+
+
+def test_pagination_follows_next_token(realdata: Path, cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                       token_env: None) -> None:
+    serve_pages(loopback, real_pages(realdata))
+    fake = FakeTime()
+    path = fetch_x(loopback, cache_dir, fake, max_posts=25)
+    qs = queries(loopback)
+    assert [q.get("next_token") for q in qs] == [None, [TOKEN1], [TOKEN2]]
+    assert all(q["query"] == ["Tweepy"] and q["max_results"] == ["25"] and
+               q["tweet.fields"] == ["author_id,created_at,lang"] for q in qs)
+    assert all(e.headers["Authorization"] == f"Bearer {TOKEN}"
+               for e in loopback.requests_for(SEARCH))
+    assert fake.waits == [2.0, 2.0]  # one request every 2 s (app-only: 450 per 15 min)
+    ids = [p["id"] for name in (RECENT, ALL)
+           for p in json.loads((realdata / API / name).read_text())["data"]]
+    kept = meta(path)["id"]
+    assert kept == [i for i in ids if i not in ("1578520573914718208", "1578519902427619328")]
+    with h5py.File(path, "r") as f:
+        assert f.attrs["recipe"] == "x" and "labels" not in f
+        assert TOKEN not in json.dumps({k: str(v) for k, v in f.attrs.items()})
+    # the token is in no cached file, no file name
+    for p in cache_dir.rglob("*"):
+        assert TOKEN not in str(p)
+        if p.is_file():
+            assert TOKEN.encode() not in p.read_bytes()
+
+
+def test_max_posts_stops_paging(realdata: Path, cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                token_env: None) -> None:
+    serve_pages(loopback, real_pages(realdata))
+    path = fetch_x(loopback, cache_dir, FakeTime(), max_posts=15)
+    assert loopback.requests(SEARCH) == 2 and queries(loopback)[0]["max_results"] == ["15"]
+    assert len(meta(path)["id"]) == 15  # page 2 cut after its first 5 posts (one RT)
+    # fewer than the API's minimum of 10 per page: ask for 10, keep 3
+    path = fetch_x(loopback, cache_dir, FakeTime(), max_posts=3, query="Tweepy -is:retweet")
+    assert queries(loopback)[-1]["max_results"] == ["10"] and len(meta(path)["id"]) == 3
+
+
+def test_offline_replays_without_token(realdata: Path, cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                       token_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_pages(loopback, real_pages(realdata))
+    first = fetch_x(loopback, cache_dir, FakeTime(), max_posts=25)
+    sent = loopback.requests()
+    monkeypatch.delenv("X_BEARER_TOKEN")
+    r = invoke_cli("--offline", "fetch", "x", "--query", "Tweepy", "--api-base",
+                   loopback.url("/2"), "--max-posts", "25", "--tokenizer", "char",
+                   "--val-fraction", "0", "--test-fraction", "0", cache_dir=cache_dir)
+    assert r.returncode == 0, r.stderr
+    assert prepared(r.stdout) == first and loopback.requests() == sent
+    r = invoke_cli("--offline", "fetch", "x", "--query", "Tweepy cats", "--api-base",
+                   loopback.url("/2"), cache_dir=cache_dir)
+    assert r.returncode == 1 and "not in the cache; run once online" in r.stderr
+
+
+def test_real_cassette_with_its_headers(realdata: Path, cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                        token_env: None) -> None:
+    """The recorded exchange itself: gzip body, x-rate-limit-* and api-version headers."""
+    yaml = pytest.importorskip("yaml")
+    cassette = yaml.safe_load((realdata / API / "test_client_search_recent_tweets.yaml")
+                              .read_text())
+    resp = cassette["interactions"][0]["response"]
+    headers = {k: v[0] for k, v in resp["headers"].items()
+               if k in ("content-encoding", "api-version", "x-access-level") or
+               k.startswith("x-rate-limit")}
+    loopback.serve(SEARCH, resp["body"]["string"], headers=headers,
+                   content_type=resp["headers"]["content-type"][0])
+    path = fetch_x(loopback, cache_dir, FakeTime(), max_posts=10)
+    data = json.loads((realdata / API / RECENT).read_text())["data"]
+    assert meta(path)["id"] == [p["id"] for p in data] and loopback.requests(SEARCH) == 1
+
+
+def test_rate_limit_used_up_waits_for_the_reset(realdata: Path, cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                                token_env: None) -> None:
+    fake = FakeTime()
+    serve_pages(loopback, real_pages(realdata), headers={
+        "x-rate-limit-limit": "450", "x-rate-limit-remaining": "0",
+        "x-rate-limit-reset": str(int(fake.now) + 300)})
+    fetch_x(loopback, cache_dir, fake, max_posts=25)
+    assert fake.waits[:1] == [300.0] and loopback.requests(SEARCH) == 3
+
+
+@pytest.mark.parametrize("fault, first, backoff", [
+    ({"fail_status": 429, "retry_after": "7"}, 7.0, 7.0),
+    ({"fail_status": 429, "fail_headers": {"x-rate-limit-remaining": "0",
+                                           "x-rate-limit-reset": "1665183120"}}, 120.0, 120.0),
+    ({"fail_status": 503, "fail_first": 2}, 1.0, 1.0 + 2.0),  # exponential backoff
+    ({"fail_status": 500, "fail_first": 1}, 1.0, 1.0),
+])
+def test_busy_answers_are_waited_out(realdata: Path, cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                     token_env: None, fault: dict, first: float,  # type: ignore[type-arg]
+                                     backoff: float) -> None:
+    fake = FakeTime()
+    start = fake.now
+    serve_pages(loopback, {None: (realdata / API / RECENT).read_bytes(), TOKEN1: EMPTY},
+                **{"fail_first": 1, **fault})
+    path = fetch_x(loopback, cache_dir, fake, max_posts=25)
+    assert fake.waits[0] == first
+    # the retries' waits, then 2 s before the second page (the 2 s between requests overlap
+    # the shorter backoffs)
+    assert fake.now - start == max(backoff, 2.0 * fault.get("fail_first", 1)) + 2.0
+    assert loopback.requests(SEARCH) == fault.get("fail_first", 1) + 2
+    assert len(meta(path)["id"]) == 10
+
+
+def test_malformed_json_is_one_line_and_not_cached(cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                                   token_env: None) -> None:
+    loopback.serve(SEARCH, b'{"data": [{"id": "1", "text": "cut', content_type="application/json")
+    r = invoke_cli("fetch", "x", "--query", "cats", "--api-base", loopback.url("/2"),
+                   cache_dir=cache_dir)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "malformed JSON from http://127.0.0.1:" in r.stderr and TOKEN not in r.stderr
+    assert not [p for p in cache_dir.rglob("*") if p.is_file() and p.suffix == ".json"]
+
+
+def test_error_document_is_one_line(cache_dir: Path, loopback, token_env: None) -> None:  # type: ignore[no-untyped-def]
+    body = (b'{"errors":[{"parameters":{"query":["(cats"]},"message":"There were errors '
+            b'processing your request: missing closing parenthesis"}],"title":"Invalid Request",'
+            b'"detail":"One or more parameters to your request was invalid.","type":'
+            b'"https://api.twitter.com/2/problems/invalid-request"}')
+    loopback.serve(SEARCH, b"", fail_first=9, fail_status=400, fail_body=body)
+    r = invoke_cli("fetch", "x", "--query", "(cats", "--api-base", loopback.url("/2"),
+                   cache_dir=cache_dir)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and loopback.requests(SEARCH) == 1
+    assert "HTTP 400" in r.stderr and "missing closing parenthesis" in r.stderr
+    # an error document in a 200 answer (fake time: the 2 s between requests are not slept)
+    from dlprep.errors import DlprepError
+
+    loopback.serve(SEARCH, b'{"errors":[{"detail":"Authorization failed"}]}')
+    with pytest.raises(DlprepError, match="the API answered with an error: Authorization "
+                                          "failed"):
+        fetch_x(loopback, cache_dir, FakeTime(), query="cats")
+    assert not [p for p in cache_dir.rglob("*.json") if p.is_file()]  # not cached
+
+
+def test_wrong_token_is_one_line_without_retries(cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                                 token_env: None) -> None:
+    loopback.serve(SEARCH, b"", fail_first=99, fail_status=401, fail_body=(
+        b'{"title":"Unauthorized","type":"about:blank","status":401,"detail":"Unauthorized"}'))
+    r = invoke_cli("fetch", "x", "--query", "cats", "--api-base", loopback.url("/2"),
+                   cache_dir=cache_dir)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and loopback.requests(SEARCH) == 1
+    assert "X refused the key (HTTP 401)" in r.stderr and "check X_BEARER_TOKEN" in r.stderr
+    assert TOKEN not in r.stderr + r.stdout
+
+
+def test_missing_token_is_named_before_any_request(cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                                   token_env: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("X_BEARER_TOKEN")
+    loopback.serve(SEARCH, EMPTY)
+    r = invoke_cli("fetch", "x", "--query", "cats", "--api-base", loopback.url("/2"),
+                   cache_dir=cache_dir)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and loopback.requests() == 0
+    assert "X_BEARER_TOKEN" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--query", "x" * 513], "--query is 513 characters; recent search takes at most 512"),
+    ([], "x: give --query QUERY"),
+    (["--query", "cats", "--max-posts", "0"], "--max-posts must be >= 1"),
+])
+def test_bad_queries_are_refused_before_any_request(cache_dir: Path, loopback, token_env: None,  # type: ignore[no-untyped-def]
+                                                    args: list[str], message: str) -> None:
+    r = invoke_cli("fetch", "x", *args, "--api-base", loopback.url("/2"), cache_dir=cache_dir)
+    assert r.returncode == 1 and message in r.stderr and loopback.requests() == 0
+
+
+def test_empty_result_is_one_line(cache_dir: Path, loopback, token_env: None) -> None:  # type: ignore[no-untyped-def]
+    loopback.serve(SEARCH, EMPTY, content_type="application/json")
+    r = invoke_cli("fetch", "x", "--query", "nothing matches this", "--api-base",
+                   loopback.url("/2"), cache_dir=cache_dir)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "found no posts (recent search covers the last 7 days)" in r.stderr
+
+
+def test_fetch_x_emoji_labels_train_rnn(realdata: Path, cache_dir: Path, loopback,  # type: ignore[no-untyped-def]
+                                        token_env: None, tmp_path: Path) -> None:
+    posts = emoji_posts(realdata / API)
+    body = json.dumps({"data": posts, "meta": {"result_count": len(posts)}}).encode()
+    loopback.serve(SEARCH, body, content_type="application/json")
+    r = invoke_cli("fetch", "x", "--query", "lang:en has:emoji", "--api-base",
+                   loopback.url("/2"), "--emoji-labels", "--min-count", "2", "--name", "emo",
+                   cache_dir=cache_dir)
+    assert r.returncode == 0, r.stderr
+    path = prepared(r.stdout)
+    with h5py.File(path, "r") as f:
+        assert sorted(c.decode() for c in f["classes"][()]) == sorted([JOY, FAMILY, FRANCE])
+        assert f["labels"].shape == (36,)
+        assert json.loads(f.attrs["posts_dropped"]) == {"emoji_only": 1, "no_emoji": 2}
+    pytest.importorskip("torch")
+    t = invoke_cli("train-baseline", "rnn", "emo", "--epochs", "1", "--max-batches", "2",
+                   "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "run"),
+                   cache_dir=cache_dir)
+    assert t.returncode == 0, t.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metric"] == "accuracy"

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..errors import DlprepError
 from ..formats.posts import FORMATS, Post, read_posts
 from ..formats.text_table import check_encoding
+from ..redact import redact_url
 from ..sources.x import DEFAULT_API_BASE, DEFAULT_FIELDS
 from ..text.emoji_labels import RARE_CHOICES, fold_rare, split_emoji
 from .core import PrepareContext
@@ -99,7 +100,8 @@ def collect(ctx: PrepareContext) -> Posts | None:
     listing = hashlib.sha256("\n".join(f"{p.id}\t{p.text}" for p in posts).encode()
                              ).hexdigest()
     ctx.inputs["posts"] = listing
-    ctx.sources.append({"name": "x-recent-search", "url": o["api_base"], "sha256": listing})
+    ctx.sources.append({"name": "x-recent-search", "url": redact_url(o["api_base"]),
+                        "sha256": listing})
     log.info("x: %d posts for %r", len(posts), o["query"])
     return Posts(posts)
 

@@ -58,14 +58,17 @@ def search_recent(query: str, max_posts: int, *, cache_dir: Path, options: Fetch
                   tweet_fields: Sequence[str] = DEFAULT_FIELDS) -> Iterator[Post]:
     """Posts matching ``query`` (newest first, as the API returns them), at most
     ``max_posts``, distinct ids. Responses are cached under ``cache_dir``."""
-    from ..fetch.api import ApiClient, HostPolicy
-    from ..secrets import require_secret
+    from ..fetch.api import ApiClient, ApiError, HostPolicy
+    from ..secrets import register, require_secret
 
     query = check_query(query)
     if max_posts < 1:
         raise DlprepError(f"x: --max-posts must be >= 1, got {max_posts}")
-    headers = {} if options.offline else {
-        "Authorization": f"Bearer {require_secret(TOKEN_VAR, source='X')}"}
+    headers: dict[str, str] = {}
+    if not options.offline:  # a replay sends nothing: no token needed
+        bearer = f"Bearer {require_secret(TOKEN_VAR, source='X')}"
+        register(bearer, TOKEN_VAR)  # so that a 401 names the variable
+        headers["Authorization"] = bearer
     client = ApiClient("X", api_base, cache_dir=cache_dir, options=options,
                        policy=HostPolicy(max_in_flight=1, min_interval=MIN_INTERVAL),
                        secret_headers=headers)
@@ -76,11 +79,16 @@ def search_recent(query: str, max_posts: int, *, cache_dir: Path, options: Fetch
     tokens: set[str] = set()
     count = 0
     where = redact_url(f"{api_base.rstrip('/')}/{SEARCH_PATH}")
-    while True:
-        doc = client.get_json(SEARCH_PATH, params)
+    pages: list[list[Post]] = []
+
+    def check(doc: object) -> None:  # an error document is refused, and so never cached
         if not isinstance(doc, dict):
-            raise DlprepError(f"{where}: expected a JSON object, got {type(doc).__name__}")
-        for post in posts_from_response(doc, where):
+            raise ApiError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+        pages.append(posts_from_response(doc, where))
+
+    while True:
+        doc = client.get_json(SEARCH_PATH, params, check=check)
+        for post in pages[-1]:
             if post.id in seen:
                 continue
             if post.id:
