@@ -72,6 +72,8 @@ class Route:
     ``on_request(n)``: called before answering the n-th request (to change the route or
     touch files mid-test). ``fail_headers``/``fail_body``: extra headers and the body of the
     failed answers (e.g. ``x-rate-limit-reset``, or a JSON error document).
+    ``responder(request)``: a dynamic answer ``(status, headers, body)`` computed from the
+    logged request (path, ``query``, headers), after the faults above (an API stand-in).
     """
 
     body: bytes
@@ -94,6 +96,7 @@ class Route:
     on_request: Callable[[int], None] | None = None
     fail_headers: dict[str, str] = field(default_factory=dict)
     fail_body: bytes = b"busy\n"
+    responder: Callable[[LoggedRequest], tuple[int, dict[str, str], bytes]] | None = None
     etag: str = ""
     last_modified: str = ""
     requests: int = 0
@@ -175,6 +178,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if route.html_error:
             self._send_simple(entry, 200, HTML_ERROR_PAGE, "text/html; charset=utf-8")
+            return
+        if route.responder is not None:
+            status, headers, payload = route.responder(entry)
+            headers = dict(headers)
+            ctype = headers.pop("Content-Type", route.content_type)
+            self._send_simple(entry, status, payload, ctype, headers)
             return
         if route.endless:
             self._send_endless(route, entry)

@@ -333,7 +333,8 @@ def test_registered_secret_is_masked_in_logs_and_cli_errors(monkeypatch, caplog)
 
     monkeypatch.setenv("EXAMPLE_LOG_KEY", "zz-log-secret-998877")
     key = require_secret("EXAMPLE_LOG_KEY", source="Example")
-    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(logging.getLogger("dlprep"), "propagate", True)  # a CLI run may unset it
+    caplog.set_level(logging.DEBUG, logger="dlprep")
     logging.getLogger("dlprep").info("sending %s to http://h/x?k=%s", key, key)
     assert "zz-log-secret-998877" not in caplog.text and "***" in caplog.text
     assert "zz-log-secret" not in redact_text(f"oops {key}")

@@ -57,6 +57,7 @@ BUILDERS: dict[str, str] = {
     "wikidata-images": "dlprep.prepare.wikidata_images",
     "x-posts": "dlprep.prepare.x_posts",
     "internet-archive": "dlprep.prepare.internet_archive",
+    "flickr": "dlprep.prepare.flickr",
 }
 
 
