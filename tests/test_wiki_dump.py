@@ -144,17 +144,19 @@ def test_workers_index_and_serial_are_identical(multistream, realdata: Path) -> 
     assert (c2.pages, c2.kept, c2.redirects) == (206, 106, 100)
 
 
-def test_workers_give_byte_identical_datasets(multistream, cache_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_shards_give_byte_identical_datasets(multistream, cache_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """One shard (no index) or six (one per block): the same word vocabulary (counted per
+    shard, summed) and tokens. Dask workers: tests/test_scale.py."""
     dump, index, _ = multistream
     results = []
-    for workers in ("1", "2"):
+    for name, given in (("whole", []), ("blocks", ["--index", str(index)])):
         rc, out, err = _run(capsys, "fetch", "wikipedia", "--cache-dir", str(cache_dir),
-                            "--dump", str(dump), "--index", str(index), "--workers", workers,
-                            "--name", f"w{workers}", "--tokenizer", "word")
+                            "--dump", str(dump), *given, "--name", name, "--tokenizer", "word")
         assert rc == 0, err
         with h5py.File(out.strip().splitlines()[-1], "r") as f:
             results.append({k: f[k][()].tobytes() for k in ("tokens", "offsets")}
-                           | {"titles": list(f["meta/title"][()])})
+                           | {"titles": list(f["meta/title"][()]),
+                              "vocab": list(f["vocab"][()])})
     assert results[0] == results[1]
 
 

@@ -103,6 +103,25 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+SCHEDULER_HELP = ("Run the shards of a sharded builder (e.g. wikipedia) on this existing Dask "
+                  "scheduler, tcp://HOST:PORT (also DLPREP_SCHEDULER; its workers must see "
+                  "the same cache and input paths). Without it, --workers N > 1 starts a "
+                  "local Dask cluster of N processes.")
+
+scheduler_option = click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                                help=SCHEDULER_HELP)
+
+
+def scale_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--workers N`` and ``--scheduler ADDRESS`` (for commands that run a sharded builder;
+    pass both on to ``prepare``: ``options["workers"]`` and ``scheduler=``)."""
+    func = scheduler_option(func)
+    return click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+                        help="Worker processes: 1 runs in this process; N > 1 a local "
+                             "Dask cluster of N processes (the output does not depend on "
+                             "N).")(func)
+
+
 def emit_path(path: object) -> None:
     """Print the prepared path as the last stdout line (the scripting contract)."""
     click.echo(str(path))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import DlprepError
-from .common import State, common_options, echo_json, emit_path
+from .common import State, common_options, echo_json, emit_path, scheduler_option
 from .summary import describe_samples, summary_line
 
 
@@ -167,10 +167,11 @@ def _print_info(out: dict) -> None:
 @click.option("--max-bytes", default=None, metavar="SIZE",
               help="Stop a download whose size nobody declared at SIZE (e.g. 500M, 8G; "
                    "default 4G, also DLPREP_MAX_BYTES).")
+@scheduler_option
 @common_options
 def fetch_cmd(state: State, name: str, extra: tuple[str, ...], recipe_file: str | None,
               mirrors: tuple[str, ...], force: bool, out_name: str | None,
-              max_bytes: str | None) -> None:
+              max_bytes: str | None, scheduler: str | None) -> None:
     """Download, verify and prepare dataset NAME; print the prepared HDF5 path (last line).
 
     Idempotent: a second run only checks the cache. Dataset-specific options (see
@@ -185,7 +186,8 @@ def fetch_cmd(state: State, name: str, extra: tuple[str, ...], recipe_file: str 
     options = parse_extra_args(list(extra), f"dataset {name}")
     cap = parse_size(max_bytes, "--max-bytes") if max_bytes else None
     fetch = state.fetch_options(mirrors=mirrors, force=force, max_bytes=cap)
-    out = prepare(recipe, state.cache(), options=options, name=out_name, fetch=fetch)
+    out = prepare(recipe, state.cache(), options=options, name=out_name, fetch=fetch,
+                  scheduler=scheduler)
     if not state.quiet:
         click.echo(summary_line(out))
     emit_path(out)

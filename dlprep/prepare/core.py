@@ -79,8 +79,9 @@ def builder_module(recipe: Recipe) -> ModuleType:
 class PrepareContext:
     """What a builder sees: the recipe, resolved options, the cache and how to fetch.
 
-    ``options``: the resolved builder options (part of the config hash). ``workers``: a
-    runtime option (how, not what: not in the hash). ``inputs``: further config-hash inputs a
+    ``options``: the resolved builder options (part of the config hash). ``workers`` and
+    ``scheduler`` (a Dask scheduler address, for sharded builders): runtime options (how, not
+    what: not in the hash). ``inputs``: further config-hash inputs a
     builder computes in ``collect`` (e.g. a listing digest, the chosen book ids). ``collected``:
     whatever ``collect`` returned, for ``build``. ``build_version``: the builder module's
     ``BUILD_VERSION`` (a string bumped when the same inputs start giving other bytes), part of
@@ -93,6 +94,7 @@ class PrepareContext:
     name: str
     fetch_options: FetchOptions = field(default_factory=FetchOptions)
     workers: int = 1
+    scheduler: str | None = None
     files: dict[str, Path] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
     inputs: dict[str, ConfigInput] = field(default_factory=dict)
@@ -227,18 +229,22 @@ def _write_latest(cache: Cache, name: str, out: Path) -> None:
 
 
 def _context(recipe: Recipe, cache: Cache, module: ModuleType, options: Mapping[str, Any],
-             name: str | None, fetch: FetchOptions) -> PrepareContext:
+             name: str | None, fetch: FetchOptions, scheduler: str | None) -> PrepareContext:
     where = f"dataset {recipe.name}"
     resolved = resolve_options(getattr(module, "PARAMS", ()), recipe.options, options, where)
     runtime = {k: resolved.pop(k) for k in getattr(module, "RUNTIME_OPTIONS", ()) if k in resolved}
     unknown = sorted(set(runtime) - {"workers"})
     if unknown:
         raise DlprepError(f"{where}: unknown runtime option(s) {', '.join(unknown)}")
+    if scheduler and not hasattr(module, "plan_shards"):
+        raise DlprepError(f"{where}: --scheduler: this dataset is prepared in one process "
+                          f"(its builder does not shard)")
     if fetch.lock_dir is None:
         fetch = fetch.with_(lock_dir=cache.locks_dir)
     return PrepareContext(recipe=recipe, options=resolved, cache=cache,
                           name=safe_component(name or recipe.name, "dataset name"),
                           fetch_options=fetch, workers=int(runtime.get("workers", 1)),
+                          scheduler=scheduler or None,
                           build_version=getattr(module, "BUILD_VERSION", None))
 
 
@@ -273,17 +279,20 @@ def _distrust(ctx: PrepareContext, exc: FormatError) -> None:
 
 
 def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None = None,
-            name: str | None = None, fetch: FetchOptions | None = None) -> Path:
+            name: str | None = None, fetch: FetchOptions | None = None,
+            scheduler: str | None = None) -> Path:
     """Fetch, verify and prepare ``recipe``; return the prepared HDF5 path (idempotent).
 
     ``fetch``: how to download (mirrors, offline, ...); ``fetch.force`` re-downloads the files
     and rebuilds the HDF5 file. ``name`` stores the result under another dataset name (for
     parameterized sources such as ``gutenberg --name nietzsche``). A file that is already
     prepared is returned without taking any lock, so a read-only cache can be read.
+    ``scheduler``: a Dask scheduler address for a sharded builder (``dlprep.scale``; None:
+    ``$DLPREP_SCHEDULER`` if set, else ``--workers`` decides).
     """
     fetch = fetch or FetchOptions()
     module = builder_module(recipe)
-    ctx = _context(recipe, cache, module, options or {}, name, fetch)
+    ctx = _context(recipe, cache, module, options or {}, name, fetch, scheduler)
     with _raw_files_checked(ctx):
         if hasattr(module, "collect"):
             ctx.collected = module.collect(ctx)
@@ -308,7 +317,12 @@ def prepare(recipe: Recipe, cache: Cache, *, options: Mapping[str, Any] | None =
         else:
             log.info("preparing %s -> %s", ctx.name, out)
             with _raw_files_checked(ctx), atomic_output(out) as tmp:
-                module.build(ctx, tmp)
+                if hasattr(module, "plan_shards"):  # a sharded builder (dlprep.scale)
+                    from ..scale import build_sharded
+
+                    build_sharded(module, ctx, tmp)
+                else:
+                    module.build(ctx, tmp)
         _write_latest(cache, ctx.name, out)
     return out
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import DlprepError, FormatError
 from ..formats import mediawiki as mw
@@ -86,6 +87,20 @@ class Counts:
         return ", ".join(parts)
 
 
+_COUNT_FIELDS = ("pages", "kept", "redirects", "other_ns", "no_template", "errors")
+
+
+def counts_stats(counts: Counts) -> dict[str, Any]:
+    """``counts`` as plain JSON values (a shard's stats in the manifest)."""
+    return {**{k: getattr(counts, k) for k in _COUNT_FIELDS},
+            "examples": counts.examples[:5], "truncated": counts.truncated}
+
+
+def counts_from_stats(stats: dict[str, Any]) -> Counts:
+    return Counts(**{k: int(stats[k]) for k in _COUNT_FIELDS},
+                  examples=list(stats["examples"]), truncated=str(stats["truncated"]))
+
+
 def process_pages(raws: Sequence[bytes], opts: PageOptions,
                   redirects: bool = False) -> tuple[list[Record], Counts]:
     """Parse and clean raw ``<page>`` elements (pure: any process can run it)."""
@@ -148,7 +163,7 @@ class DumpPart:
     index: Path | None = None
 
 
-def _block_tasks(part: DumpPart) -> Iterator[tuple[int, int]]:
+def block_tasks(part: DumpPart) -> Iterator[tuple[int, int]]:
     assert part.index is not None
     distinct: set[int] = set()  # one per block (100 pages): small even for enwiki
     for e in mw.read_index(part.index):
@@ -168,7 +183,7 @@ def _block_tasks(part: DumpPart) -> Iterator[tuple[int, int]]:
         yield group[0][0], group[-1][1]
 
 
-def _raw_batches(part: DumpPart, counts: Counts, workers: int) -> Iterator[list[bytes]]:
+def raw_batches(part: DumpPart, counts: Counts, workers: int) -> Iterator[list[bytes]]:
     report = mw.ReadReport()
     batch: list[bytes] = []
     with mw.open_dump(part.dump, workers=workers) as stream:
@@ -217,10 +232,10 @@ def _run_part(part: DumpPart, opts: PageOptions, counts: Counts,
               redirects: bool) -> Iterator[tuple[list[Record], Counts]]:
     if part.index is not None:
         tasks = ((process_block, (str(part.dump), s, e, opts, redirects))
-                 for s, e in _block_tasks(part))
+                 for s, e in block_tasks(part))
     else:
         tasks = ((process_pages, (batch, opts, redirects))
-                 for batch in _raw_batches(part, counts, workers))
+                 for batch in raw_batches(part, counts, workers))
     if pool is None:
         for fn, args in tasks:
             yield fn(*args)  # type: ignore[operator]

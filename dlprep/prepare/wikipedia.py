@@ -7,15 +7,17 @@ directly. Pages are streamed (never decompressed to disk): namespace 0 by defaul
 skipped and counted, wikitext cleaned to plain text (``formats.wikitext``), ``--template NAME``
 keeps only pages using that template and stores its fields as ``meta/infobox`` JSON. One
 document per page with ``meta/title``, ``meta/page_id``, ``meta/revision_id``; then the shared
-text pipeline (``--tokenizer char|word|bpe``). ``--workers N`` parses blocks on N processes;
-the output does not depend on N.
+text pipeline (``--tokenizer char|word|bpe``). A sharded builder (:mod:`dlprep.scale`):
+shards are runs of multistream blocks (from the index; a dump without one is one shard), each
+parsed, cleaned and chunked into a part; ``--workers N`` runs them on a Dask LocalCluster of N
+processes and ``--scheduler`` on an existing cluster; the output does not depend on either,
+and an interrupted run resumes from the parts it finished.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ChecksumError, DlprepError
 from ..fetch.download import FileSpec, fetch_file, hash_file, local_source
+from ..scale import ShardJob, ShardSpec, ranges
+from ..scale.text import TextPart, assemble_text, text_options
 from ..sources.wikipedia import (
     DEFAULT_BASE,
     DumpsClient,
@@ -33,8 +37,18 @@ from ..sources.wikipedia import (
 )
 from .core import PrepareContext, file_sha256
 from .params import Param
-from .text import TEXT_PARAMS, write_text_dataset
-from .wiki_pages import Counts, DumpPart, PageOptions, iter_records
+from .text import TEXT_PARAMS
+from .wiki_pages import (
+    Counts,
+    DumpPart,
+    PageOptions,
+    block_tasks,
+    counts_from_stats,
+    counts_stats,
+    process_block,
+    process_pages,
+    raw_batches,
+)
 
 log = logging.getLogger("dlprep")
 
@@ -49,9 +63,11 @@ PARAMS: tuple[Param, ...] = (
     Param("template", "str", None, "keep only pages using this template (e.g. 'Infobox film'); "
                                    "its fields go to meta/infobox"),
     Param("max_pages", "int", 0, "stop after this many kept pages (0: all)"),
-    Param("workers", "int", 1, "processes parsing the dump (output does not depend on it)"),
+    Param("workers", "int", 1, "processes parsing the dump: a Dask LocalCluster when > 1 "
+                               "(output does not depend on it; see --scheduler)"),
 ) + TEXT_PARAMS
 RUNTIME_OPTIONS = ("workers",)
+MAX_BLOCKS = 50  # multistream blocks (100 pages each) per shard, at most
 
 
 def _name_of(url: str) -> str:
@@ -158,50 +174,93 @@ def page_options(o: dict) -> PageOptions:
                        template=o["template"] or None)
 
 
-def _spool_write(fh, text: str) -> None:  # type: ignore[no-untyped-def]
-    data = text.encode("utf-8", "surrogatepass")
-    fh.write(struct.pack("<Q", len(data)))
-    fh.write(data)
-
-
-def _spool_read(path: Path) -> Iterator[str]:
-    with open(path, "rb") as fh:
-        while head := fh.read(8):
-            (n,) = struct.unpack("<Q", head)
-            yield fh.read(n).decode("utf-8", "surrogatepass")
-
-
-def build(ctx: PrepareContext, out: Path) -> None:
-    o = ctx.options
-    parts = ctx.collected_as(DumpParts).parts
-    counts = Counts()
-    meta: dict[str, list] = {"title": [], "page_id": [], "revision_id": []}
+def _meta_kinds(o: dict) -> dict[str, str]:
+    kinds = {"title": "str", "page_id": "int", "revision_id": "int"}
     if o["template"]:
-        meta["infobox"] = []
+        kinds["infobox"] = "str"
     if set(o["namespaces"]) != {0}:
-        meta["ns"] = []
-    spool = out.with_name(out.name + ".pages")
-    try:
-        with open(spool, "wb") as fh:  # cleaned text, read back by each pass of the pipeline
-            for rec in iter_records(parts, page_options(o), counts,
-                                    workers=ctx.workers,
-                                    max_pages=o["max_pages"]):
-                _spool_write(fh, rec.text)
-                meta["title"].append(rec.title)
-                meta["page_id"].append(rec.page_id)
-                meta["revision_id"].append(rec.revision_id)
-                if "infobox" in meta:
-                    meta["infobox"].append(rec.infobox)
-                if "ns" in meta:
-                    meta["ns"].append(rec.ns)
-        log.info("%s", counts.summary())
-        if counts.errors:
-            log.warning("%d page(s) could not be read and were skipped (%s)", counts.errors,
-                        "; ".join(counts.examples[:3]))
-        if not counts.kept:
-            what = f" using template {o['template']!r}" if o["template"] else ""
-            raise DlprepError(f"dataset {ctx.name}: no page{what} in namespaces "
-                              f"{o['namespaces']} ({counts.summary()})")
-        write_text_dataset(ctx, out, lambda: _spool_read(spool), meta)
-    finally:
-        spool.unlink(missing_ok=True)
+        kinds["ns"] = "int"
+    return kinds
+
+
+def _blocks_per_shard(n_blocks: int) -> int:
+    """About 64 shards for a small dump, at most MAX_BLOCKS blocks (~5,000 pages) each for a
+    large one; never a function of the number of workers (a resumed run may use others)."""
+    return min(MAX_BLOCKS, max(1, -(-n_blocks // 64)))
+
+
+def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
+    """Shards: runs of multistream blocks of each dump (from its index); a dump without an
+    index is one shard."""
+    o = ctx.options
+    shared = {"namespaces": sorted(o["namespaces"]), "headings": o["headings"],
+              "template": o["template"] or None, "text": text_options(o)}
+    specs = []
+    for p, part in enumerate(ctx.collected_as(DumpParts).parts):
+        if part.index is None:
+            specs.append(ShardSpec.make(f"d{p:03d}-whole", [part.dump], options=shared))
+            continue
+        blocks = list(block_tasks(part))
+        for k, (a, b) in enumerate(ranges(len(blocks), _blocks_per_shard(len(blocks)))):
+            starts = [s for s, _ in blocks[a:b]]
+            specs.append(ShardSpec.make(f"d{p:03d}-{k:06d}", [part.dump], start=starts[0],
+                                        end=blocks[b - 1][1],
+                                        options={**shared, "blocks": starts}))
+    return specs
+
+
+def run_shard(spec: ShardSpec, part: Path | None) -> dict:
+    """Parse and clean the pages of one shard into a :class:`TextPart` at ``part``."""
+    assert part is not None
+    opts = PageOptions(namespaces=frozenset(spec.option("namespaces")),
+                       headings=spec.option("headings"), template=spec.option("template"))
+    o = {"template": opts.template, "namespaces": list(opts.namespaces)}
+    text = TextPart(spec.option("text"), _meta_kinds(o))
+    counts = Counts()
+    dump = spec.paths[0]
+    if spec.option("blocks") is None:
+        batches: Iterator[tuple[list, Counts]] = (
+            process_pages(raws, opts) for raws in raw_batches(DumpPart(Path(dump)), counts, 1))
+    else:
+        bounds = [*spec.option("blocks"), spec.end]
+        batches = (process_block(dump, bounds[i], bounds[i + 1], opts)
+                   for i in range(len(bounds) - 1))
+    for records, c in batches:
+        counts.add(c)
+        if c.truncated and not counts.truncated:
+            counts.truncated = c.truncated
+        for rec in records:
+            text.add(rec.text, {"title": rec.title, "page_id": rec.page_id,
+                                "revision_id": rec.revision_id, "infobox": rec.infobox,
+                                "ns": rec.ns})
+    return {**text.write(part), **counts_stats(counts)}
+
+
+def enough(ctx: PrepareContext, stats: list[dict]) -> bool | None:
+    """With ``--max-pages``: stop running shards once that many pages are kept (None: no
+    limit, run them all at once)."""
+    n = ctx.options["max_pages"]
+    return sum(s["kept"] for s in stats) >= n if n else None
+
+
+def assemble(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
+    o = ctx.options
+    counts = Counts()
+    for stats in job.stats:
+        c = counts_from_stats(stats)
+        counts.add(c)
+        if c.truncated and not counts.truncated:
+            counts.truncated = c.truncated
+    log.info("%s", counts.summary())
+    if counts.truncated:
+        log.warning("%s: the dump ends early (%s); kept every complete page before the cut",
+                    Path(job.specs[-1].paths[0]).name if job.specs else "dump",
+                    counts.truncated)
+    if counts.errors:
+        log.warning("%d page(s) could not be read and were skipped (%s)", counts.errors,
+                    "; ".join(counts.examples[:3]))
+    if not counts.kept:
+        what = f" using template {o['template']!r}" if o["template"] else ""
+        raise DlprepError(f"dataset {ctx.name}: no page{what} in namespaces "
+                          f"{o['namespaces']} ({counts.summary()})")
+    assemble_text(ctx, out, job, _meta_kinds(o), max_texts=o["max_pages"])

@@ -271,6 +271,22 @@ class SequenceWriter:
         for s in seqs:
             self.append(s)
 
+    def extend_flat(self, data: np.ndarray, lengths: np.ndarray) -> None:
+        """Append ``len(lengths)`` sequences stored back to back in ``data`` (what
+        ``append`` of each would do, without a Python call per sequence)."""
+        arr = np.asarray(data, dtype=np.int32 if self.features is None else np.float32)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if int(lengths.sum()) != len(arr) or (len(lengths) and int(lengths.min()) < 0):
+            raise StoreError(f"extend_flat: lengths sum to {int(lengths.sum())}, data has "
+                             f"{len(arr)} rows")
+        if self.features is not None and (arr.ndim != 2 or arr.shape[1] != self.features):
+            raise StoreError(f"values must be (T, {self.features}), got {arr.shape}")
+        self._buf.append(arr)
+        self._buffered += len(arr)
+        self.offsets.extend((self.offsets[-1] + np.cumsum(lengths)).tolist())
+        if self._buffered >= self._flush_at:
+            self._flush()
+
     def _flush(self) -> None:
         if not self._buf:
             return

@@ -85,13 +85,25 @@ class CharTokenizer:
     def fit(cls, texts: Iterable[str], *, lowercase: bool = False, min_freq: int = 1,
             max_vocab: int = 0) -> CharTokenizer:
         """Vocabulary of the characters in ``texts`` seen at least ``min_freq`` times."""
+        return cls.from_counts(cls.count(texts, lowercase=lowercase), lowercase=lowercase,
+                               min_freq=min_freq, max_vocab=max_vocab)
+
+    @staticmethod
+    def count(texts: Iterable[str], *, lowercase: bool = False) -> Counter[str]:
+        """Character counts of ``texts`` (sum those of several shards, then
+        :meth:`from_counts`: the same vocabulary as one :meth:`fit` over all of them)."""
         counts: Counter[int] = Counter()
         for text in texts:
             if lowercase:
                 text = text.lower()
             cps, n = np.unique(code_points(text), return_counts=True)
             counts.update(dict(zip(cps.tolist(), n.tolist(), strict=True)))
-        ranked = _ranked(Counter({chr(c): n for c, n in counts.items()}), min_freq, max_vocab)
+        return Counter({chr(c): n for c, n in counts.items()})
+
+    @classmethod
+    def from_counts(cls, counts: Counter[str], *, lowercase: bool = False, min_freq: int = 1,
+                    max_vocab: int = 0) -> CharTokenizer:
+        ranked = _ranked(counts, min_freq, max_vocab)
         return cls([*SPECIALS, *sorted(ranked)], lowercase=lowercase)
 
     def encode_array(self, text: str) -> np.ndarray:
@@ -156,6 +168,16 @@ class WordTokenizer:
     def fit(cls, texts: Iterable[str], *, lowercase: bool = False, min_freq: int = 1,
             max_vocab: int = 0, keep_whitespace: bool = True) -> WordTokenizer:
         """Vocabulary of the ``max_vocab`` most frequent tokens seen ``min_freq`` times."""
+        return cls.from_counts(cls.count(texts, lowercase=lowercase,
+                                         keep_whitespace=keep_whitespace),
+                               lowercase=lowercase, min_freq=min_freq, max_vocab=max_vocab,
+                               keep_whitespace=keep_whitespace)
+
+    @classmethod
+    def count(cls, texts: Iterable[str], *, lowercase: bool = False,
+              keep_whitespace: bool = True) -> Counter[str]:
+        """Token counts of ``texts`` (sum those of several shards, then :meth:`from_counts`:
+        the same vocabulary as one :meth:`fit` over all of them)."""
         counts: Counter[int] = Counter()
         strings: dict[int, str] = {}
         for text in texts:
@@ -167,8 +189,12 @@ class WordTokenizer:
                 if h not in strings:
                     strings[h] = text[starts[i]:ends[i]]
             counts.update(dict(zip(uniq.tolist(), n.tolist(), strict=True)))
-        by_string = Counter({strings[h]: c for h, c in counts.items()})
-        return cls([*SPECIALS, *_ranked(by_string, min_freq, max_vocab)], lowercase=lowercase,
+        return Counter({strings[h]: c for h, c in counts.items()})
+
+    @classmethod
+    def from_counts(cls, counts: Counter[str], *, lowercase: bool = False, min_freq: int = 1,
+                    max_vocab: int = 0, keep_whitespace: bool = True) -> WordTokenizer:
+        return cls([*SPECIALS, *_ranked(counts, min_freq, max_vocab)], lowercase=lowercase,
                    keep_whitespace=keep_whitespace)
 
     def encode_array(self, text: str) -> np.ndarray:

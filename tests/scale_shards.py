@@ -1,0 +1,89 @@
+"""Test-only shard functions for tests/test_scale*.py (module-level, so Dask workers import them
+by name; the tests put tests/ on the workers' PYTHONPATH). Each appends ``<shard id> <pid>`` to
+the ``log`` file its spec names, so a test can see which shards ran, how often and where; the
+faults they inject are switched on by their spec's options, never by patching dlprep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from dlprep.scale import ShardSpec
+
+
+def _log(spec: ShardSpec) -> None:
+    if spec.option("log"):
+        with open(spec.option("log"), "a") as fh:
+            fh.write(f"{spec.id} {os.getpid()}\n")
+
+
+def _first_time(spec: ShardSpec) -> bool:
+    """True the first time this shard runs (a marker file in the spec's ``markers`` dir)."""
+    marker = Path(spec.option("markers")) / spec.id
+    try:
+        marker.open("x").close()
+        return True
+    except FileExistsError:
+        return False
+
+
+def write_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
+    """Writes ``size`` bytes (default: its id) after ``sleep`` seconds; options
+    ``fail_once``/``kill_once``/``always_fail`` (lists of shard ids) inject faults."""
+    _log(spec)
+    if spec.id in (spec.option("always_fail") or []):
+        raise ValueError(f"injected failure in {spec.id}")
+    if spec.id in (spec.option("fail_once") or []) and _first_time(spec):
+        raise RuntimeError(f"injected one-off failure in {spec.id}")
+    if spec.id in (spec.option("kill_once") or []) and _first_time(spec):
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-shard
+    time.sleep(float(spec.option("sleep") or 0))
+    if part is not None:
+        size = spec.option("size")
+        with open(part, "wb") as fh:
+            if size:
+                for _ in range(int(size) // 65536 + 1):
+                    fh.write(b"\0" * 65536)
+            else:
+                fh.write(spec.id.encode())
+    return {"start": spec.start, "pid": os.getpid()}
+
+
+def executions(log: Path) -> list[str]:
+    """Shard ids in the order they started (one per attempt)."""
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+# A test-only sharded text builder (plan_shards / run_shard / assemble at module level, as
+# dlprep.scale documents): texts from a JSON list, ``per_shard`` texts a shard.
+
+def plan_shards(ctx: Any) -> list[ShardSpec]:
+    from dlprep.scale import ranges
+    from dlprep.scale.text import text_options
+
+    path, n, per_shard = ctx.collected
+    return [ShardSpec.make(f"t{k:04d}", [path], start=a, end=b,
+                           options={"text": text_options(ctx.options)})
+            for k, (a, b) in enumerate(ranges(n, per_shard))]
+
+
+def run_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
+    import json
+
+    from dlprep.scale.text import TextPart
+
+    texts = json.loads(Path(spec.paths[0]).read_text())
+    text = TextPart(spec.option("text"), {"n": "int", "first": "str"})
+    for i in range(spec.start, spec.end):
+        text.add(texts[i], {"n": i, "first": texts[i][:12]})
+    assert part is not None
+    return text.write(part)
+
+
+def assemble(ctx: Any, out: Path, job: Any) -> None:
+    from dlprep.scale.text import assemble_text
+
+    assemble_text(ctx, out, job, {"n": "int", "first": "str"})
