@@ -220,6 +220,8 @@ def test_jpeg_dataset_end_to_end_with_faults(mirror: Mirror, realdata: Path, cac
     for ident in mirror.docs:
         if f"/metadata/{ident}" not in loopback.routes:
             mirror.empty(ident)
+    flaky = loopback.route("/metadata/201003180008HQ")  # metadata: a 502, then the reply
+    flaky.fail_first, flaky.fail_status, flaky.retry_after = 1, 502, "0"
     r = invoke_cli("fetch", "internet-archive", "--query", "collection:nasa", "--format", "JPEG",
                    "--search", "advancedsearch", "--max-items", "0", "--label", "subject",
                    "--classes", CLASSES, "--size", "32", "--api-base", mirror.base,
@@ -254,6 +256,7 @@ def test_jpeg_dataset_end_to_end_with_faults(mirror: Mirror, realdata: Path, cac
     # every download went through the redirect; the datanode served each body once
     assert all(loopback.requests(f"/download/{i}/{i}.jpg") == 1 for i in KAZAKHSTAN)
     assert loopback.requests(ADVANCED) == 1
+    assert [e.status for e in loopback.requests_for("/metadata/201003180008HQ")] == [502, 200]
     assert all(e.headers["User-Agent"].startswith("dlprep/") for e in loopback.log)
 
     # offline, another name: search, metadata and files all come from the cache
