@@ -124,3 +124,46 @@ def test_flickr_secret_is_nowhere(loopback, realdata, cache_dir, monkeypatch, de
     assert out.is_file()
     assert assert_secret_nowhere(secret, texts=texts, roots=[cache_dir]) > 10
     assert FLICKR_SERVER_KEY != secret
+
+
+# ---------------------------------------------------------------------------------------------
+# Internet Archive
+
+
+def test_internet_archive_keys_are_nowhere(loopback, realdata, cache_dir, monkeypatch,  # type: ignore[no-untyped-def]
+                                           debug_logs) -> None:
+    from test_internet_archive import KAZAKHSTAN, SCRAPE, Mirror, _scrape_page
+
+    access, secret = "IA-acc3ss+k/y=41", "IA-s3cr3t+k/y=42"  # characters quoting changes
+    monkeypatch.setenv("IA_ACCESS_KEY", access)
+    monkeypatch.setenv("IA_SECRET_KEY", secret)
+    mirror = Mirror(loopback, realdata)
+    for ident, photo in KAZAKHSTAN.items():
+        mirror.item(ident, (realdata / "images" / photo).read_bytes())
+    mirror.item("201003180011HQ", b"gone", serve=False)  # a 404 on the datanode: a skip, logged
+    ids = [*KAZAKHSTAN, "201003180011HQ"]
+    loopback.serve(SCRAPE, _scrape_page(realdata, ids, None), content_type="application/json")
+    options = {"query": "collection:nasa", "label": "collection", "size": "16",
+               "api_base": mirror.base}
+    out = prepare(find_recipe("internet-archive"), Cache(cache_dir), options=options,
+                  name="sec")
+    # really sent, to search, metadata and files alike
+    assert {e.headers.get("authorization") for e in loopback.log} == {f"LOW {access}:{secret}"}
+    assert any("skipped" in r.getMessage() for r in debug_logs.records if r.name == "dlprep")
+    assert any(r.name.startswith("urllib3") for r in debug_logs.records)
+    texts = [debug_logs.text, *(r.getMessage() for r in debug_logs.records)]
+    args = ("fetch", "internet-archive", "--query", "collection:nasa", "--label", "collection",
+            "--size", "16", "--api-base", mirror.base, "--name", "sec")
+    r = invoke_cli("-vv", "--offline", *args, cache_dir=cache_dir)  # the offline replay
+    assert r.returncode == 0, r.stderr
+    texts += [r.stdout, r.stderr]
+    # the archive refuses the keys (HTTP 403 on the metadata, a body echoing the key)
+    refused = loopback.route("/metadata/201003180014HQ")
+    refused.fail_first, refused.fail_status = 99, 403
+    refused.fail_body = f"access denied for {access}:{secret}".encode()
+    r = invoke_cli("-vv", *args, "--force", cache_dir=cache_dir)
+    assert r.returncode == 1 and "IA_ACCESS_KEY / IA_SECRET_KEY were refused" in r.stderr
+    texts += [r.stdout, r.stderr, debug_logs.text]
+    assert out.is_file()
+    for value in (access, secret):
+        assert assert_secret_nowhere(value, texts=texts, roots=[cache_dir]) > 5
