@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, require
+from ..limits import ExtractLimits
+from ..magic import DECOMPRESS_ERRORS, sniff_compression
 
 log = logging.getLogger("dlprep")
 
 UNDEFINED = 2147483647  # osmium's undefined coordinate (a node missing from the file)
 _ROOT = re.compile(rb"<([A-Za-z_][\w.:-]*)")
 SNIFF_BYTES = 1 << 16
+# dlprep.magic's compression names -> osmium's file-format suffixes
+_OSMIUM_COMPRESSION = {"bz2": ".bz2", "gzip": ".gz"}
 # files from this size on keep node locations in an on-disk index (``--node-index auto``)
 DISK_INDEX_MIN_BYTES = 64 << 20
 
@@ -84,15 +87,19 @@ def sniff_osm(path: Path) -> str:
     if head[:4] == b"\x00\x00\x00\x00" or (len(head) >= 8 and head[4] == 0x0A
                                             and b"OSMData" in head[:64]):
         raise FormatError(path, 0, "PBF without an OSMHeader block first; not a valid extract")
-    if head[:3] == b"BZh" or head[:2] == b"\x1f\x8b":
+    kind = sniff_compression(head)
+    if kind is not None:
+        if kind not in _OSMIUM_COMPRESSION:
+            raise FormatError(path, 0, f"{kind}-compressed; libosmium reads .osm.bz2 and "
+                                       f".osm.gz (or PBF), not {kind}")
         from ..limits import open_decompressed
 
         try:  # the shared bounded opener: a bomb cannot inflate even the sniffed head
             with open_decompressed(path, max_bytes=SNIFF_BYTES) as stream:
                 inner = stream.read(SNIFF_BYTES)
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
+        except (OSError, EOFError, ValueError, *DECOMPRESS_ERRORS) as exc:
             raise FormatError(path, 0, f"corrupt compressed stream: {exc}") from exc
-        return _xml_root(inner, path, ".bz2" if head[:3] == b"BZh" else ".gz")
+        return _xml_root(inner, path, _OSMIUM_COMPRESSION[kind])
     if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<":
         return _xml_root(head, path, "")
     raise FormatError(path, 0, f"not an OSM file (starts {head[:8]!r}); expected PBF, .osm or "
@@ -206,14 +213,34 @@ def header_box(path: Path, fmt: str | None = None) -> tuple[float, float, float,
     return (box.bottom_left.lat, box.bottom_left.lon, box.top_right.lat, box.top_right.lon)
 
 
+def check_inflated_size(path: Path, limits: ExtractLimits | None = None) -> int:
+    """Inflate compressed XML once through :func:`dlprep.limits.open_decompressed`, counting
+    and discarding the bytes, and return how many came out; an ``ExtractionError`` (naming the
+    file) when they break the budget. libosmium inflates ``.osm.bz2``/``.osm.gz`` itself,
+    twice with areas (a relation pass, then the data pass), outside dlprep's budget and where
+    no Python code runs; this pass first makes the same bytes keep to it."""
+    from ..limits import open_decompressed
+
+    total = 0
+    try:
+        with open_decompressed(path, limits=limits) as stream:
+            while n := len(stream.read(1 << 20)):
+                total += n
+    except (OSError, EOFError, ValueError, *DECOMPRESS_ERRORS) as exc:
+        raise FormatError(path, -1, f"corrupt compressed stream: {exc}") from exc
+    return total
+
+
 def read_features(path: Path, keys: Sequence[str], *, areas: bool, lines: bool = True,
                   node_index: str = "auto", index_dir: Path | None = None,
-                  stats: ReadStats | None = None) -> Iterator[Feature]:
+                  stats: ReadStats | None = None,
+                  limits: ExtractLimits | None = None) -> Iterator[Feature]:
     """Stream the ways (``lines``) and areas (``areas``) of ``path`` that carry one of ``keys``.
 
-    The key and entity filters run inside libosmium. Ways with a node missing from the file are
-    skipped and counted in ``stats``. Raises ``FormatError`` (naming the file) for a truncated or
-    corrupt file.
+    The key and entity filters run inside libosmium; a feature's ``tags`` hold only ``keys``.
+    Compressed XML must inflate within ``limits`` (:func:`check_inflated_size`). Ways
+    with a node missing from the file are skipped and counted in ``stats``. Raises
+    ``FormatError`` (naming the file) for a truncated or corrupt file.
     """
     osmium = osmium_module()
     path = Path(path)
@@ -222,20 +249,24 @@ def read_features(path: Path, keys: Sequence[str], *, areas: bool, lines: bool =
     stats = stats if stats is not None else ReadStats()
     if not keys:
         return
+    keys = list(keys)
     kinds = osmium.osm.WAY | osmium.osm.AREA if areas else osmium.osm.WAY
-    source = osmium.io.File(str(path), fmt)
-    pool = osmium.io.ThreadPool()
-    proc = osmium.FileProcessor(source, thread_pool=pool)
-    proc.with_locations(location_storage(path, node_index, index_dir))
-    if areas:
-        proc.with_areas(osmium.filter.KeyFilter(*keys))
-    proc.with_filter(osmium.filter.EntityFilter(kinds))
-    proc.with_filter(osmium.filter.KeyFilter(*keys))
-    wkb = osmium.geom.WKBFactory()
+    if fmt in ("osm.bz2", "osm.gz"):
+        check_inflated_size(path, limits)
     try:
+        source = osmium.io.File(str(path), fmt)
+        pool = osmium.io.ThreadPool()
+        proc = osmium.FileProcessor(source, thread_pool=pool)
+        proc.with_locations(location_storage(path, node_index, index_dir))
+        if areas:
+            proc.with_areas(osmium.filter.KeyFilter(*keys))
+        proc.with_filter(osmium.filter.EntityFilter(kinds))
+        proc.with_filter(osmium.filter.KeyFilter(*keys))
+        wkb = osmium.geom.WKBFactory()
         for obj in proc:
+            tags = {k: v for k in keys if (v := obj.tags.get(k)) is not None}
             if obj.is_area():
-                feat = _area_feature(wkb, obj, stats)
+                feat = _area_feature(wkb, obj, tags, stats)
             else:
                 coords = _line_coords(wkb, obj)
                 if coords is None:
@@ -244,7 +275,7 @@ def read_features(path: Path, keys: Sequence[str], *, areas: bool, lines: bool =
                 stats.ways += 1
                 if not lines:
                     continue
-                feat = Feature(obj.id, "way", False, dict(obj.tags), [coords])
+                feat = Feature(obj.id, "way", False, tags, [coords])
             if feat is not None:
                 yield feat
     except RuntimeError as exc:  # libosmium: truncated PBF, bad XML, bad compression ...
@@ -259,13 +290,28 @@ def read_features(path: Path, keys: Sequence[str], *, areas: bool, lines: bool =
                     "e.g. way %s", path.name, stats.skipped_ways, shown)
 
 
-def _area_feature(wkb: Any, obj: Any, stats: ReadStats) -> Feature | None:
+def _area_feature(wkb: Any, obj: Any, tags: dict[str, str], stats: ReadStats
+                  ) -> Feature | None:
     got = _area_rings(wkb, obj)
     if got is None:
         return None
     stats.areas += 1
-    return Feature(obj.orig_id(), "way" if obj.from_way() else "relation", True,
-                   dict(obj.tags), got[0], got[1])
+    return Feature(obj.orig_id(), "way" if obj.from_way() else "relation", True, tags,
+                   got[0], got[1])
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by libosmium's buffers (and numpy temporaries) back to the system
+    (glibc ``malloc_trim``; a no-op elsewhere), so later phases do not stack their peaks on
+    top of the reader's high-water mark."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def queue_limits() -> None:

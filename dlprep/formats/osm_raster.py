@@ -18,6 +18,7 @@ import math
 import os
 import tempfile
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from PIL import Image, ImageDraw
 
 EARTH_RADIUS_M = 6378137.0
 SCALE = 1e-7  # OSM fixed-point coordinates
+FLUSH_POINTS = 1 << 16  # the spill writes its buffer every this many points (~1 MB)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class GeometrySpill:
     temporary file; per-item bounds and attributes stay in memory (a few dozen bytes each).
 
     Item ``i`` has: ``layer`` (channel, -1: none), ``label`` (class id for the label raster,
-    0: none), ``width`` (line width in metres, 0 for areas) and its rings.
+    0: none), ``width`` (line width in metres, 0 for areas) and its rings. Bounds are computed
+    for a whole buffer of items at once when it is flushed.
     """
 
     def __init__(self, folder: Path | None = None) -> None:
@@ -91,53 +94,61 @@ class GeometrySpill:
         os.unlink(name)  # anonymous: gone when closed, even after a crash
         self.pos = 0
         self.bounds = array("q")
-        self.start = array("q")
+        self.start = array("q", [0])  # item i's points: bytes start[i]:start[i + 1]
         self.ring_lens = array("i")  # ring lengths, negative for inner rings
         self.ring_start = array("q", [0])  # item i's rings: ring_lens[ring_start[i]:...[i+1]]
         self.layer = array("b")
         self.label = array("H")
         self.width = array("f")
-        self._buf: list[bytes] = []
+        self._buf: list[np.ndarray] = []
         self._buffered = 0
 
     def __len__(self) -> int:
-        return len(self.start)
+        return len(self.layer)
 
-    def add(self, rings: list[np.ndarray], outer: list[bool], bounds: tuple[int, int, int, int],
-            *, layer: int, label: int, width: float) -> None:
-        pts = np.concatenate(rings).astype(np.int32)
-        self.bounds.extend(bounds)
-        self.start.append(self.pos)
+    def add(self, rings: list[np.ndarray], outer: list[bool], *, layer: int, label: int,
+            width: float) -> None:
+        pts = rings[0] if len(rings) == 1 else np.concatenate(rings)
         self.ring_lens.extend(len(r) if o else -len(r) for r, o in zip(rings, outer,
                                                                          strict=True))
         self.ring_start.append(len(self.ring_lens))
         self.layer.append(layer)
         self.label.append(label)
         self.width.append(width)
-        data = pts.tobytes()
-        self._buf.append(data)
-        self._buffered += len(data)
-        self.pos += len(data)
-        if self._buffered >= 1 << 22:
+        self._buf.append(pts)
+        self._buffered += len(pts)
+        self.pos += 8 * len(pts)
+        self.start.append(self.pos)
+        if self._buffered >= FLUSH_POINTS:
             self.flush()
 
     def flush(self) -> None:
-        if self._buf:
-            data = b"".join(self._buf)
-            os.pwrite(self.fd, data, self.pos - len(data))
-            self._buf.clear()
-            self._buffered = 0
+        """Write the buffered points and record their items' bounds."""
+        if not self._buf:
+            return
+        lens = [len(p) for p in self._buf]
+        pts = np.concatenate(self._buf).astype(np.int32)
+        firsts = np.cumsum([0] + lens[:-1])
+        lo, hi = np.minimum.reduceat(pts, firsts), np.maximum.reduceat(pts, firsts)
+        self.bounds.frombytes(np.concatenate([lo, hi], axis=1).astype(np.int64).tobytes())
+        data = pts.tobytes()
+        os.pwrite(self.fd, data, self.pos - len(data))
+        self._buf.clear()
+        self._buffered = 0
 
     def bounds_array(self) -> np.ndarray:
         """int64 (n, 4): min lon, min lat, max lon, max lat (1e-7 degrees) of each item."""
         return np.frombuffer(self.bounds, np.int64).reshape(-1, 4)
 
+    def points(self, i0: int, i1: int) -> np.ndarray:
+        """int32 (n, 2) fixed-point (lon, lat) of items ``i0:i1``, all rings in order."""
+        a, b = self.start[i0], self.start[i1]
+        return np.frombuffer(os.pread(self.fd, b - a, a), np.int32).reshape(-1, 2)
+
     def rings(self, i: int) -> list[tuple[np.ndarray, bool]]:
         """Item ``i``'s rings as int32 (n, 2) fixed-point (lon, lat), with outer flags."""
         lens = self.ring_lens[self.ring_start[i]:self.ring_start[i + 1]]
-        total = sum(abs(n) for n in lens)
-        raw = os.pread(self.fd, total * 8, self.start[i])
-        pts = np.frombuffer(raw, np.int32).reshape(-1, 2)
+        pts = self.points(i, i + 1)
         out, at = [], 0
         for n in lens:
             k = abs(int(n))
@@ -145,14 +156,50 @@ class GeometrySpill:
             at += k
         return out
 
+    def batches(self, max_points: int = 1 << 15) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(i0, i1, points of items i0:i1) in file order, about ``max_points`` at a time (an
+        item with more points comes alone)."""
+        starts = np.frombuffer(self.start, np.int64) // 8
+        i0, n = 0, len(self)
+        while i0 < n:
+            i1 = int(np.searchsorted(starts, starts[i0] + max_points, side="right")) - 1
+            i1 = min(n, max(i1, i0 + 1))
+            yield i0, i1, self.points(i0, i1)
+            i0 = i1
+
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-def _flat(grid: Grid, points: np.ndarray, ox: float, oy: float) -> list[float]:
-    """Pillow's flat pixel coordinate list, shifted so the block starts at (0, 0)."""
-    shifted = grid.to_pixels(points) - (ox, oy)
-    return shifted.ravel().tolist()
+def _flat(grid: Grid, points: np.ndarray, ox: int, oy: int, size: tuple[int, int],
+          margin: float) -> list[int]:
+    """Pillow's flat pixel coordinate list, shifted so the block starts at (0, 0). Points are
+    rounded to whole pixels first (Pillow would round polygon vertices, and truncate line
+    ends), so a feature is drawn the same in every block it crosses, whatever the offset.
+    Runs of points beyond ``margin`` pixels on one side of the block are cut to their first
+    and last point (:func:`outside_runs`): Pillow's polygon fill visits every edge on every
+    row, so a large forest drawn into a small block otherwise costs rows x all its edges."""
+    shifted = np.rint(grid.to_pixels(points)).astype(np.int64) - (ox, oy)
+    return shifted[outside_runs(shifted, size, margin)].ravel().tolist()
+
+
+def outside_runs(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
+    """bool mask of the points of a path or ring (int (n, 2) pixels) worth drawing into a
+    canvas of ``size`` (W, H): all but the inner points of runs that lie beyond ``margin``
+    on one and the same side (above, below, left, right). Dropping them changes nothing
+    inside the canvas: the shortcut between a run's ends stays on that side, crossing the
+    canvas rows as often, modulo 2, as the run did (even-odd fill), and a line there (margin
+    beyond half its width) draws no canvas pixel."""
+    w, h = size
+    x, y = px[:, 0], px[:, 1]
+    side = np.select([y < -margin, y > h + margin, x < -margin, x > w + margin], [1, 2, 3, 4], 0)
+    keep = side == 0
+    keep[1:] |= side[1:] != side[:-1]
+    keep[:-1] |= side[:-1] != side[1:]
+    keep[0] = keep[-1] = True
+    return keep
 
 
 class BlockCanvas:
@@ -192,16 +239,17 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
     (H, W, C) layers (0 or 255) and an int32 (H, W) label raster (None: no label drawn).
     Areas are filled with their holes cut out; lines get their width."""
     canvas = BlockCanvas(width, height, channels)
+    size = (width, height)
     for i in items:
         i = int(i)
         layer, label, line_w = spill.layer[i], spill.label[i], spill.width[i]
         rings = spill.rings(i)
         if line_w > 0:  # a line
-            coords = _flat(grid, rings[0][0], x0, y0)
             px = max(1, int(round(line_w / grid.meters_per_pixel)))
+            coords = _flat(grid, rings[0][0], x0, y0, size, px / 2 + 2)
             canvas.draws[layer].line(coords, fill=255, width=px, joint="curve" if px > 2 else None)
             continue
-        flat = [(_flat(grid, pts, x0, y0), is_outer) for pts, is_outer in rings]
+        flat = [(_flat(grid, pts, x0, y0, size, 2), is_outer) for pts, is_outer in rings]
         if all(is_outer for _, is_outer in flat):
             for coords, _ in flat:
                 if len(coords) < 6:
@@ -228,10 +276,12 @@ def _area_mask(flat: list[tuple[list[float], bool]], width: int, height: int
                ) -> tuple[Image.Image, tuple[int, int]] | None:
     """A 1-bit mask of one area with holes, cropped to its bounds within the block, and the
     mask's offset in the block; None when it lies outside."""
-    xs = [v for coords, outer in flat if outer for v in coords[0::2]]
-    ys = [v for coords, outer in flat if outer for v in coords[1::2]]
-    mx, my = max(0, int(min(xs)) - 1), max(0, int(min(ys)) - 1)
-    ex, ey = min(width, int(max(xs)) + 2), min(height, int(max(ys)) + 2)
+    xs = [min(coords[0::2]) for coords, outer in flat if outer] + \
+        [max(coords[0::2]) for coords, outer in flat if outer]
+    ys = [min(coords[1::2]) for coords, outer in flat if outer] + \
+        [max(coords[1::2]) for coords, outer in flat if outer]
+    mx, my = max(0, min(xs) - 1), max(0, min(ys) - 1)
+    ex, ey = min(width, max(xs) + 2), min(height, max(ys) + 2)
     if ex <= mx or ey <= my:
         return None
     mask = Image.new("1", (ex - mx, ey - my))
@@ -239,37 +289,9 @@ def _area_mask(flat: list[tuple[list[float], bool]], width: int, height: int
     for want, fill in ((True, 1), (False, 0)):
         for coords, is_outer in flat:
             if is_outer == want and len(coords) >= 6:
-                shifted = [v - (mx if k % 2 == 0 else my) for k, v in enumerate(coords)]
+                shifted = (np.asarray(coords).reshape(-1, 2) - (mx, my)).ravel().tolist()
                 draw.polygon(shifted, fill=fill)
     return mask, (mx, my)
-
-
-def tile_counts(mask: np.ndarray, size: int) -> np.ndarray:
-    """Per tile, the number of true pixels of a bool (rows*size, cols*size) mask: int64
-    (rows, cols)."""
-    h, w = mask.shape
-    per_row = mask.view(np.uint8).reshape(h // size, size, w).sum(axis=1, dtype=np.int32)
-    return per_row.reshape(h // size, w // size, size).sum(axis=-1, dtype=np.int64)
-
-
-def channel_counts(stack: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per tile, the drawn pixels of a 0/255 uint8 (rows*size, cols*size, C) block: per
-    channel, int64 (rows, cols, C), and in any channel, int64 (rows, cols). With four
-    channels a pixel's bytes are counted together as one uint32 (0/1 byte lanes)."""
-    h, w, c = stack.shape
-    rows, cols = h // size, w // size
-    if c != 4 or size > 255:
-        per = np.stack([tile_counts(stack[..., k] > 127, size) for k in range(c)], axis=-1)
-        return per, tile_counts(stack.any(axis=-1), size)
-    packed = stack.view(np.uint32)[..., 0]
-    union = tile_counts(packed != 0, size)
-    lanes = (packed >> np.uint32(7)) & np.uint32(0x01010101)  # one 0/1 byte per channel
-    per_col = lanes.reshape(rows, size, w).sum(axis=1, dtype=np.uint32)  # lanes <= size
-    out = np.empty((rows, cols, 4), np.int64)
-    for k in range(4):
-        part = ((per_col >> np.uint32(8 * k)) & np.uint32(0xFF)).astype(np.int32)
-        out[..., k] = part.reshape(rows, cols, size).sum(axis=-1)
-    return out, union
 
 
 def gather_tiles(stack: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -279,17 +301,34 @@ def gather_tiles(stack: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarra
     return np.ascontiguousarray(view[rows, cols])
 
 
-def dominant_labels(labels: np.ndarray | None, size: int, shape: tuple[int, int]) -> np.ndarray:
-    """Per tile, the label id covering most pixels (0 when no pixel is labelled); ties go to
-    the smaller id. ``labels`` int (rows*size, cols*size) -> int64 ``shape`` (rows, cols)."""
-    out = np.zeros(shape, np.int64)
-    if labels is None:
-        return out
-    present = np.flatnonzero(np.bincount(labels.ravel()))
-    best = np.zeros(shape, np.int64)
-    for k in present[present > 0]:
-        count = tile_counts(labels == k, size)
-        better = count > best
-        out[better] = k
-        best[better] = count[better]
+def tile_channel_counts(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drawn (non-zero) pixels of uint8 (k, s, s, C) 0/255 tiles: per tile and channel, int64
+    (k, C), and in any channel, int64 (k,). With four channels a pixel's bytes are counted
+    together as one uint32 (0/1 byte lanes, at most ``s`` <= 255 per lane and row)."""
+    k, s, _, c = tiles.shape
+    if c != 4 or s > 255:
+        flat = tiles.reshape(k, s * s, c)
+        per = np.stack([np.count_nonzero(flat[..., j], axis=1) for j in range(c)], axis=-1)
+        return per.astype(np.int64), np.count_nonzero(flat.any(axis=-1), axis=1)
+    packed = tiles.view(np.uint32).reshape(k, s, s)
+    union = np.count_nonzero(packed.reshape(k, -1), axis=1).astype(np.int64)
+    lanes = ((packed >> np.uint32(7)) & np.uint32(0x01010101)).sum(axis=2, dtype=np.uint32)
+    per = np.empty((k, 4), np.int64)
+    for j in range(4):
+        per[:, j] = ((lanes >> np.uint32(8 * j)) & np.uint32(0xFF)).sum(axis=1)
+    return per, union
+
+
+def tile_labels(labels: np.ndarray) -> np.ndarray:
+    """Per tile of int (k, s, s) label tiles, the id covering most pixels (0 when none is
+    labelled; ties go to the smaller id): int64 (k,)."""
+    k = len(labels)
+    flat = labels.reshape(k, -1)
+    top = flat.max(axis=1).astype(np.int64)
+    low = np.where(flat > 0, flat, np.iinfo(flat.dtype).max).min(axis=1)
+    out = top.copy()  # one id (or none) in the tile: that id
+    for t in np.flatnonzero((top > 0) & (low != top)).tolist():  # several ids: count them
+        counts = np.bincount(flat[t])
+        counts[0] = 0
+        out[t] = int(np.argmax(counts))  # argmax takes the first (smallest) of equal counts
     return out

@@ -1,9 +1,12 @@
 """``--format tiles``: OSM features -> uint8 (N, size, size, layers) map tiles + land-use labels.
 
 Pass 1 streams the features once (tag filter inside libosmium) into a :class:`GeometrySpill`
-on disk. Pass 2 draws the grid block by block (``BLOCK`` x ``BLOCK`` tiles, only blocks that
-some feature touches), keeps the tiles with at least ``--min-coverage`` of drawn pixels, and
-appends them to a scratch file; the HDF5 file is written from it once the count is known.
+on disk. Then, at tile resolution (:mod:`dlprep.formats.osm_cover`), the tiles that some edge
+or line comes near are marked *dirty*; every other tile is one value per layer, found at its
+centre. Pass 2 goes over the grid in blocks of ``BLOCK`` x ``BLOCK`` tiles (row-major): only the
+dirty tiles are drawn (Pillow, cropped to them), the tiles with at least ``--min-coverage`` of
+drawn pixels are kept (row-major within the block) and go straight into the HDF5 file in
+compressed chunks (:class:`TileWriter`); whole-tile values cost no drawing.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 from array import array
 from dataclasses import dataclass, field
@@ -20,24 +22,26 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DlprepError
-from ..formats.osm import ReadStats
+from ..formats.osm import ReadStats, release_freed_memory
+from ..formats.osm_cover import clean_state, dirty_tiles
 from ..formats.osm_layers import load_layers
 from ..formats.osm_raster import (
     GeometrySpill,
     Grid,
-    channel_counts,
-    dominant_labels,
     gather_tiles,
     render_block,
+    tile_channel_counts,
+    tile_labels,
 )
-from ..store import ImageTensorWriter
 from .core import PrepareContext
 from .osm import _bbox, iter_features, osm_attrs
+from .osm_store import TileWriter
 from .splits import stratified_split
 
 log = logging.getLogger("dlprep")
 
-BLOCK = 16  # tiles per block side
+BLOCK = 16  # tiles per block side (drawing) and per strip (rows)
+CHUNK_TILES = 16  # tiles per compressed HDF5 chunk
 NONE_CLASS = "none"
 OTHER_CLASS = "other"
 MAX_TILES = 20_000_000
@@ -54,7 +58,6 @@ def _spill_features(ctx: PrepareContext, spill: GeometrySpill, stats: ReadStats,
     label_ids: dict[str, int] = {}
     for feat in iter_features(ctx, keys, areas=True, lines=True, stats=stats,
                               index_dir=index_dir):
-        bounds = feat.bounds()
         if feat.area:
             value = feat.tags.get(label_key)
             label = 0
@@ -62,16 +65,17 @@ def _spill_features(ctx: PrepareContext, spill: GeometrySpill, stats: ReadStats,
                 label = label_ids.setdefault(value, len(label_ids) + 1)
             for li, layer in enumerate(spec.layers):
                 if layer.takes_area(feat.tags):
-                    spill.add(feat.rings, feat.outer, bounds, layer=li, label=label, width=0.0)
+                    spill.add(feat.rings, feat.outer, layer=li, label=label, width=0.0)
                     label = 0  # the label is drawn with the first layer only
             if label:
-                spill.add(feat.rings, feat.outer, bounds, layer=-1, label=label, width=0.0)
+                spill.add(feat.rings, feat.outer, layer=-1, label=label, width=0.0)
         else:
             for li, layer in enumerate(spec.layers):
                 width = layer.line_width(feat.tags)
                 if width is not None:
-                    spill.add(feat.rings, [True], bounds, layer=li, label=0, width=width)
+                    spill.add(feat.rings, [True], layer=li, label=0, width=width)
     spill.flush()
+    release_freed_memory()
     if len(label_ids) > 65535:
         raise DlprepError(f"--label-key {label_key}: more than 65535 distinct values")
     return list(label_ids)
@@ -94,41 +98,42 @@ def _grid(ctx: PrepareContext, spill: GeometrySpill) -> Grid:
     return grid
 
 
-def _blocks(grid: Grid, spill: GeometrySpill, all_blocks: bool
-            ) -> list[tuple[int, int, np.ndarray]]:
-    """(block row, block col, items) for every block some item's padded pixel bounds meet
-    (every block of the grid with ``all_blocks``), in row-major order."""
-    span = grid.tile_size * BLOCK
-    ncols, nrows = math.ceil(grid.cols / BLOCK), math.ceil(grid.rows / BLOCK)
-    ids = np.zeros(0, np.int64)
-    items = np.zeros(0, np.int64)
-    if len(spill):
+class BlockIndex:
+    """Which items' padded pixel bounds meet which block (``BLOCK`` x ``BLOCK`` tiles):
+    per item its block range (four int32), expanded one block row at a time."""
+
+    def __init__(self, grid: Grid, spill: GeometrySpill) -> None:
+        span = grid.tile_size * BLOCK
+        self.ncols = math.ceil(grid.cols / BLOCK)
+        nrows = math.ceil(grid.rows / BLOCK)
         b = spill.bounds_array()
         pad = np.frombuffer(spill.width, np.float32) / grid.meters_per_pixel / 2 + 2
         x0 = (b[:, 0] * 1e-7 - grid.west) * grid.px_per_deg_lon - pad
         x1 = (b[:, 2] * 1e-7 - grid.west) * grid.px_per_deg_lon + pad
         y0 = (grid.north - b[:, 3] * 1e-7) * grid.px_per_deg_lat - pad
         y1 = (grid.north - b[:, 1] * 1e-7) * grid.px_per_deg_lat + pad
-        c0 = np.clip(np.floor(x0 / span), 0, ncols - 1).astype(np.int64)
-        c1 = np.clip(np.floor(x1 / span), -1, ncols - 1).astype(np.int64)
-        r0 = np.clip(np.floor(y0 / span), 0, nrows - 1).astype(np.int64)
-        r1 = np.clip(np.floor(y1 / span), -1, nrows - 1).astype(np.int64)
-        nc, nr = np.maximum(c1 - c0 + 1, 0), np.maximum(r1 - r0 + 1, 0)
-        per = nc * nr  # blocks each item touches
-        items = np.repeat(np.arange(len(per)), per)
-        k = np.arange(len(items)) - np.repeat(np.cumsum(per) - per, per)  # 0..per-1
-        ids = (np.repeat(r0, per) + k // np.repeat(nc, per)) * ncols \
-            + np.repeat(c0, per) + k % np.repeat(nc, per)
-        order = np.argsort(ids, kind="stable")  # items keep file order within a block
-        ids, items = ids[order], items[order]
-    bounds = np.flatnonzero(np.diff(ids)) + 1
-    groups = dict(zip(ids[np.r_[0, bounds]].tolist() if len(ids) else [],
-                      np.split(items, bounds) if len(ids) else [], strict=True))
-    wanted = range(nrows * ncols) if all_blocks else sorted(groups)
-    return [(i // ncols, i % ncols, groups.get(i, np.zeros(0, np.int64))) for i in wanted]
+        self.c0 = np.clip(np.floor(x0 / span), 0, self.ncols - 1).astype(np.int32)
+        self.c1 = np.clip(np.floor(x1 / span), -1, self.ncols - 1).astype(np.int32)
+        self.r0 = np.clip(np.floor(y0 / span), 0, nrows - 1).astype(np.int32)
+        self.r1 = np.clip(np.floor(y1 / span), -1, nrows - 1).astype(np.int32)
+
+    def row(self, br: int) -> dict[int, np.ndarray]:
+        """Block column -> the items (in file order) of the blocks in block row ``br``."""
+        sel = np.flatnonzero((self.r0 <= br) & (self.r1 >= br) & (self.c1 >= self.c0))
+        c0, nc = self.c0[sel].astype(np.int64), (self.c1[sel] - self.c0[sel] + 1).astype(np.int64)
+        items = np.repeat(sel, nc)
+        cols = np.repeat(c0, nc) + np.arange(len(items)) - np.repeat(np.cumsum(nc) - nc, nc)
+        order = np.argsort(cols, kind="stable")  # items keep file order within a block
+        cols, items = cols[order], items[order]
+        cut = np.flatnonzero(np.diff(cols)) + 1
+        if not len(cols):
+            return {}
+        return dict(zip(cols[np.r_[0, cut]].tolist(), np.split(items, cut), strict=True))
 
 
-def build_tiles(ctx: PrepareContext, out: Path) -> None:
+def build_tiles(ctx: PrepareContext, out: Path, *, exhaustive: bool = False) -> None:
+    """Build the tile dataset at ``out``. ``exhaustive`` draws every tile pixel by pixel (no
+    whole-tile shortcut): the same bytes, slower; kept for tests."""
     o = ctx.options
     spec = load_layers(o["layers"])
     size, channels = int(o["tile_size"]), len(spec.layers)
@@ -140,6 +145,7 @@ def build_tiles(ctx: PrepareContext, out: Path) -> None:
     stats = ReadStats()
     with tempfile.TemporaryDirectory(prefix=".osm-", dir=out.parent) as tmp:
         spill = GeometrySpill(Path(tmp))
+        writer: TileWriter | None = None
         try:
             label_values = _spill_features(ctx, spill, stats, Path(tmp) / "index")
             if not len(spill):
@@ -147,29 +153,25 @@ def build_tiles(ctx: PrepareContext, out: Path) -> None:
                                   f"{', '.join(sorted(spec.keys()))} in the area "
                                   f"(empty area; check --bbox)")
             grid = _grid(ctx, spill)
-            scratch = Path(tmp) / "tiles.bin"
-            kept = _render(grid, spill, scratch, size, channels, min_cov)
+            writer = TileWriter(out, (size, size, channels), chunk_rows=CHUNK_TILES)
+            kept = _render(grid, spill, writer, channels, min_cov, exhaustive)
+            spill.close()
+            if not len(kept):
+                raise DlprepError(f"dataset {ctx.name}: no tile has --min-coverage {min_cov} "
+                                  f"of drawn pixels (empty area)")
+            _finish(ctx, writer, kept, label_values, grid, spec.to_dict(), stats)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
         finally:
             spill.close()
-        if not len(kept):
-            raise DlprepError(f"dataset {ctx.name}: no tile has --min-coverage {min_cov} of "
-                              f"drawn pixels (empty area)")
-        names = [NONE_CLASS] + label_values
-        ids = np.frombuffer(kept.labels, np.int32)
-        counts = np.bincount(ids, minlength=len(names))
-        keep = sorted(names[k] for k in np.flatnonzero(counts >= int(o["min_count"])))
-        folded = int((counts > 0).sum()) > len(keep)
-        classes = keep + ([OTHER_CLASS] if folded else [])
-        index = {c: i for i, c in enumerate(classes)}
-        lut = np.array([index.get(v, index.get(OTHER_CLASS, 0)) for v in names], np.int64)
-        y = lut[ids]
-        _write(ctx, out, scratch, kept, y, classes, grid, spec.to_dict(), stats)
 
 
 @dataclass
-class Rendered:
-    """What pass 2 kept: per tile its column, row, label id and per-channel drawn-pixel
-    counts (compact arrays: a few bytes per tile)."""
+class Kept:
+    """Per kept tile: its column, row, label id and per-channel drawn-pixel counts (compact
+    arrays: a few bytes per tile)."""
 
     cols: array = field(default_factory=lambda: array("i"))
     rows: array = field(default_factory=lambda: array("i"))
@@ -180,76 +182,123 @@ class Rendered:
         return len(self.cols)
 
 
-def _render(grid: Grid, spill: GeometrySpill, scratch: Path, size: int, channels: int,
-            min_cov: float) -> Rendered:
-    """Pass 2: draw every block and append the kept tiles to ``scratch``."""
-    kept = Rendered()
+def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
+                tr0: int, tc0: int, channels: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
+    (tr0, tc0)), cropped to their bounding box. Returns, for the dirty tiles in row-major
+    order: rows, cols (in the block), pixels uint8 (k, s, s, C), drawn pixels per channel
+    (k, C), drawn in any channel (k,) and label ids (k,)."""
+    size = grid.tile_size
+    rr, cc = np.nonzero(dirty)
+    ra, rb, ca, cb = int(rr.min()), int(rr.max()) + 1, int(cc.min()), int(cc.max()) + 1
+    if len(items):
+        stack, lab = render_block(grid, spill, items, (tc0 + ca) * size, (tr0 + ra) * size,
+                                  (cb - ca) * size, (rb - ra) * size, channels)
+    else:
+        stack = np.zeros(((rb - ra) * size, (cb - ca) * size, channels), np.uint8)
+        lab = None
+    r, c = rr - ra, cc - ca
+    tiles = gather_tiles(stack, size, r, c)
+    per, union = tile_channel_counts(tiles)
+    labels = np.zeros(len(r), np.int64) if lab is None else \
+        tile_labels(gather_tiles(lab[..., None], size, r, c)[..., 0])
+    return rr, cc, tiles, per, union, labels
+
+
+def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
+            min_cov: float, exhaustive: bool) -> Kept:
+    """Pass 2: block by block (row-major), draw the dirty tiles and write every kept tile
+    (row-major within the block); memory stays within one block of pixels."""
+    size = grid.tile_size
     need = max(1, math.ceil(min_cov * size * size)) if min_cov > 0 else 0
-    with open(scratch, "wb") as fh:
-        for br, bc, items in _blocks(grid, spill, all_blocks=min_cov <= 0):
-            tc0, tr0 = bc * BLOCK, br * BLOCK
-            ncol, nrow = min(BLOCK, grid.cols - tc0), min(BLOCK, grid.rows - tr0)
-            if not len(items):  # only with --min-coverage 0: empty tiles are kept
-                stack = np.zeros((nrow * size, ncol * size, channels), np.uint8)
-                lab = None
-            else:
-                stack, lab = render_block(grid, spill, items, tc0 * size,
-                                          tr0 * size, ncol * size, nrow * size, channels)
-            counts, union = channel_counts(stack, size)
-            keep_r, keep_c = np.nonzero(union >= need)
-            if not len(keep_r):
+    dirty = np.ones((grid.rows, grid.cols), bool) if exhaustive else dirty_tiles(grid, spill)
+    clean = clean_state(grid, spill)
+    index = BlockIndex(grid, spill)
+    release_freed_memory()
+    kept = Kept()
+    full = size * size
+    shifts = np.arange(channels, dtype=np.uint32)
+    none = np.zeros(0, np.int64)
+    for tr0 in range(0, grid.rows, BLOCK):
+        row_items = index.row(tr0 // BLOCK)
+        for tc0 in range(0, grid.cols, BLOCK):
+            sd = dirty[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK]
+            bits = clean.layers[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK]
+            if need and not sd.any() and not bits.any():
+                continue  # nothing drawn here
+            labels = clean.label[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK].astype(np.int64)
+            union = np.where(bits != 0, full, 0).astype(np.int64)
+            counts = ((bits[..., None] >> shifts) & 1).astype(np.int64) * full
+            drawn: dict[int, np.ndarray] = {}
+            if sd.any():
+                rr, cc, tiles, per, uni, lab = _draw_dirty(
+                    grid, spill, row_items.get(tc0 // BLOCK, none), sd, tr0, tc0, channels)
+                counts[rr, cc] = per
+                union[rr, cc] = uni
+                labels[rr, cc] = lab
+                drawn = dict(zip((rr * BLOCK + cc).tolist(), tiles, strict=True))
+            kr, kc = np.nonzero(union >= need)
+            if not len(kr):
                 continue
-            tiles = gather_tiles(stack, size, keep_r, keep_c)
-            fh.write(tiles.data)
-            kept.cols.extend((tc0 + keep_c).astype(np.int32))
-            kept.rows.extend((tr0 + keep_r).astype(np.int32))
-            kept.labels.extend(dominant_labels(lab, size, (nrow, ncol))[keep_r, keep_c]
-                               .astype(np.int32))
-            kept.counts.extend(counts[keep_r, keep_c].astype(np.int32).ravel())
+            _emit(writer, kr, kc, sd, bits, drawn, BLOCK)
+            kept.cols.extend((kc + tc0).astype(np.int32))
+            kept.rows.extend((kr + tr0).astype(np.int32))
+            kept.labels.extend(labels[kr, kc].astype(np.int32))
+            kept.counts.extend(counts[kr, kc].astype(np.int32).ravel())
     return kept
 
 
-def _write(ctx: PrepareContext, out: Path, scratch: Path, kept: Rendered, y: np.ndarray,
-           classes: list[str], grid: Grid, layers: dict, stats: ReadStats) -> None:
+def _emit(writer: TileWriter, kr: np.ndarray, kc: np.ndarray, sd: np.ndarray,
+          bits: np.ndarray, drawn: dict[int, np.ndarray], cols: int) -> None:
+    """Write the kept tiles of a block in row-major order: runs of clean tiles with the same
+    layers as uniform runs, drawn tiles as pixels (``drawn``: by ``row * cols + col``)."""
+    is_dirty = sd[kr, kc]
+    code = np.where(is_dirty, -1, bits[kr, kc].astype(np.int64))
+    # a run ends where the code changes, and every dirty tile is its own run
+    cut = np.flatnonzero((code[1:] != code[:-1]) | is_dirty[1:] | is_dirty[:-1]) + 1
+    starts = np.r_[0, cut]
+    ends = np.r_[cut, len(code)]
+    keys = (kr * cols + kc).tolist()
+    pending: list[np.ndarray] = []
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        c = int(code[a])
+        if c < 0:
+            pending.append(drawn[keys[a]])
+            continue
+        if pending:
+            writer.add(np.stack(pending))
+            pending = []
+        writer.add_uniform(c, b - a)
+    if pending:
+        writer.add(np.stack(pending))
+
+
+def _finish(ctx: PrepareContext, writer: TileWriter, kept: Kept, label_values: list[str],
+            grid: Grid, layers: dict, stats: ReadStats) -> None:
     o = ctx.options
     size, channels = grid.tile_size, len(layers)
     n = len(kept)
+    names = [NONE_CLASS] + label_values
+    ids = np.frombuffer(kept.labels, np.int32)
+    counts_per_class = np.bincount(ids, minlength=len(names))
+    keep = sorted(names[k] for k in np.flatnonzero(counts_per_class >= int(o["min_count"])))
+    folded = int((counts_per_class > 0).sum()) > len(keep)
+    classes = keep + ([OTHER_CLASS] if folded else [])
+    index = {c: i for i, c in enumerate(classes)}
+    lut = np.array([index.get(v, index.get(OTHER_CLASS, 0)) for v in names], np.int64)
+    y = lut[ids]
     splits = stratified_split(y, {"test": float(o["test_fraction"])}, int(o["seed"]))
-    in_train = np.zeros(n, bool)
-    in_train[splits["train"]] = True
-    counts = np.frombuffer(kept.counts, np.int32).reshape(n, channels).astype(np.uint64)
-    writer = ImageTensorWriter(out, n, (size, size, channels))
-    try:
-        tile_bytes = size * size * channels
-        step = max(1, (16 << 20) // tile_bytes)
-        buf = np.empty(step * tile_bytes, np.uint8)  # one read buffer, reused
-        with open(scratch, "rb", buffering=0) as fh:
-            for start in range(0, n, step):
-                k = min(step, n - start)
-                view = buf[:k * tile_bytes]
-                got = fh.readinto(memoryview(view))
-                if got != k * tile_bytes:
-                    raise OSError(f"{scratch}: short read ({got} of {k * tile_bytes} bytes)")
-                # pixels are 0 or 255: the train rows' channel sums follow from the counts, so
-                # the writer need not read the tiles back for mean/std (every batch is tagged
-                # "train" with the sums of its train rows only)
-                c = counts[start:start + k][in_train[start:start + k]].sum(axis=0)
-                sums = (c * 255, c * 255 * 255, int(in_train[start:start + k].sum()) * size * size)
-                writer.write(view.reshape(k, size, size, channels), y[start:start + k],
-                             split="train", sums=sums)
-        os.unlink(scratch)
-        cols = np.frombuffer(kept.cols, np.int32).astype(np.int64)
-        rws = np.frombuffer(kept.rows, np.int32).astype(np.int64)
-        lon = grid.west + (cols + 0.5) * size / grid.px_per_deg_lon
-        lat = grid.north - (rws + 0.5) * size / grid.px_per_deg_lat
-        meta = {"col": cols, "row": rws, "lon": lon, "lat": lat}
-        attrs = osm_attrs(ctx, stats, osm_format="tiles", osm_layers=json.dumps(layers),
-                          osm_grid=json.dumps(grid.to_dict()),
-                          osm_label_key=o["label_key"] or "landuse")
-        writer.finish(splits=splits, classes=classes, meta=meta, extra_attrs=attrs,
-                      **ctx.finish_kwargs())
-    except BaseException:
-        writer.close()
-        raise
+    counts = np.frombuffer(kept.counts, np.int32).reshape(n, channels)
+    cols = np.frombuffer(kept.cols, np.int32).astype(np.int64)
+    rws = np.frombuffer(kept.rows, np.int32).astype(np.int64)
+    lon = grid.west + (cols + 0.5) * size / grid.px_per_deg_lon
+    lat = grid.north - (rws + 0.5) * size / grid.px_per_deg_lat
+    meta = {"col": cols, "row": rws, "lon": lon, "lat": lat}
+    attrs = osm_attrs(ctx, stats, osm_format="tiles", osm_layers=json.dumps(layers),
+                      osm_grid=json.dumps(grid.to_dict()),
+                      osm_label_key=o["label_key"] or "landuse")
+    writer.finish(labels=y, channel_counts=counts, train=splits["train"], splits=splits,
+                  classes=classes, meta=meta, extra_attrs=attrs, **ctx.finish_kwargs())
     log.info("osm tiles: %d tiles of %d px (%d layers), %d classes; %d ways skipped", n, size,
              channels, len(classes), stats.skipped_ways)

@@ -1,0 +1,152 @@
+"""OpenStreetMap tiles, fast path: whole-tile values found at tile resolution give the same
+bytes as drawing every tile; the compressed, chunked layout verifies and reads back; the
+shortcut that drops far-off polygon points changes no pixel; compressed XML keeps to the
+decompression budget."""
+
+from __future__ import annotations
+
+import functools
+import lzma
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import invoke_cli
+
+from dlprep.errors import ExtractionError
+from dlprep.formats.osm import check_inflated_size, read_features
+
+pytest.importorskip("osmium")  # the `osm` extra (in `all`, which CI installs)
+
+ANDORRA = "example-test.pbf"
+# a part of Andorra with roads, buildings and large forests (whole-tile green interiors)
+FOREST = {"bbox": "42.44,1.42,42.50,1.50"}
+AGUAS = "aguascalientes.osm.pbf"
+
+
+def _prepare(cache_dir: Path, options: dict[str, str]) -> Path:
+    from dlprep.cache import Cache
+    from dlprep.fetch.options import FetchOptions
+    from dlprep.prepare.core import prepare
+    from dlprep.recipes import find_recipe
+
+    return prepare(find_recipe("osm"), Cache.open(cache_dir), options=dict(options),
+                   fetch=FetchOptions(offline=True, progress=False))
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path) as f:
+        return {k: f[k][()] for k in ("images", "labels", "classes", "meta/col", "meta/row",
+                                      "mean", "std", "splits/train", "splits/test")}
+
+
+@pytest.mark.parametrize("sample,extra", [
+    (ANDORRA, FOREST),
+    (AGUAS, {"min_coverage": "0", "tile_size": "32", "layers": "roads-houses"})],
+    ids=["andorra-forest", "aguascalientes-every-tile-2-layers"])
+def test_whole_tile_shortcut_gives_the_bytes_of_drawing_every_tile(
+        realdata: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample: str,
+        extra: dict[str, str]) -> None:
+    from dlprep.prepare import osm_tiles
+
+    options = {"pbf": str(realdata / "osm" / sample), **extra}
+    if extra.get("layers"):
+        layers = tmp_path / "layers.toml"
+        layers.write_text('[roads]\nlines = ["highway"]\n[houses]\nareas = ["building", '
+                          '"landuse"]\n')
+        options["layers"] = str(layers)
+    drawn: dict[str, int] = {"tiles": 0}
+    real_draw = osm_tiles._draw_dirty
+
+    def counting_draw(*args: object, **kwargs: object) -> tuple:  # a spy: the real drawing
+        got = real_draw(*args, **kwargs)  # type: ignore[arg-type]
+        drawn["tiles"] += len(got[0])
+        return got
+
+    monkeypatch.setattr(osm_tiles, "_draw_dirty", counting_draw)
+    fast = _read(_prepare(tmp_path / "fast", options))
+    fast_drawn, drawn["tiles"] = drawn["tiles"], 0
+    monkeypatch.setattr(osm_tiles, "build_tiles",
+                        functools.partial(osm_tiles.build_tiles, exhaustive=True))
+    slow = _read(_prepare(tmp_path / "slow", options))
+    n = len(fast["images"])
+    assert n > 300 and drawn["tiles"] >= n  # every tile of the grid was drawn
+    assert n - fast_drawn > 200  # many tiles came from the shortcut...
+    for key in fast:  # ...and they are the same bytes, labels, order and statistics
+        assert np.array_equal(fast[key], slow[key]), key
+    images = fast["images"]
+    if sample == ANDORRA:  # whole-tile forest interiors exist in this area
+        assert ((images.min(axis=(1, 2)) == 255).any(axis=-1)).sum() > 100
+    else:  # --min-coverage 0: the empty tiles of the grid too
+        assert (images.max(axis=(1, 2, 3)) == 0).sum() > 200
+    assert set(np.unique(images[:200])) <= {0, 255}
+
+
+def test_far_off_polygon_points_change_no_pixel(realdata: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks are drawn with the points of runs beyond the block edge cut out
+    (``outside_runs``); drawing with every point gives the same tiles."""
+    from dlprep.formats import osm_raster
+
+    options = {"pbf": str(realdata / "osm" / ANDORRA), **FOREST, "meters_per_pixel": "4",
+               "min_coverage": "0"}
+    cut = _read(_prepare(tmp_path / "cut", options))
+    monkeypatch.setattr(osm_raster, "outside_runs",
+                        lambda px, size, margin: np.ones(len(px), bool))
+    every = _read(_prepare(tmp_path / "every", options))
+    for key in cut:
+        assert np.array_equal(cut[key], every[key]), key
+
+
+def test_outside_runs_keeps_run_ends_and_everything_near_the_canvas() -> None:
+    from dlprep.formats.osm_raster import outside_runs
+
+    px = np.array([[5, 5], [5, -10], [50, -20], [90, -30], [95, 5], [95, 200], [96, 300],
+                   [5, 300], [5, 5]])
+    keep = outside_runs(px, (100, 100), 2)
+    # above: [5,-10] .. [90,-30] keeps both ends, drops [50,-20]; below: [95,200] .. [5,300]
+    assert keep.tolist() == [True, True, False, True, True, True, False, True, True]
+
+
+def test_tiles_are_chunked_deflate_written_once_and_verify(realdata: Path,
+                                                           tmp_path: Path) -> None:
+    from dlprep.data.prepared import PreparedFile
+    from dlprep.store.reader import verify_prepared
+
+    out = _prepare(tmp_path, {"pbf": str(realdata / "osm" / ANDORRA), **FOREST,
+                              "meters_per_pixel": "4"})
+    with h5py.File(out) as f:
+        images = f["images"]
+        n = images.shape[0]
+        assert images.chunks == (16, 64, 64, 4) and images.compression == "gzip"
+        raw = images[()]
+        assert f["labels"].shape == (n,) and f["meta/col"].shape == (n,)
+        counts = (raw[f["splits/train"][()]] > 0).sum(axis=(0, 1, 2))
+        pixels = len(f["splits/train"]) * 64 * 64
+        assert np.allclose(f["mean"][()], counts / pixels, atol=1e-6)  # from the counts
+    assert out.stat().st_size < raw.nbytes / 10  # 0/255 masks deflate well
+    problems, checked = verify_prepared(out)
+    assert not problems and checked  # the CRC of the pixels was computed while writing
+    loaded = PreparedFile(out)
+    rows = np.array([n - 1, 0, n // 2, 0])
+    assert np.array_equal(loaded.take(rows), raw[rows])
+
+
+def test_compressed_xml_keeps_to_the_decompression_budget(realdata: Path, tmp_path: Path,
+                                                          cache_dir: Path) -> None:
+    from dlprep.limits import ExtractLimits
+
+    bz2 = realdata / "osm" / "aguascalientes.osm.bz2"
+    assert check_inflated_size(bz2) > 10 * bz2.stat().st_size
+    with pytest.raises(ExtractionError, match="aguascalientes.osm.bz2.*limit of 100,000"):
+        list(read_features(bz2, ["highway"], areas=False,
+                           limits=ExtractLimits(max_total_bytes=100_000)))
+    # xz is told apart by the shared magic table (dlprep.magic) and refused in one line
+    xz = tmp_path / "area.osm.xz"
+    xz.write_bytes(lzma.compress((realdata / "osm" /
+                                  "planet_10.068,48.135_10.071,48.137.osm").read_bytes()))
+    proc = invoke_cli("fetch", "osm", "--pbf", str(xz), cache_dir=cache_dir)
+    err = proc.stderr.strip()
+    assert proc.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "area.osm.xz" in err and "xz" in err
