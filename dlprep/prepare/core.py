@@ -58,6 +58,7 @@ BUILDERS: dict[str, str] = {
     "x-posts": "dlprep.prepare.x_posts",
     "internet-archive": "dlprep.prepare.internet_archive",
     "flickr": "dlprep.prepare.flickr",
+    "stackexchange": "dlprep.prepare.stackexchange",
 }
 
 
