@@ -244,7 +244,7 @@ def _read_dump(ctx: PrepareContext, inp: DumpInput, qfile: BinaryIO, afile: Bina
 
 def _labels(got: _Read, top: int) -> tuple[list[str | None], int]:
     """Each question's label (None: no tag among the top ``top``) and how many have none."""
-    counts = Counter(t for tags in got.tags for t in set(tags))
+    counts = Counter(t for tags in got.tags for t in dict.fromkeys(tags))  # ties: first seen
     keep = {t for t, _ in counts.most_common(top)} if top else set(counts)
     labels = [next((t for t in tags if t in keep), None) for tags in got.tags]
     return labels, sum(lab is None for lab in labels)

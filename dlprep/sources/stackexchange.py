@@ -42,13 +42,14 @@ _OWN_DOMAINS = ("stackoverflow.com", "superuser.com", "serverfault.com", "askubu
 
 
 def check_site(site: str | None) -> str:
-    """A site's domain, e.g. ``travel.stackexchange.com``; a bare name (``travel``) gets
-    ``.stackexchange.com`` appended, except for the sites with their own domain."""
+    """A site's domain, e.g. ``travel.stackexchange.com``; a short name (``travel``,
+    ``travel.meta``) gets ``.stackexchange.com`` appended, except for the sites with their own
+    domain (``stackoverflow`` -> ``stackoverflow.com``)."""
     s = (site or "").strip().lower()
     if not _SITE.match(s):
         raise DlprepError(f"--site: {site!r} is not a Stack Exchange site (e.g. "
                           f"travel.stackexchange.com, stackoverflow.com)")
-    if "." not in s:
+    if not s.endswith((".com", ".net", ".org")):
         own = [d for d in _OWN_DOMAINS if d.split(".")[0] == s]
         s = own[0] if own else f"{s}.stackexchange.com"
     return s
