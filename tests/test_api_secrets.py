@@ -167,3 +167,38 @@ def test_internet_archive_keys_are_nowhere(loopback, realdata, cache_dir, monkey
     assert out.is_file()
     for value in (access, secret):
         assert assert_secret_nowhere(value, texts=texts, roots=[cache_dir]) > 5
+
+
+# ---------------------------------------------------------------------------------------------
+# X (API v2 recent search, Bearer token)
+
+
+def test_x_secret_is_nowhere(loopback, realdata, cache_dir, monkeypatch, debug_logs,
+                             tmp_path) -> None:
+    test_x = pytest.importorskip("test_x")  # skipped with it when the emoji library is absent
+
+    token = "AAAAAAAAAAAAAAAAAAAAAxSecr3t%2Bq9ZtokenZZ%3Dk77"  # the shape of real bearer tokens
+    monkeypatch.setenv("X_BEARER_TOKEN", token)
+    monkeypatch.setenv("DLPREP_SECRETS", str(tmp_path / "none.toml"))
+    test_x.serve_pages(loopback, test_x.real_pages(realdata))
+    out = test_x.fetch_x(loopback, cache_dir, test_x.FakeTime(), max_posts=25)
+    sent = {e.headers.get("Authorization") for e in loopback.requests_for(test_x.SEARCH)}
+    assert sent == {f"Bearer {token}"}  # it was really sent
+    assert any("GET /2/tweets" in r.getMessage() for r in debug_logs.records)
+    texts = [debug_logs.text, *(r.getMessage() for r in debug_logs.records)]
+    r = invoke_cli("-vv", "--offline", "fetch", "x", "--query", "Tweepy", "--max-posts", "25",
+                   "--api-base", loopback.url("/2"), "--tokenizer", "char", "--val-fraction",
+                   "0", "--test-fraction", "0", cache_dir=cache_dir)
+    assert r.returncode == 0, r.stderr
+    texts += [r.stdout, r.stderr]
+    # a refused token (401) whose answer echoes it
+    loopback.serve(test_x.SEARCH, b"", fail_first=99, fail_status=401,
+                   fail_body=b'{"title":"Unauthorized","detail":"bad token ' + token.encode()
+                   + b'"}')
+    r = invoke_cli("-vv", "fetch", "x", "--query", "cats", "--api-base", loopback.url("/2"),
+                   cache_dir=cache_dir)
+    assert r.returncode == 1 and "check X_BEARER_TOKEN" in r.stderr, r.stderr
+    texts += [r.stdout, r.stderr, debug_logs.text]
+    assert out.is_file()
+    assert assert_secret_nowhere(token, texts=texts, roots=[cache_dir]) > 1
+
