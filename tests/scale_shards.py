@@ -52,6 +52,14 @@ def write_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
     return {"start": spec.start, "pid": os.getpid()}
 
 
+def flaky_item(args: tuple[str, int]) -> int:
+    """An ``Executor.imap`` item function: ``n * n``, failing the first time for n == 1."""
+    markers, n = args
+    if n == 1 and _first_time(ShardSpec.make(f"item{n}", options={"markers": markers})):
+        raise RuntimeError("injected one-off failure of item 1")
+    return n * n
+
+
 def executions(log: Path) -> list[str]:
     """Shard ids in the order they started (one per attempt)."""
     return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []

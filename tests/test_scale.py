@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,9 +23,10 @@ from pathlib import Path
 import h5py
 import pytest
 from conftest import ROOT, invoke_cli, run_cli
-from scale_shards import executions, write_shard
+from scale_shards import executions, flaky_item, write_shard
 from test_wiki_dump import EXCERPT, build_multistream
 
+from dlprep.prepare.wiki_pages import Counts, DumpPart, PageOptions, iter_records
 from dlprep.scale import Executor, ShardError, ShardSpec, run_shards
 from dlprep.scale.manifest import NAME as MANIFEST
 
@@ -160,6 +162,43 @@ def test_failed_shard_is_retried_then_named(tmp_path: Path, dask_cluster: str) -
     assert executions(here / "log.txt") == ["s000", "s000", "s001", "s002", "s002", "s002"]
     lines = (here / "p" / MANIFEST).read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines[1:]] == ["s000", "s001"]
+
+
+def test_streaming_map_in_order_with_retries(tmp_path: Path, dask_cluster: str) -> None:
+    markers = tmp_path / "m"
+    for scheduler in (None, dask_cluster):
+        markers.mkdir()
+        with Executor(scheduler=scheduler) as ex:
+            got = list(ex.imap(flaky_item, ((str(markers), n) for n in range(12)), window=3))
+        assert got == [n * n for n in range(12)]
+        assert (markers / "item1").exists()  # it failed once, then was retried
+        shutil.rmtree(markers)
+
+
+def test_wiki_links_index_and_records_on_dask(wiki_dump, dask_cluster: str,
+                                              tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    dump, index = wiki_dump
+    opts = PageOptions(links=True)
+
+    def records(part: DumpPart, **how: object) -> list[object]:
+        return list(iter_records([part], opts, Counts(), **how))  # type: ignore[arg-type]
+
+    serial = records(DumpPart(dump, index))
+    assert len(serial) == 46
+    assert records(DumpPart(dump, index), scheduler=dask_cluster) == serial  # blocks
+    assert records(DumpPart(dump), scheduler=dask_cluster) == serial  # raw page batches
+    tables = []
+    for how in ([], ["--scheduler", dask_cluster]):
+        out = tmp_path / f"links{len(how)}.parquet"
+        proc = invoke_cli("wiki", "links", "--dump", str(dump), "--index", str(index), "--out",
+                          str(out), *how)
+        assert proc.returncode == 0, proc.stderr
+        tables.append(pq.read_table(out).to_pylist())
+    assert tables[0] == tables[1] and len(tables[0]) > 100
+    proc = invoke_cli("wiki", "index", "--pages", "--dump", str(dump), "--index", str(index),
+                      "--scheduler", dask_cluster, cache_dir=tmp_path / "c")
+    assert proc.returncode == 0 and "146 pages of 15 blocks cached" in proc.stderr, proc.stderr
 
 
 def test_worker_killed_mid_shard_is_rescheduled(tmp_path: Path, dask_cluster: str) -> None:

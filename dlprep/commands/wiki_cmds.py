@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import DlprepError
-from .common import State, common_options
+from .common import State, common_options, scheduler_option
 
 
 @click.group("wiki")
@@ -52,9 +52,12 @@ def wiki_get(state: State, title: str, dump: Path, index: Path, raw: bool, no_he
               help="Its multistream-index.txt.bz2 file.")
 @click.option("--pages", is_flag=True, help="Also decode every block into the page cache, so "
               "that `wiki get` never decodes bz2 (about the dump's size again, zlib).")
-@click.option("--workers", default=1, show_default=True, help="Decoding processes (--pages).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Decoding processes (--pages): N > 1 a local Dask cluster.")
+@scheduler_option
 @common_options
-def wiki_index(state: State, dump: Path, index: Path, pages: bool, workers: int) -> None:
+def wiki_index(state: State, dump: Path, index: Path, pages: bool, workers: int,
+               scheduler: str | None) -> None:
     """Build the title lookup of a multistream index in the cache (the first `wiki get` does
     it too) and, with --pages, the page cache for the whole dump."""
     from ..prepare.wiki_access import TitleIndex, warm_cache
@@ -64,7 +67,8 @@ def wiki_index(state: State, dump: Path, index: Path, pages: bool, workers: int)
             raise DlprepError(f"{what}: {p} does not exist")
     cache_root = state.cache().root
     if pages:
-        n_pages, n_blocks = warm_cache(dump, index, cache_root, workers=workers)
+        n_pages, n_blocks = warm_cache(dump, index, cache_root, workers=workers,
+                                       scheduler=scheduler)
         click.echo(f"{n_pages:,} pages of {n_blocks:,} blocks cached", err=True)
     else:
         TitleIndex(index, cache_root).close()
@@ -78,10 +82,12 @@ def wiki_index(state: State, dump: Path, index: Path, pages: bool, workers: int)
               help="Multistream index per dump (optional; enables parallel blocks).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Parquet file to write (source, target, target_in_dump).")
-@click.option("--workers", default=1, show_default=True, help="Parsing processes.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Parsing processes: N > 1 a local Dask cluster.")
+@scheduler_option
 @common_options
 def wiki_links(state: State, dumps: tuple[Path, ...], indexes: tuple[Path, ...], out: Path,
-               workers: int) -> None:
+               workers: int, scheduler: str | None) -> None:
     """Write the article-to-article links of a dump as (source, target) title pairs, link
     targets through redirects resolved, to a parquet file."""
     from ..prepare.wiki_access import write_links
@@ -96,7 +102,7 @@ def wiki_links(state: State, dumps: tuple[Path, ...], indexes: tuple[Path, ...],
     if out.suffix.lower() != ".parquet":
         raise DlprepError(f"--out: {out} should end in .parquet")
     parts = [DumpPart(d, indexes[i] if indexes else None) for i, d in enumerate(dumps)]
-    counts = write_links(parts, out, workers=workers)
+    counts = write_links(parts, out, workers=workers, scheduler=scheduler)
     if not state.quiet:
         click.echo(f"{counts.summary()}; {len(counts.redirect_map):,} redirects resolved",
                    err=True)

@@ -18,12 +18,12 @@ import re
 import sqlite3
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..errors import DlprepError, FormatError, MissingDependencyError
 from ..formats import mediawiki as mw
 from ..formats.wikitext import normalize_title
+from ..scale import Executor
 from .wiki_pages import Counts, DumpPart, PageOptions, iter_records
 
 log = logging.getLogger("dlprep")
@@ -127,9 +127,15 @@ def compressed_block(dump: str, start: int, end: int | None) -> list[tuple[int, 
 _PAGE_ID = re.compile(rb"<id>\s*(\d+)\s*</id>")
 
 
-def warm_cache(dump: Path, index: Path, cache_root: Path, *, workers: int = 1) -> tuple[int, int]:
+def _compressed_item(args: tuple[str, int, int | None]) -> list[tuple[int, bytes]]:
+    return compressed_block(*args)
+
+
+def warm_cache(dump: Path, index: Path, cache_root: Path, *, workers: int = 1,
+               scheduler: str | None = None) -> tuple[int, int]:
     """Build the title lookup and decode every block of ``dump`` into the page cache (blocks
-    already cached are skipped); returns (pages, blocks) cached."""
+    already cached are skipped; ``workers`` > 1 or ``scheduler``: on Dask); returns (pages,
+    blocks) cached."""
     TitleIndex(index, cache_root).close()
     cache = PageCache(dump, cache_root)
     try:
@@ -138,16 +144,11 @@ def warm_cache(dump: Path, index: Path, cache_root: Path, *, workers: int = 1) -
         todo = [(s, e) for s, e in mw.block_ranges(offsets, size) if not cache.has_block(s)]
         # a block's stream ends where the next starts; the last one may be followed by the
         # closing </mediawiki> stream, which holds no page
-        if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                results = pool.map(compressed_block, [str(dump)] * len(todo),
-                                   [s for s, _ in todo], [e for _, e in todo],
-                                   chunksize=max(1, min(16, len(todo) // (4 * workers))))
-                for (start, _), pages in zip(todo, results, strict=True):
-                    cache.add_block(start, pages)
-        else:
-            for start, end in todo:
-                cache.add_block(start, compressed_block(str(dump), start, end))
+        with Executor(workers if len(todo) > 1 else 1, scheduler) as ex:
+            results = ex.imap(_compressed_item, ((str(dump), s, e) for s, e in todo),
+                              what=f"{Path(dump).name} block")
+            for (start, _), pages in zip(todo, results, strict=True):
+                cache.add_block(start, pages)
         return cache.count()
     finally:
         cache.close()
@@ -191,7 +192,8 @@ def get_page(title: str, dump: Path, index: Path, cache_root: Path,
 
 
 def write_links(parts: Sequence[DumpPart], out: Path, *, workers: int = 1,
-                namespaces: frozenset[int] = frozenset({0}), batch: int = 100_000) -> Counts:
+                scheduler: str | None = None, namespaces: frozenset[int] = frozenset({0}),
+                batch: int = 100_000) -> Counts:
     """Write ``source``, ``target``, ``target_in_dump`` rows (article -> article links,
     targets through one redirect resolved) to the parquet file ``out`` atomically."""
     try:
@@ -213,7 +215,8 @@ def write_links(parts: Sequence[DumpPart], out: Path, *, workers: int = 1,
         dst: list[str] = []
         try:
             opts = PageOptions(namespaces=namespaces, text=False, links=True)
-            for rec in iter_records(parts, opts, counts, workers=workers):
+            for rec in iter_records(parts, opts, counts, workers=workers,
+                                    scheduler=scheduler):
                 title = normalize_title(rec.title)
                 titles.add(title)
                 for target in rec.links:

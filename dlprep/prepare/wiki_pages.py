@@ -1,10 +1,12 @@
-"""Dump pages -> records (title, ids, plain text, infobox, links), serially or on N processes.
+"""Dump pages -> records (title, ids, plain text, infobox, links), serially or on Dask.
 
 Work is cut into tasks that are pure functions of their input: a multistream block (a byte
 range of the dump, decoded in the worker) when an index is given, else a batch of raw
 ``<page>`` elements read by the main process (bz2 decoded by ``indexed_bzip2`` on several
-threads when installed). Results are consumed in task order through a bounded window, so the
-output does not depend on the number of workers and memory stays flat. A page that fails to
+threads when installed). Results are consumed in task order through a bounded window
+(:meth:`dlprep.scale.Executor.imap`), so the output does not depend on the number of workers
+and memory stays flat. The ``wikipedia`` builder shards the same functions instead
+(:mod:`dlprep.prepare.wikipedia`). A page that fails to
 parse or clean is counted (with its title) and skipped, never fatal.
 """
 
@@ -13,12 +15,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DlprepError, FormatError
+from ..errors import FormatError
 from ..formats import mediawiki as mw
 from ..formats.wikitext import clean_wikitext, normalize_title, template_fields, wikilinks
 
@@ -198,52 +199,47 @@ def raw_batches(part: DumpPart, counts: Counts, workers: int) -> Iterator[list[b
         counts.truncated = f"{part.dump.name}: {report.truncated}"
 
 
+def _block_item(args: tuple[str, int, int, PageOptions, bool]) -> tuple[list[Record], Counts]:
+    return process_block(*args)
+
+
+def _pages_item(args: tuple[list[bytes], PageOptions, bool]) -> tuple[list[Record], Counts]:
+    return process_pages(*args)
+
+
 def iter_records(parts: Sequence[DumpPart], opts: PageOptions, counts: Counts, *,
-                 workers: int = 1, max_pages: int = 0) -> Iterator[Record]:
+                 workers: int = 1, scheduler: str | None = None,
+                 max_pages: int = 0) -> Iterator[Record]:
     """Every kept page of ``parts`` in dump order; ``counts`` is filled as they go (the
     truncation warning, if any, is logged once at the end). ``max_pages``: stop after this
-    many kept pages (0: all)."""
-    if workers < 1:
-        raise DlprepError(f"--workers: must be at least 1, got {workers}")
+    many kept pages (0: all). ``workers`` > 1 or ``scheduler``: the blocks (or, without an
+    index, batches of raw pages) are parsed on Dask (:meth:`dlprep.scale.Executor.imap`)."""
+    from ..scale import Executor
+
     redirects = counts.collect_redirects
     kept = 0
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
-        for part in parts:
-            for records, c in _run_part(part, opts, counts, pool, workers, redirects):
-                counts.add(c)
-                if c.truncated and not counts.truncated:
-                    counts.truncated = c.truncated
-                for rec in records:
-                    yield rec
-                    kept += 1
-                    if max_pages and kept >= max_pages:
-                        return
+        with Executor(workers, scheduler) as ex:
+            for part in parts:
+                if part.index is not None:
+                    results = ex.imap(_block_item, ((str(part.dump), s, e, opts, redirects)
+                                                    for s, e in block_tasks(part)),
+                                      what=f"{part.dump.name} block")
+                else:
+                    results = ex.imap(_pages_item, ((batch, opts, redirects) for batch in
+                                                    raw_batches(part, counts, workers)),
+                                      what=f"{part.dump.name} batch")
+                for records, c in results:
+                    counts.add(c)
+                    if c.truncated and not counts.truncated:
+                        counts.truncated = c.truncated
+                    for rec in records:
+                        yield rec
+                        kept += 1
+                        if max_pages and kept >= max_pages:
+                            results.close()  # type: ignore[attr-defined]
+                            return
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
         if counts.truncated:
             log.warning("%s: the dump ends early (%s); kept every complete page before the "
                         "cut", parts[-1].dump.name if parts else "dump", counts.truncated)
-
-
-def _run_part(part: DumpPart, opts: PageOptions, counts: Counts,
-              pool: ProcessPoolExecutor | None, workers: int,
-              redirects: bool) -> Iterator[tuple[list[Record], Counts]]:
-    if part.index is not None:
-        tasks = ((process_block, (str(part.dump), s, e, opts, redirects))
-                 for s, e in block_tasks(part))
-    else:
-        tasks = ((process_pages, (batch, opts, redirects))
-                 for batch in raw_batches(part, counts, workers))
-    if pool is None:
-        for fn, args in tasks:
-            yield fn(*args)  # type: ignore[operator]
-        return
-    window: list[Future[tuple[list[Record], Counts]]] = []
-    for fn, args in tasks:
-        window.append(pool.submit(fn, *args))  # type: ignore[arg-type]
-        if len(window) >= 4 * workers:
-            yield window.pop(0).result()
-    for fut in window:
-        yield fut.result()

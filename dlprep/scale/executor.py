@@ -18,10 +18,11 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import DlprepError
 from ..progress import progress_bar, progress_enabled
@@ -29,6 +30,8 @@ from .manifest import Manifest, part_path, temp_part_path
 from .shards import ShardResult, ShardSpec, check_plan
 
 log = logging.getLogger("dlprep")
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: a shard function: ``fn(spec, part)`` writes its part file at ``part`` (None when the run
 #: keeps no parts) and returns plain JSON values (counts, sums) for the manifest and assembly
@@ -125,6 +128,13 @@ def _fail(spec: ShardSpec, attempts: int, exc: BaseException) -> BaseException:
     if not _retryable(exc):
         return exc
     return ShardError(f"shard {spec.id} failed after {attempts} attempt(s): "
+                      f"{type(exc).__name__}: {exc}")
+
+
+def _fail_item(what: str, n: int, attempts: int, exc: BaseException) -> BaseException:
+    if not _retryable(exc):
+        return exc
+    return ShardError(f"{what} {n} failed after {attempts} attempt(s): "
                       f"{type(exc).__name__}: {exc}")
 
 
@@ -261,6 +271,60 @@ class Executor:
                  run.executor, run.ran, run.resumed, run.seconds)
         return run
 
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], *, window: int | None = None,
+             retries: int = DEFAULT_RETRIES, what: str = "task") -> Iterator[R]:
+        """``fn(item)`` for each of ``items`` (read lazily), results in input order, with at
+        most ``window`` tasks in flight (default 4 per worker): a streaming map without parts
+        or manifest, for work whose results are consumed as they come (e.g. pages of a dump).
+        ``fn`` must be module-level; items travel to the workers (keep them small). Failures
+        are retried like shards', then raise ``ShardError`` naming ``what`` and the item's
+        position. Closing the iterator early cancels what is still in flight."""
+        if not self.uses_dask:
+            for n, item in enumerate(items):
+                yield self._call_here(fn, item, n, retries, what)
+            return
+        client = self.client()
+        if window is None:
+            window = 4 * max(1, sum(client.nthreads().values()) if self.scheduler
+                             else self.workers)
+        pending: deque[tuple[int, Any, Any]] = deque()
+        it = iter(enumerate(items))
+        try:
+            while True:
+                while len(pending) < window and (nxt := next(it, None)) is not None:
+                    n, item = nxt
+                    pending.append((n, item, client.submit(_call, fn, item, pure=False)))
+                if not pending:
+                    return
+                n, item, fut = pending.popleft()
+                for attempt in range(1, retries + 2):
+                    try:
+                        result = fut.result()
+                        break
+                    except Exception as exc:
+                        if attempt > retries or not _retryable(exc):
+                            raise _fail_item(what, n, attempt, exc) from exc
+                        log.warning("%s %d failed (%s: %s); retrying (%d of %d)", what, n,
+                                    type(exc).__name__, exc, attempt, retries)
+                        fut = client.submit(_call, fn, item, pure=False)
+                fut.release()
+                yield result
+        finally:
+            if pending:
+                client.cancel([f for _, _, f in pending])
+
+    @staticmethod
+    def _call_here(fn: Callable[[T], R], item: T, n: int, retries: int, what: str) -> R:
+        for attempt in range(1, retries + 2):
+            try:
+                return fn(item)
+            except Exception as exc:
+                if attempt > retries or not _retryable(exc):
+                    raise _fail_item(what, n, attempt, exc) from exc
+                log.warning("%s %d failed (%s: %s); retrying (%d of %d)", what, n,
+                            type(exc).__name__, exc, attempt, retries)
+        raise AssertionError("unreachable")
+
     @staticmethod
     def _run_here(spec: ShardSpec, fn: ShardFn, pdir: str | None, retries: int,
                   done: Callable[[ShardSpec, ShardResult], None], run: ShardRun) -> None:
@@ -311,6 +375,10 @@ class Executor:
         finally:
             if pending:
                 client.cancel(list(pending))
+
+
+def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+    return fn(item)
 
 
 def run_shards(specs: Sequence[ShardSpec], fn: ShardFn, *, workers: int = 1,
