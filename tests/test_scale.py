@@ -151,7 +151,7 @@ def test_failed_shard_is_retried_then_named(tmp_path: Path, dask_cluster: str) -
     assert run.retried == 2 and run.ran == 4
     assert sorted(executions(tmp_path / "log.txt")) == ["s000", "s001", "s001", "s002", "s003",
                                                         "s003"]
-    assert (tmp_path / "p" / "s003.part").read_bytes() == b"s003"
+    assert (tmp_path / "p" / "s003.shard").read_bytes() == b"s003"
     # in this process, the same retry; a shard that always fails stops the run, named
     here = tmp_path / "here"
     here.mkdir()
@@ -212,7 +212,7 @@ def test_worker_killed_mid_shard_is_rescheduled(tmp_path: Path, dask_cluster: st
     attempts = [pid for sid, pid in log if sid == "s001"]
     assert len(attempts) == 2 and attempts[0] != attempts[1]  # died in one process, done in another
     assert run.results[1].stats["pid"] == int(attempts[1])
-    assert (tmp_path / "p" / "s001.part").read_bytes() == b"s001"
+    assert (tmp_path / "p" / "s001.shard").read_bytes() == b"s001"
 
 
 _RUNNER = """
@@ -242,7 +242,7 @@ def test_kill_9_resumes_without_redoing_finished_shards(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     done = [json.loads(line)["id"] for line in manifest.read_text().splitlines()[1:]]
     assert 3 <= len(done) < 12
-    mtimes = {i: (tmp_path / "p" / f"{i}.part").stat().st_mtime_ns for i in done}
+    mtimes = {i: (tmp_path / "p" / f"{i}.shard").stat().st_mtime_ns for i in done}
     before = executions(tmp_path / "log.txt")
     rerun = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                            timeout=120)
@@ -250,7 +250,7 @@ def test_kill_9_resumes_without_redoing_finished_shards(tmp_path: Path) -> None:
     after = executions(tmp_path / "log.txt")[len(before):]
     assert not set(after) & set(done)  # no finished shard ran again
     assert sorted(set(before) | set(after)) == [f"s{i:03d}" for i in range(12)]
-    assert {i: (tmp_path / "p" / f"{i}.part").stat().st_mtime_ns for i in done} == mtimes
+    assert {i: (tmp_path / "p" / f"{i}.shard").stat().st_mtime_ns for i in done} == mtimes
     records = [json.loads(line)["id"] for line in manifest.read_text().splitlines()[1:]]
     assert sorted(records) == [f"s{i:03d}" for i in range(12)]
     assert not list((tmp_path / "p").glob(".*"))  # no temporary part left
@@ -296,7 +296,7 @@ def test_changed_configuration_starts_over(tmp_path: Path) -> None:
     again = run_shards(specs, write_shard, parts_dir=tmp_path / "p", key="config-a")
     assert again.resumed == 3 and again.ran == 0
     assert [r.stats["start"] for r in again.results] == [0, 1, 2]  # stats from the manifest
-    (tmp_path / "p" / "s002.part").write_bytes(b"truncated")  # a part that no longer matches
+    (tmp_path / "p" / "s002.shard").write_bytes(b"truncated")  # a part that no longer matches
     partly = run_shards(specs, write_shard, parts_dir=tmp_path / "p", key="config-a")
     assert (partly.resumed, partly.ran) == (2, 1)
     changed = run_shards(specs, write_shard, parts_dir=tmp_path / "p", key="config-b")
@@ -322,10 +322,10 @@ def test_disk_full_on_a_part(tmp_path: Path) -> None:
         with pytest.raises(OSError) as info:
             run_shards(specs, write_shard, parts_dir=where / "p", retries=2)
         assert info.value.errno == errno.ENOSPC
-        assert info.value.filename == str(where / "p" / "s001.part")
+        assert info.value.filename == str(where / "p" / "s001.shard")
         lines = (where / "p" / MANIFEST).read_text().splitlines()
         assert [json.loads(line)["id"] for line in lines[1:]] == ["s000"]  # s001 not recorded
-        assert sorted(p.name for p in (where / "p").iterdir()) == [MANIFEST, "s000.part"]
+        assert sorted(p.name for p in (where / "p").iterdir()) == [MANIFEST, "s000.shard"]
         assert executions(tmp_path / "log.txt") == ["s000", "s001"]  # s001 not retried
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
@@ -396,3 +396,23 @@ def test_executor_rejects_bad_plans(tmp_path: Path) -> None:
         ShardSpec.make("../x")
     with pytest.raises(DlprepError, match="at least 1"):
         Executor(workers=0)
+
+
+def test_cache_prune_removes_parts_of_interrupted_runs(tmp_path: Path, cache_dir: Path) -> None:
+    from dlprep.locks import PathLock
+
+    folders = [cache_dir / "prepared" / name / f".{name}hash.parts" for name in ("a", "b")]
+    for parts in folders:
+        run_shards(_specs(tmp_path, 2), write_shard, parts_dir=parts)
+        for p in [parts, *parts.iterdir()]:
+            os.utime(p, (time.time() - 7200, time.time() - 7200))
+    fresh = cache_dir / "prepared" / "c" / ".chash.parts"
+    run_shards(_specs(tmp_path, 2), write_shard, parts_dir=fresh)
+    (cache_dir / "locks").mkdir()
+    with PathLock(cache_dir / "locks" / "prepare.b.bhash.lock"):  # b's run is in progress
+        proc = invoke_cli("cache", "prune", cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert not folders[0].exists() and f"removed {folders[0]} (parts of an interrupted run)" \
+        in proc.stdout
+    assert (folders[1] / "s000.shard").exists() and "in progress" in proc.stdout
+    assert (fresh / "s001.shard").exists()  # younger than --older-than

@@ -157,9 +157,9 @@ def cache_rm(state: State, name: str, raw: bool, prepared: bool) -> None:
                    "hours; superseded prepared files are always removed.")
 @common_options
 def cache_prune(state: State, older_than: float) -> None:
-    """Remove leftovers: stale partial downloads and temp files from interrupted runs, empty
-    raw folders left by failed fetches, and prepared files superseded by a newer preparation
-    of the same dataset."""
+    """Remove leftovers: stale partial downloads and temp files from interrupted runs, the
+    shard parts of interrupted sharded preparations, empty raw folders left by failed
+    fetches, and prepared files superseded by a newer preparation of the same dataset."""
     from ..store.latest import latest_target
 
     cache = state.cache()
@@ -175,6 +175,7 @@ def cache_prune(state: State, older_than: float) -> None:
             p.unlink()
             click.echo(f"removed {p}")
     prep_root = cache.root / "prepared"
+    freed += _prune_parts(cache, prep_root, cutoff)
     if prep_root.is_dir():
         for folder in prep_root.iterdir():
             try:
@@ -198,6 +199,33 @@ def cache_prune(state: State, older_than: float) -> None:
                 folder.rmdir()
                 click.echo(f"removed {folder} (empty)")
     click.echo(f"freed {_human(freed)}")
+
+
+def _prune_parts(cache, prep_root: Path, cutoff: float) -> int:  # type: ignore[no-untyped-def]
+    """Remove the parts folders (``prepared/<name>/.<hash>.parts``) of interrupted sharded
+    runs: untouched since ``cutoff`` and not locked by a run in progress. Returns bytes."""
+    from ..locks import PathLock
+    from ..scale.build import PARTS_SUFFIX
+
+    freed = 0
+    for parts in sorted(prep_root.glob(f"*/.*{PARTS_SUFFIX}")) if prep_root.is_dir() else []:
+        files = [p for p in parts.rglob("*") if p.is_file()]
+        if not parts.is_dir() or max((p.stat().st_mtime for p in files),
+                                     default=parts.stat().st_mtime) >= cutoff:
+            continue
+        stem = parts.name[1:-len(PARTS_SUFFIX)]
+        lock = PathLock(cache.locks_dir / f"prepare.{parts.parent.name}.{stem}.lock")
+        if cache.locks_dir.is_dir() and not lock.acquire(timeout=0):
+            click.echo(f"kept {parts}: a run of that dataset is in progress")
+            continue
+        try:
+            size = sum(p.stat().st_size for p in files)
+            shutil.rmtree(parts)
+            freed += size
+            click.echo(f"removed {parts} (parts of an interrupted run)")
+        finally:
+            lock.release()
+    return freed
 
 
 COMMANDS = [cache_group]

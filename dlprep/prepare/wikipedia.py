@@ -198,12 +198,14 @@ def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
     specs = []
     for p, part in enumerate(ctx.collected_as(DumpParts).parts):
         if part.index is None:
-            specs.append(ShardSpec.make(f"d{p:03d}-whole", [part.dump], options=shared))
+            specs.append(ShardSpec.make(f"d{p:03d}-whole", [part.dump.absolute()],
+                                        options=shared))
             continue
         blocks = list(block_tasks(part))
         for k, (a, b) in enumerate(ranges(len(blocks), _blocks_per_shard(len(blocks)))):
             starts = [s for s, _ in blocks[a:b]]
-            specs.append(ShardSpec.make(f"d{p:03d}-{k:06d}", [part.dump], start=starts[0],
+            specs.append(ShardSpec.make(f"d{p:03d}-{k:06d}", [part.dump.absolute()],
+                                        start=starts[0],
                                         end=blocks[b - 1][1],
                                         options={**shared, "blocks": starts}))
     return specs

@@ -40,8 +40,12 @@ def last_timings() -> dict[str, Any]:
     return dict(_LAST)
 
 
+PARTS_SUFFIX = ".parts"
+
+
 def parts_dir_of(ctx: PrepareContext) -> Path:
-    return ctx.cache.prepared_dir(ctx.name) / f".{ctx.config_hash()}.parts"
+    """``prepared/<name>/.<config hash>.parts`` (absolute: workers may run elsewhere)."""
+    return (ctx.cache.prepared_dir(ctx.name) / f".{ctx.config_hash()}{PARTS_SUFFIX}").absolute()
 
 
 @dataclass

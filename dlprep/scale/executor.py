@@ -222,7 +222,7 @@ class Executor:
             retries: int = DEFAULT_RETRIES, desc: str = "shards") -> ShardRun:
         """Run ``fn`` on every spec not finished yet; results in plan order.
 
-        With ``parts_dir``, each shard's part is ``parts_dir/<id>.part`` and the manifest
+        With ``parts_dir``, each shard's part is ``parts_dir/<id>.shard`` and the manifest
         there records finished shards (``key``: the caller's configuration digest; a change
         starts over). A shard that raises is retried up to ``retries`` times (bad input and
         a full disk are not); then the run stops with the shard named (``ShardError``), and
@@ -243,7 +243,7 @@ class Executor:
         if results:
             log.info("%s: %d of %d shards already done (manifest in %s)", desc, len(results),
                      len(specs), parts_dir)
-        pdir = str(parts_dir) if parts_dir is not None else None
+        pdir = str(Path(parts_dir).absolute()) if parts_dir is not None else None
         bar = progress_bar(progress_enabled(self.progress), desc=desc, total=len(specs),
                            unit="shard", initial=len(results))
 

@@ -22,7 +22,7 @@ from .shards import ShardResult, ShardSpec
 log = logging.getLogger("dlprep")
 
 NAME = "manifest.jsonl"
-PART_SUFFIX = ".part"
+PART_SUFFIX = ".shard"  # not ".part": `cache prune` takes those for partial downloads
 TMP_SUFFIX = ".tmp"
 
 
