@@ -247,3 +247,51 @@ def test_content_range_not_matching_the_partial_file_restarts_cleanly(loopback,
     first, second = loopback.requests_for("/data.bin")
     assert first.headers["Range"] == "bytes=400000-" and first.status == 206
     assert "Range" not in second.headers and second.status == 200
+
+
+def test_a_failed_fetch_does_not_remove_a_folder_another_thread_downloads_into(
+        loopback, tmp_path: Path) -> None:
+    """Two threads fetch into a raw folder that does not exist yet. The one that made it fails
+    (404) while the other waits for its server; the folder must stay until the other is done
+    (it used to be removed, and the other failed with '.part disappeared')."""
+    import threading
+
+    failed = threading.Event()
+    body = b"y" * 5000
+    loopback.serve("/slow.bin", body, on_request=lambda n: failed.wait(10))
+
+    def answer_404_once_slow_is_waiting(n: int) -> None:
+        while loopback.requests("/slow.bin") == 0:
+            time.sleep(0.01)
+
+    loopback.serve("/gone.bin", b"", fail_first=1, fail_status=404,
+                   on_request=answer_404_once_slow_is_waiting)
+    dest = tmp_path / "raw" / "new-folder"
+    opts = FetchOptions(lock_dir=tmp_path / "locks", retry=RetryPolicy(attempts=1),
+                        progress=False)
+    errors: list[BaseException] = []
+
+    def gone() -> None:  # makes the folder, then fails
+        try:
+            fetch_file(FileSpec("gone.bin", (loopback.url("/gone.bin"),)), dest, opts)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+        finally:
+            failed.set()
+
+    t = threading.Thread(target=gone)
+    t.start()
+    while not dest.exists():
+        time.sleep(0.01)
+    got = fetch_file(FileSpec("slow.bin", (loopback.url("/slow.bin"),),
+                              sha256=hashlib.sha256(body).hexdigest()), dest, opts)
+    t.join(20)
+    assert got.read_bytes() == body
+    assert len(errors) == 1 and "404" in str(errors[0])
+    # and the last one out of a folder that failures left empty removes it
+    loopback.route("/gone.bin").fail_first = 2
+    loopback.route("/gone.bin").on_request = None
+    with pytest.raises(FetchError, match="404"):
+        fetch_file(FileSpec("gone.bin", (loopback.url("/gone.bin"),)), tmp_path / "raw" / "x",
+                   opts)
+    assert not (tmp_path / "raw" / "x").exists()

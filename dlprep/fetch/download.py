@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -132,8 +133,7 @@ def fetch_file(spec: FileSpec, dest_dir: Path, options: FetchOptions | None = No
     urls = mirror_urls(spec, options.mirrors)
     if options.offline and not any(local_source(u) is not None for u in urls):
         raise _offline_error(spec, target, urls)
-    created = not dest_dir.exists()
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    _enter_folder(dest_dir)
     lock_file = _lock_path(target, options.lock_dir)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock = PathLock(lock_file)
@@ -145,21 +145,42 @@ def fetch_file(spec: FileSpec, dest_dir: Path, options: FetchOptions | None = No
             return target
         return _fetch_locked(spec, target, urls, options, session=session,
                              progress=progress_enabled(options.progress))
-    except BaseException:
-        if created:
-            _remove_if_empty(dest_dir)
-        raise
     finally:
         lock.release()
+        _leave_folder(dest_dir)
 
 
-def _remove_if_empty(folder: Path) -> None:
-    """Drop a raw folder that a failed fetch created and left empty (its lock lives there
-    when no ``lock_dir`` is set: then it is kept)."""
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
+# Raw folders that fetches of this process are downloading into, and those this process made.
+# A folder made by a fetch that then failed is removed only when it is empty and no other
+# fetch (thread) is still using it: removing it under a concurrent download made that one
+# fail with "disappeared while it was being downloaded".
+_folders_lock = threading.Lock()
+_folders_in_use: Counter[Path] = Counter()
+_folders_made: set[Path] = set()
+
+
+def _enter_folder(folder: Path) -> None:
+    with _folders_lock:
+        if not folder.exists():
+            _folders_made.add(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _folders_in_use[folder] += 1
+
+
+def _leave_folder(folder: Path) -> None:
+    """The last fetch out of a folder this process made drops it if it is still empty (a
+    failed fetch; the lock lives there when no ``lock_dir`` is set, and then it is kept)."""
+    with _folders_lock:
+        _folders_in_use[folder] -= 1
+        if _folders_in_use[folder] > 0:
+            return
+        del _folders_in_use[folder]
+        if folder in _folders_made:
+            _folders_made.discard(folder)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 def _body_limit(spec: FileSpec, options: FetchOptions) -> BodyLimit:
@@ -239,6 +260,28 @@ def _auto_workers(specs: Sequence[FileSpec]) -> int:
     return 16 if small else 8
 
 
+def _fetch_todo(specs: Sequence[FileSpec], todo: list[int], dest_dir: Path,
+                options: FetchOptions, session: Any, results: list[Path | None],
+                failures: list[tuple[int, DlprepError]]) -> None:
+    """Fetch ``specs[i]`` for each ``i`` in ``todo`` on a thread pool; fill ``results`` and
+    ``failures``."""
+    enabled = progress_enabled(options.progress)
+    one_bar = options.with_(progress=enabled and len(todo) == 1)
+    workers = options.max_workers or _auto_workers(specs)
+    with progress_bar(enabled and len(todo) > 1, desc="files", total=len(todo),
+                      unit="file") as bar, \
+            ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
+        futures = {pool.submit(fetch_file, specs[i], dest_dir, one_bar, session=session): i
+                   for i in todo}
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except DlprepError as exc:
+                failures.append((i, exc))
+            bar.update(1)
+
+
 def fetch_many(specs: Sequence[FileSpec], dest_dir: Path, options: FetchOptions | None = None,
                *, session: Any = None) -> list[Path]:
     """Fetch many files concurrently (thread pool, one shared session, a lock per file).
@@ -268,27 +311,13 @@ def fetch_many(specs: Sequence[FileSpec], dest_dir: Path, options: FetchOptions 
             results[i] = cached
         else:
             todo.append(i)
-    created = bool(todo) and not dest_dir.exists()
-    if created:  # made here, once: a thread that fails must not remove it under the others
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    enabled = progress_enabled(options.progress)
-    one_bar = options.with_(progress=enabled and len(todo) == 1)
-    workers = options.max_workers or _auto_workers(specs)
-    with progress_bar(enabled and len(todo) > 1, desc="files", total=len(todo),
-                      unit="file") as bar, \
-            ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool:
-        futures = {pool.submit(fetch_file, specs[i], dest_dir, one_bar, session=session): i
-                   for i in todo}
-        for future in as_completed(futures):
-            i = futures[future]
-            try:
-                results[i] = future.result()
-            except DlprepError as exc:
-                failures.append((i, exc))
-            bar.update(1)
+    if todo:  # held for the whole batch: an emptied folder is dropped once, after it
+        _enter_folder(dest_dir)
+        try:
+            _fetch_todo(specs, todo, dest_dir, options, session, results, failures)
+        finally:
+            _leave_folder(dest_dir)
     if failures:
-        if created:
-            _remove_if_empty(dest_dir)
         failures.sort(key=lambda item: item[0])
         if len(failures) == 1:
             raise failures[0][1]
