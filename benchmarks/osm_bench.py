@@ -3,16 +3,22 @@
 1. Time to tiles: ``prepare`` of ``osm --pbf example-test.pbf`` (default options: 64 px tiles,
    2 m/px, 4 layers; HDF5 written) against the read floor: a pyosmium pass over the same file
    with the same reader set-up (node locations, area assembly, the same entity and key filters)
-   that only iterates. Target: at most 2.5x.
-2. Peak RSS (``ru_maxrss`` of the process, and the peak of its anonymous memory sampled from
-   /proc) with the on-disk node index (``--node-index disk``) for the file and for a file 8x
-   larger: the sample merged with 7 copies shifted east/north (ids offset, so nothing
-   collides). Target: within 15 %. ``--rss-mpp`` (default 8 m/px) sets the resolution of this
-   run, to keep the 8x output (and the disk it takes) modest; per-tile bookkeeping is ~70 bytes.
+   that only iterates. Target: at most 2.5x. Beside it, where dlprep's time goes (wall time of
+   its phases, measured in the same run): reading the features into the spill, finding the
+   dirty tiles and the clean tiles' values, drawing the dirty tiles, compressing and writing.
+2. Peak RSS (``ru_maxrss`` of the process; and the peaks of its anonymous and file-backed
+   memory sampled from /proc) with the on-disk node index (``--node-index disk``) for the file
+   and for a file 8x larger: the sample merged with 7 copies shifted east/north (ids offset, so
+   nothing collides; nodes, then ways, then relations, as in a Geofabrik extract). Target:
+   within 15 %. The read floor is measured beside it on the same files, and dlprep's own part
+   (its peak minus the floor's peak) is given too. ``--scale 16`` adds a 16x file (is the
+   memory bounded?). ``--rss-mpp`` (default 8 m/px) sets the resolution of this run, to keep
+   the 8x output modest.
 
 Every measurement runs in a fresh subprocess, timed inside it (imports excluded); times are the
-best of ``--repeat``. Run: ``python benchmarks/osm_bench.py [--repeat 3] [--work DIR]``.
-Prints a table with PASS/MISS and the machine load, and exits 0.
+median of ``--repeat`` runs, interleaved (floor, tiles, floor, tiles ...), with their range.
+Run: ``python benchmarks/osm_bench.py [--repeat 5] [--work DIR]``. Prints a table with
+PASS/MISS and the machine load, and exits 0.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,21 +38,21 @@ SAMPLE = ROOT / "tests" / "data" / "realdata" / "osm" / "example-test.pbf"
 
 _SAMPLER = textwrap.dedent("""
     import json, os, resource, sys, threading, time
-    peak = {"anon_kb": 0}
+    peak = {"anon_kb": 0, "file_kb": 0}
     stop = threading.Event()
     def sample():
         while not stop.is_set():
             with open("/proc/self/status") as fh:
                 for line in fh:
-                    if line.startswith("RssAnon:"):
-                        peak["anon_kb"] = max(peak["anon_kb"], int(line.split()[1]))
+                    for key, field in (("RssAnon:", "anon_kb"), ("RssFile:", "file_kb")):
+                        if line.startswith(key):
+                            peak[field] = max(peak[field], int(line.split()[1]))
             time.sleep(0.005)
     threading.Thread(target=sample, daemon=True).start()
     def report(seconds, **more):
         stop.set()
         print(json.dumps({"seconds": seconds, "maxrss_kb":
-                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                          "anon_kb": peak["anon_kb"], **more}))
+                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, **peak, **more}))
 """)
 
 FLOOR = _SAMPLER + textwrap.dedent("""
@@ -69,12 +76,31 @@ FLOOR = _SAMPLER + textwrap.dedent("""
 """)
 
 TILES = _SAMPLER + textwrap.dedent("""
-    import time
+    import functools, time
     import h5py
     from dlprep.cache import Cache
     from dlprep.fetch.options import FetchOptions
     from dlprep.prepare.core import prepare
     from dlprep.recipes import find_recipe
+    from dlprep.prepare import osm_tiles
+    from dlprep.prepare.osm_store import TileWriter
+    phases = {}
+    def timed(owner, name, label):
+        real = getattr(owner, name)
+        @functools.wraps(real)
+        def run(*a, **k):
+            t = time.perf_counter()
+            try:
+                return real(*a, **k)
+            finally:
+                phases[label] = phases.get(label, 0.0) + time.perf_counter() - t
+        setattr(owner, name, run)
+    for name, label in (("_spill_features", "read"), ("dirty_tiles", "classify"),
+                        ("clean_state", "classify"), ("_draw_dirty", "draw"),
+                        ("_finish", "finish")):
+        timed(osm_tiles, name, label)
+    for name in ("_write_chunk", "_flush"):
+        timed(TileWriter, name, "compress+write")
     path, index, cache, mpp = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     t0 = time.perf_counter()
     out = prepare(find_recipe("osm"), Cache.open(cache),
@@ -83,9 +109,10 @@ TILES = _SAMPLER + textwrap.dedent("""
     seconds = time.perf_counter() - t0
     with h5py.File(out) as f:
         tiles = int(f["images"].shape[0])
+        raw = int(f["images"].size)
     size = os.path.getsize(out)
     os.unlink(out)
-    report(seconds, tiles=tiles, bytes=size)
+    report(seconds, tiles=tiles, bytes=size, raw_bytes=raw, phases=phases)
 """)
 
 
@@ -96,11 +123,6 @@ def run(code: str, *args: str) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"benchmark step failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def best(code: str, repeat: int, *args: str) -> dict:
-    runs = [run(code, *args) for _ in range(max(1, repeat))]
-    return min(runs, key=lambda r: r["seconds"])
 
 
 def make_shifted(src: Path, dst: Path, copies: int = 8) -> Path:
@@ -137,41 +159,82 @@ def make_shifted(src: Path, dst: Path, copies: int = 8) -> Path:
     return dst
 
 
+def _median(runs: list[dict], key: str = "seconds") -> tuple[float, float, float]:
+    values = [r[key] for r in runs]
+    return statistics.median(values), min(values), max(values)
+
+
+def time_to_tiles(repeat: int, cache: str) -> None:
+    floors, tiles = [], []
+    for _ in range(max(1, repeat)):  # interleaved, so load changes hit both alike
+        floors.append(run(FLOOR, str(SAMPLE), "memory"))
+        tiles.append(run(TILES, str(SAMPLE), "memory", cache, "2"))
+    f, t = _median(floors), _median(tiles)
+    ratios = sorted(b["seconds"] / a["seconds"] for a, b in zip(floors, tiles, strict=True))
+    ratio = t[0] / f[0]
+    last = tiles[-1]
+    print(f"\n1. time to tiles, {SAMPLE.name} ({SAMPLE.stat().st_size / 1e6:.1f} MB), median "
+          f"of {len(tiles)} interleaved runs (range)")
+    print(f"   read floor (pyosmium, same filters, areas): {f[0]:.2f} s ({f[1]:.2f}-{f[2]:.2f}; "
+          f"{floors[0]['objects']:,} ways/areas)")
+    print(f"   dlprep tiles (64 px, 2 m/px, HDF5 written):  {t[0]:.2f} s ({t[1]:.2f}-{t[2]:.2f}; "
+          f"{last['tiles']:,} tiles, {last['raw_bytes'] / 1e6:,.0f} MB of pixels in a "
+          f"{last['bytes'] / 1e6:.1f} MB file)")
+    phases = {k: statistics.median(r["phases"].get(k, 0.0) for r in tiles)
+              for k in tiles[0]["phases"]}
+    print("   where dlprep's time goes (medians): " + ", ".join(
+        f"{k} {v:.2f} s" for k, v in phases.items()))
+    print(f"   ratio {ratio:.1f}x (per round {ratios[0]:.1f}-{ratios[-1]:.1f}x; target <= 2.5x): "
+          f"{'PASS' if ratio <= 2.5 else 'MISS'}")
+
+
+def peak_rss(files: list[tuple[str, Path]], cache: str, mpp: float) -> None:
+    print(f"\n2. peak RSS with the on-disk node index, {mpp:g} m/px (MiB: max RSS / peak "
+          f"anonymous / peak file-backed)")
+    rows = []
+    for name, path in files:
+        tiles = run(TILES, str(path), "disk", cache, str(mpp))
+        floor = run(FLOOR, str(path), "disk")
+        rows.append((name, tiles, floor))
+        mib = lambda r: (f"{r['maxrss_kb'] / 1024:6.1f} / {r['anon_kb'] / 1024:5.1f} / "  # noqa: E731
+                         f"{r['file_kb'] / 1024:5.1f}")
+        print(f"   {name:>3} {path.stat().st_size / 1e6:5.1f} MB: dlprep {mib(tiles)} "
+              f"({tiles['tiles']:,} tiles, {tiles['seconds']:.1f} s); read floor {mib(floor)}; "
+              f"dlprep above the floor {(tiles['maxrss_kb'] - floor['maxrss_kb']) / 1024:.1f}"
+              f" / {(tiles['anon_kb'] - floor['anon_kb']) / 1024:.1f}")
+    (_, t1, f1), (_, t8, f8) = rows[0], rows[1]
+    growth = t8["maxrss_kb"] / t1["maxrss_kb"] - 1
+    floor_growth = f8["maxrss_kb"] / f1["maxrss_kb"] - 1
+    own1, own8 = t1["maxrss_kb"] - f1["maxrss_kb"], t8["maxrss_kb"] - f8["maxrss_kb"]
+    own = own8 / own1 - 1
+    print(f"   1x -> 8x: dlprep max RSS {growth:+.1%} (target within 15 %): "
+          f"{'PASS' if growth <= 0.15 else 'MISS'}; the read floor alone {floor_growth:+.1%}; "
+          f"dlprep above the floor {own:+.1%}: {'PASS' if own <= 0.15 else 'MISS'}")
+    for name, t, f in rows[2:]:
+        print(f"   8x -> {name}: dlprep max RSS {t['maxrss_kb'] / t8['maxrss_kb'] - 1:+.1%}, "
+              f"the read floor {f['maxrss_kb'] / f8['maxrss_kb'] - 1:+.1%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dlprep-osm-bench")
     ap.add_argument("--rss-mpp", type=float, default=8.0)
+    ap.add_argument("--scale", type=int, action="append", default=[],
+                    help="also measure memory on a file this many times the sample (e.g. 16)")
+    ap.add_argument("--skip-time", action="store_true", help="only the memory part")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    big = make_shifted(SAMPLE, args.work / "andorra-x8.osm.pbf")
-    cache = str(args.work / "cache")
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "
           f"{load[2]:.2f} at start")
-    floor = best(FLOOR, args.repeat, str(SAMPLE), "memory")
-    tiles = best(TILES, args.repeat, str(SAMPLE), "memory", cache, "2")
-    ratio = tiles["seconds"] / floor["seconds"]
-    print(f"\n1. time to tiles, {SAMPLE.name} ({SAMPLE.stat().st_size / 1e6:.1f} MB), "
-          f"best of {args.repeat}")
-    print(f"   read floor (pyosmium, same filters, areas): {floor['seconds']:.2f} s "
-          f"({floor['objects']:,} ways/areas)")
-    print(f"   dlprep tiles (64 px, 2 m/px, HDF5 written):  {tiles['seconds']:.2f} s "
-          f"({tiles['tiles']:,} tiles, {tiles['bytes'] / 1e6:.0f} MB)")
-    print(f"   ratio {ratio:.2f}x (target <= 2.5x): {'PASS' if ratio <= 2.5 else 'MISS'}")
-    small = run(TILES, str(SAMPLE), "disk", cache, str(args.rss_mpp))
-    large = run(TILES, str(big), "disk", cache, str(args.rss_mpp))
-    floors = [run(FLOOR, str(p), "disk") for p in (SAMPLE, big)]
-    print(f"\n2. peak RSS with the on-disk node index, {args.rss_mpp:g} m/px")
-    for name, r, path, fl in (("1x", small, SAMPLE, floors[0]), ("8x", large, big, floors[1])):
-        print(f"   {name} {path.stat().st_size / 1e6:5.1f} MB: max RSS "
-              f"{r['maxrss_kb'] / 1024:6.1f} MiB, peak anonymous {r['anon_kb'] / 1024:6.1f} "
-              f"MiB, {r['tiles']:,} tiles, {r['seconds']:.1f} s; the read floor alone: "
-              f"{fl['maxrss_kb'] / 1024:.1f} / {fl['anon_kb'] / 1024:.1f} MiB")
-    growth = large["maxrss_kb"] / small["maxrss_kb"] - 1
-    anon = large["anon_kb"] / small["anon_kb"] - 1
-    print(f"   growth: max RSS {growth:+.1%}, anonymous {anon:+.1%} (target within 15 %): "
-          f"{'PASS' if abs(growth) <= 0.15 else 'MISS'}")
+    cache = str(args.work / "cache")
+    if not args.skip_time:
+        time_to_tiles(args.repeat, cache)
+    files = [("1x", SAMPLE)] + [
+        (f"{k}x", make_shifted(SAMPLE, args.work / f"andorra-x{k}.osm.pbf", copies=k))
+        for k in (8, *args.scale)]
+    peak_rss(files, cache, args.rss_mpp)
     end = os.getloadavg()
     print(f"\nload average at the end: {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}")
 

@@ -150,3 +150,24 @@ def test_compressed_xml_keeps_to_the_decompression_budget(realdata: Path, tmp_pa
     err = proc.stderr.strip()
     assert proc.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "area.osm.xz" in err and "xz" in err
+
+
+@pytest.mark.parametrize("mode,fill", [("L", 255), ("RGBA", (255, 0, 255, 7)), ("I", 70000)])
+def test_image_array_is_the_pixels_of_the_image(mode: str, fill: object) -> None:
+    """The blocks' pixels are read through Pillow's Arrow export (no copies); the view must
+    be the image's pixels, and stay valid after the image is dropped."""
+    import gc
+
+    from PIL import Image, ImageDraw
+
+    from dlprep.formats.osm_raster import image_array
+
+    img = Image.new(mode, (300, 200))
+    ImageDraw.Draw(img).polygon([(10, 10), (250, 40), (120, 190)], fill=fill)
+    want = np.asarray(img)
+    got = image_array(img)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.array_equal(got, want) and got.any()
+    del img
+    gc.collect()
+    assert np.array_equal(got, want)  # the view keeps the image alive

@@ -14,6 +14,7 @@ filled polygons in one C call each.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import tempfile
@@ -173,15 +174,27 @@ class GeometrySpill:
             self.fd = -1
 
 
-def _flat(grid: Grid, points: np.ndarray, ox: int, oy: int, size: tuple[int, int],
-          margin: float) -> list[int]:
-    """Pillow's flat pixel coordinate list, shifted so the block starts at (0, 0). Points are
-    rounded to whole pixels first (Pillow would round polygon vertices, and truncate line
-    ends), so a feature is drawn the same in every block it crosses, whatever the offset.
-    Runs of points beyond ``margin`` pixels on one side of the block are cut to their first
-    and last point (:func:`outside_runs`): Pillow's polygon fill visits every edge on every
-    row, so a large forest drawn into a small block otherwise costs rows x all its edges."""
-    shifted = np.rint(grid.to_pixels(points)).astype(np.int64) - (ox, oy)
+def pixel_rings(grid: Grid, spill: GeometrySpill, i: int) -> list[tuple[np.ndarray, bool]]:
+    """Item ``i``'s rings as int64 (n, 2) whole-pixel grid coordinates, with outer flags.
+    Points are rounded to whole pixels (Pillow would round polygon vertices, and truncate
+    line ends), so a feature is drawn the same in every block it crosses, whatever the
+    offset."""
+    return [(np.rint(grid.to_pixels(pts)).astype(np.int64), is_outer)
+            for pts, is_outer in spill.rings(i)]
+
+
+def _flat(px: np.ndarray, ox: int, oy: int, size: tuple[int, int], margin: float
+          ) -> list[int]:
+    """Pillow's flat pixel coordinate list of whole-pixel points, shifted so the block starts
+    at (0, 0). Runs of points beyond ``margin`` pixels on one side of the block are cut to
+    their first and last point (:func:`outside_runs`): Pillow's polygon fill visits every edge
+    on every row, so a large forest drawn into a small block otherwise costs rows x all its
+    edges."""
+    shifted = px - (ox, oy)
+    w, h = size
+    lo, hi = shifted.min(axis=0), shifted.max(axis=0)
+    if lo[0] >= -margin and lo[1] >= -margin and hi[0] <= w + margin and hi[1] <= h + margin:
+        return shifted.ravel().tolist()  # all near the block: nothing to cut
     return shifted[outside_runs(shifted, size, margin)].ravel().tolist()
 
 
@@ -194,12 +207,55 @@ def outside_runs(px: np.ndarray, size: tuple[int, int], margin: float) -> np.nda
     beyond half its width) draws no canvas pixel."""
     w, h = size
     x, y = px[:, 0], px[:, 1]
-    side = np.select([y < -margin, y > h + margin, x < -margin, x > w + margin], [1, 2, 3, 4], 0)
+    side = np.where(y < -margin, 1, np.where(y > h + margin, 2, np.where(
+        x < -margin, 3, np.where(x > w + margin, 4, 0))))
     keep = side == 0
     keep[1:] |= side[1:] != side[:-1]
     keep[:-1] |= side[:-1] != side[1:]
     keep[0] = keep[-1] = True
     return keep
+
+
+class _ArrowArray(ctypes.Structure):
+    """The Arrow C data interface's ``ArrowArray`` (what ``Image.__arrow_c_array__`` gives)."""
+
+
+_ArrowArray._fields_ = [
+    ("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+    ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64),
+    ("buffers", ctypes.POINTER(ctypes.c_void_p)),
+    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowArray))),
+    ("dictionary", ctypes.POINTER(_ArrowArray)), ("release", ctypes.c_void_p),
+    ("private_data", ctypes.c_void_p)]
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+def image_array(img: Image.Image) -> np.ndarray:
+    """A read-only NumPy view of a Pillow ``L``, ``RGBA`` or ``I`` image's pixels, without
+    the two copies of ``np.asarray(img)`` (``tobytes`` in chunks, then joined): through
+    Pillow's Arrow export (Pillow >= 11.2), which lends the image's own memory. The view
+    keeps the image and the export alive. Falls back to ``np.asarray`` where that fails
+    (older Pillow, an image spread over several memory blocks)."""
+    try:
+        schema, arr = img.__arrow_c_array__()
+        p = ctypes.cast(_capsule_pointer(arr, b"arrow_array"),
+                        ctypes.POINTER(_ArrowArray)).contents
+        if p.n_children:  # several bands: a fixed-size list over one uint8 child
+            p = p.children[0].contents
+        dtype = np.dtype(np.int32 if img.mode == "I" else np.uint8)
+        bands = 1 if img.mode == "I" else len(img.getbands())
+        w, h = img.size
+        n = int(p.length) * dtype.itemsize
+        if p.offset != 0 or n != w * h * bands * dtype.itemsize or not p.buffers[1]:
+            raise ValueError("unexpected Arrow layout")
+        buf = (ctypes.c_uint8 * n).from_address(p.buffers[1])
+        buf._keep = (img, schema, arr)  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, TypeError, OSError):
+        return np.asarray(img)
+    view = np.frombuffer(buf, dtype)
+    return view.reshape((h, w, bands) if bands > 1 else (h, w))
 
 
 class BlockCanvas:
@@ -221,35 +277,40 @@ class BlockCanvas:
     def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 (H, W, C) layers (channels interleaved by Pillow where it can) and the int32
         (H, W) label raster (None when nothing was labelled)."""
-        merge = {1: "L", 3: "RGB", 4: "RGBA"}.get(len(self.layers))
+        merge = {1: "L", 4: "RGBA"}.get(len(self.layers))
         if merge == "L":
-            stack = np.asarray(self.layers[0])[..., None]
+            stack = image_array(self.layers[0])[..., None]
         elif merge:
-            stack = np.asarray(Image.merge(merge, self.layers))
+            stack = image_array(Image.merge(merge, self.layers))
         else:
-            stack = np.stack([np.asarray(img) for img in self.layers], axis=-1)
-        label = None if self.label is None else np.asarray(self.label, dtype=np.int32)
+            stack = np.stack([image_array(img) for img in self.layers], axis=-1)
+        label = None if self.label is None else image_array(self.label)
         return stack, label
 
 
 def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y0: int,
-                 width: int, height: int, channels: int
+                 width: int, height: int, channels: int,
+                 cache: dict[int, list[tuple[np.ndarray, bool]]] | None = None
                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw ``items`` of ``spill`` into a block whose top-left pixel is (x0, y0): uint8
     (H, W, C) layers (0 or 255) and an int32 (H, W) label raster (None: no label drawn).
-    Areas are filled with their holes cut out; lines get their width."""
+    Areas are filled with their holes cut out; lines get their width. ``cache`` keeps items'
+    :func:`pixel_rings` for the next blocks (the caller empties it)."""
     canvas = BlockCanvas(width, height, channels)
     size = (width, height)
-    for i in items:
-        i = int(i)
+    for i in items.tolist():
         layer, label, line_w = spill.layer[i], spill.label[i], spill.width[i]
-        rings = spill.rings(i)
+        rings = cache.get(i) if cache is not None else None
+        if rings is None:
+            rings = pixel_rings(grid, spill, i)
+            if cache is not None:
+                cache[i] = rings
         if line_w > 0:  # a line
             px = max(1, int(round(line_w / grid.meters_per_pixel)))
-            coords = _flat(grid, rings[0][0], x0, y0, size, px / 2 + 2)
+            coords = _flat(rings[0][0], x0, y0, size, px / 2 + 2)
             canvas.draws[layer].line(coords, fill=255, width=px, joint="curve" if px > 2 else None)
             continue
-        flat = [(_flat(grid, pts, x0, y0, size, 2), is_outer) for pts, is_outer in rings]
+        flat = [(_flat(pts, x0, y0, size, 2), is_outer) for pts, is_outer in rings]
         if all(is_outer for _, is_outer in flat):
             for coords, _ in flat:
                 if len(coords) < 6:

@@ -183,7 +183,7 @@ class Kept:
 
 
 def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
-                tr0: int, tc0: int, channels: int
+                tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
     (tr0, tc0)), cropped to their bounding box. Returns, for the dirty tiles in row-major
@@ -194,7 +194,7 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
     ra, rb, ca, cb = int(rr.min()), int(rr.max()) + 1, int(cc.min()), int(cc.max()) + 1
     if len(items):
         stack, lab = render_block(grid, spill, items, (tc0 + ca) * size, (tr0 + ra) * size,
-                                  (cb - ca) * size, (rb - ra) * size, channels)
+                                  (cb - ca) * size, (rb - ra) * size, channels, cache)
     else:
         stack = np.zeros(((rb - ra) * size, (cb - ca) * size, channels), np.uint8)
         lab = None
@@ -222,7 +222,10 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     none = np.zeros(0, np.int64)
     for tr0 in range(0, grid.rows, BLOCK):
         row_items = index.row(tr0 // BLOCK)
+        cache: dict[int, list] = {}  # items' pixel rings, kept while later blocks need them
         for tc0 in range(0, grid.cols, BLOCK):
+            for i in [i for i in cache if index.c1[i] < tc0 // BLOCK]:
+                del cache[i]
             sd = dirty[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK]
             bits = clean.layers[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK]
             if need and not sd.any() and not bits.any():
@@ -233,7 +236,8 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             drawn: dict[int, np.ndarray] = {}
             if sd.any():
                 rr, cc, tiles, per, uni, lab = _draw_dirty(
-                    grid, spill, row_items.get(tc0 // BLOCK, none), sd, tr0, tc0, channels)
+                    grid, spill, row_items.get(tc0 // BLOCK, none), sd, tr0, tc0, channels,
+                    cache)
                 counts[rr, cc] = per
                 union[rr, cc] = uni
                 labels[rr, cc] = lab
