@@ -133,6 +133,26 @@ def test_import_real_responses_as_plain_text(realdata: Path, tmp_path: Path,
     assert kept_ids[0] == "1578516068309794817" and set(kept_ids) <= set(real_ids)
 
 
+def test_import_a_saved_response_and_a_list(realdata: Path, tmp_path: Path,
+                                            cache_dir: Path) -> None:
+    """A .json file: the real search_all response as saved, and a list of its posts."""
+    src = tmp_path / "all.json"
+    src.write_bytes((realdata / API / ALL).read_bytes())
+    r = invoke_cli("import-posts", str(src), "--val-fraction", "0", "--test-fraction", "0",
+                   cache_dir=cache_dir)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(src.read_text("utf-8"))["data"]
+    ids = meta(prepared(r.stdout))["id"]
+    assert ids == [p["id"] for p in data if p["id"] not in ("1578520573914718208",
+                                                            "1578519902427619328")]
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps(data, indent=2))
+    r = invoke_cli("import-posts", str(listed), "--val-fraction", "0", "--test-fraction", "0",
+                   cache_dir=cache_dir)
+    assert r.returncode == 0, r.stderr
+    assert meta(prepared(r.stdout))["id"] == ids
+
+
 def test_import_posts_emoji_labels(realdata: Path, tmp_path: Path, cache_dir: Path) -> None:
     src = write_jsonl(tmp_path / "posts.jsonl", emoji_posts(realdata / API))
     r = invoke_cli("import-posts", str(src), "--name", "emo", "--emoji-labels",
@@ -213,6 +233,10 @@ def test_import_csv_with_text_column_and_label_field(realdata: Path, tmp_path: P
      "nofield.jsonl line 2: field 'text' is missing (fields: full_text, id)"),
     ("notstr.jsonl", '{"id": "1", "text": ["a", "list"]}\n',
      "notstr.jsonl line 1: field 'text' is a list, expected a string"),
+    ("null.jsonl", '{"id": "1", "text": "ok"}\n{"id": "2", "text": null}\n',
+     "null.jsonl line 2: field 'text' is null, expected a string"),
+    ("array.jsonl", '["not", "an", "object"]\n',
+     "array.jsonl line 1: expected a post object, got a list"),
     ("page.jsonl", '{"data": [{"id": "1", "text": "ok"}, {"id": "2"}]}\n',
      "page.jsonl line 1 data[1]: field 'text' is missing"),
     ("apierr.jsonl", '{"errors": [{"detail": "Invalid query"}], "meta": {}}\n',
@@ -223,6 +247,9 @@ def test_import_csv_with_text_column_and_label_field(realdata: Path, tmp_path: P
                                            "content); pass --text-column"),
     ("bytes.jsonl", '{"text": "ok"}\n{"text": "caf\xe9"}\n', "bytes.jsonl line 2 at byte"),
     ("posts.txt", "hello\n", "posts.txt: cannot tell the format from the suffix '.txt'"),
+    ("cut.json", '{"data": [\n  {"id": "1", "text": "a"},\n  {"id": "2",\n', "cut.json line 4: "
+     "invalid JSON at column 1"),
+    ("scalar.json", '"just a string"', "scalar.json: expected an X API response"),
 ])
 def test_bad_files_are_one_line_errors(tmp_path: Path, cache_dir: Path, name: str,
                                        content: str, message: str) -> None:

@@ -67,6 +67,16 @@ def _scalar(value: Any) -> str | None:
     return None
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
 def post_from_object(obj: Mapping[str, Any], where: str, text_field: str = "text",
                      users: Mapping[str, str] | None = None) -> Post:
     """A :class:`Post` from a v2 post object (or any object with a string ``text_field``).
@@ -75,7 +85,7 @@ def post_from_object(obj: Mapping[str, Any], where: str, text_field: str = "text
     ("FILE line N") starts every error message.
     """
     if not isinstance(obj, Mapping):
-        raise FormatError(where, -1, f"expected a post object, got {type(obj).__name__}")
+        raise FormatError(where, -1, f"expected a post object, got {_json_type(obj)}")
     note = obj.get("note_tweet")
     text = note.get("text") if isinstance(note, Mapping) and text_field == "text" else None
     if text is None:
@@ -84,8 +94,8 @@ def post_from_object(obj: Mapping[str, Any], where: str, text_field: str = "text
             raise FormatError(where, -1, f"field {text_field!r} is missing (fields: {keys})")
         text = obj[text_field]
     if not isinstance(text, str):
-        raise FormatError(where, -1, f"field {text_field!r} is a {type(text).__name__}, "
-                                     f"expected a string")
+        raise FormatError(where, -1, f"field {text_field!r} is {_json_type(text)}, expected a "
+                                     f"string")
     fields = {ALIASES.get(k, k): s for k, v in obj.items()
               if k != text_field and (s := _scalar(v)) is not None}
     if users and fields.get("author_id") in users:
@@ -107,8 +117,8 @@ def posts_from_response(doc: Mapping[str, Any], where: str, text_field: str = "t
             raise FormatError(where, -1, f"the API answered with an error: {detail}")
         return []
     if not isinstance(data, list):
-        raise FormatError(where, -1, f"field 'data' is a {type(data).__name__}, expected a "
-                                     f"list of posts")
+        raise FormatError(where, -1, f"field 'data' is {_json_type(data)}, expected a list "
+                                     f"of posts")
     users: dict[str, str] = {}
     includes = doc.get("includes")
     if isinstance(includes, Mapping) and isinstance(includes.get("users"), list):
