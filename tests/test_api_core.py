@@ -339,3 +339,24 @@ def test_registered_secret_is_masked_in_logs_and_cli_errors(monkeypatch, caplog)
     assert "zz-log-secret-998877" not in caplog.text and "***" in caplog.text
     assert "zz-log-secret" not in redact_text(f"oops {key}")
     assert "zz-log-secret" not in redact_url(f"http://h/p/{key}/x")
+
+
+def test_download_many_caps_bodies_and_retries_a_cut(loopback, tmp_path, realdata):
+    photos = _photos(realdata)
+    big, small = max(photos, key=len), min(photos, key=len)
+    loopback.serve("/img/big.jpg", big, content_type="image/jpeg")
+    loopback.serve("/img/endless.jpg", small, content_type="image/jpeg", endless=True)
+    loopback.serve("/img/cut.jpg", small, content_type="image/jpeg", cut_after=5000)
+    fake = FakeTime()
+    dest = tmp_path / "photos"
+    report = download_many([("big", loopback.url("/img/big.jpg")),
+                            ("endless", loopback.url("/img/endless.jpg")),
+                            ("cut", loopback.url("/img/cut.jpg"))], dest,
+                           options=_options(fake, max_bytes=len(small) + 10),
+                           policy=HostPolicy(2))
+    assert dict(report.skipped) == {"too-large": 2}  # announced too large / grew past the cap
+    assert report.paths["cut"].read_bytes() == small  # the cut try retried, whole the 2nd time
+    assert loopback.requests("/img/cut.jpg") == 2
+    assert loopback.bytes_sent("/img/endless.jpg") < 64 * 2**20  # the client hung up
+    assert sorted(p.name for p in dest.rglob("*") if p.is_file()) == sorted(
+        [report.paths["cut"].name, "index.json"])  # no partial file left behind

@@ -511,10 +511,10 @@ def _fetch_one(url: str, dest: Path, options: FetchOptions, policy: HostPolicy, 
     shown = redact_url(url)
     gate = host_gate(url, policy)
     failures = 0
-    cap = options.byte_cap
+    tmp = dest / f".get.{os.getpid()}.{threading.get_ident()}.part"
     while True:
         gate.enter(retry)
-        status, wait, body = 0, None, b""
+        status, wait = 0, None
         try:
             with session.get(url, stream=True,
                              timeout=(retry.connect_timeout, retry.read_timeout)) as r:
@@ -524,11 +524,14 @@ def _fetch_one(url: str, dest: Path, options: FetchOptions, policy: HostPolicy, 
                     ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
                     if ctype in ("text/html", "application/xhtml+xml"):
                         return "!html", 0, False
-                    try:
-                        body = _read_capped(r, cap, shown)
-                    except FetchError:
-                        return "!too-large", 0, False
-                elif status == 429 or status >= 500:
+                    length = r.headers.get("Content-Length", "")
+                    if length.isdigit() and int(length) > options.byte_cap:
+                        return "!too-large", 0, False  # announced: not even read
+                    got = _receive(r, tmp, options.byte_cap, expect)
+                    if got[0].startswith("!"):
+                        return got
+                    return _keep(tmp, dest, *got)
+                if status == 429 or status >= 500:
                     wait = parse_retry_after(r.headers.get("Retry-After"), now)
                 else:
                     return f"!http-{status}", 0, False
@@ -536,8 +539,7 @@ def _fetch_one(url: str, dest: Path, options: FetchOptions, policy: HostPolicy, 
             log.info("%s: %s", shown, _connection_reason(exc, url))
         finally:
             gate.leave()
-        if status == 200:
-            return _store_body(body, dest, expect)
+            tmp.unlink(missing_ok=True)
         failures += 1
         if failures >= retry.attempts or (wait is not None and wait > retry.max_retry_after):
             return "!unreachable", 0, False
@@ -547,23 +549,40 @@ def _fetch_one(url: str, dest: Path, options: FetchOptions, policy: HostPolicy, 
         retry.sleep(delay)
 
 
-def _store_body(body: bytes, dest: Path, expect: str) -> tuple[str, int, bool]:
-    if not body:
+def _receive(resp: Any, tmp: Path, cap: int, expect: str) -> tuple[str, int, bool]:
+    """Stream the body into ``tmp`` (never past ``cap``), hashing it; the first bytes are
+    checked (HTML, image magic). Returns ``(sha256 + extension, size, True)`` or a skip."""
+    hasher = hashlib.sha256()
+    head, size = b"", 0
+    with open(tmp, "wb") as fh:
+        for chunk in resp.iter_content(1 << 16):
+            if len(head) < 256:
+                head = (head + chunk)[:256]
+                if len(head) >= 16 and looks_like_html(head):
+                    return "!html", 0, False
+                if len(head) >= 16 and expect == "image" and not sniff_image(head):
+                    return "!not-image", 0, False
+            size += len(chunk)
+            if size > cap:
+                return "!too-large", 0, False
+            fh.write(chunk)
+            hasher.update(chunk)
+    if not size:
         return "!empty", 0, False
-    if looks_like_html(body[:256]):
+    if looks_like_html(head):
         return "!html", 0, False
-    if expect == "image" and not sniff_image(body[:16]):
+    if expect == "image" and not sniff_image(head):
         return "!not-image", 0, False
-    digest = hashlib.sha256(body).hexdigest()
-    rel = f"{digest[:2]}/{digest}{_extension(body[:16]) if expect == 'image' else '.bin'}"
+    ext = _extension(head) if expect == "image" else ".bin"
+    return hasher.hexdigest() + ext, size, True
+
+
+def _keep(tmp: Path, dest: Path, name: str, size: int, _new: bool) -> tuple[str, int, bool]:
+    """Move the received body into place as ``<sha[:2]>/<sha><ext>`` (kept once)."""
+    rel = f"{name[:2]}/{name}"
     path = dest / rel
-    if path.is_file() and path.stat().st_size == len(body):
-        return rel, len(body), False
+    if path.is_file() and path.stat().st_size == size:
+        return rel, size, False  # the same bytes came from another URL: one copy
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return rel, len(body), True
+    os.replace(tmp, path)
+    return rel, size, True
