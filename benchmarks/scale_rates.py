@@ -124,7 +124,7 @@ def warc_rates(tmp: Path, mb: float) -> dict:
     from web_bench import OPTS, corpus
 
     from dlprep.formats.warc import read_records
-    from dlprep.prepare.web import _page
+    from dlprep.prepare.web import page_of
     from dlprep.text.extract import identify_language
 
     folder = tmp / "warc"
@@ -133,7 +133,7 @@ def warc_rates(tmp: Path, mb: float) -> dict:
     size = sum(p.stat().st_size for p in files) / MB
     warm = ROOT / "tests/data/realdata/warc/example-wget-1-14.warc.gz"
     for rec in read_records(warm):  # extractor and language model loaded before timing
-        page = _page(rec, OPTS, Counter())
+        page = page_of(rec, OPTS, Counter())
         if page is not None:
             identify_language(page.text)
     texts: list[tuple[str, str]] = []
@@ -143,7 +143,7 @@ def warc_rates(tmp: Path, mb: float) -> dict:
         for path in files:
             for rec in read_records(path):
                 records += 1
-                page = _page(rec, OPTS, skipped)
+                page = page_of(rec, OPTS, skipped)
                 if page is not None:
                     texts.append((page.url, page.text))
         return records, len(texts)

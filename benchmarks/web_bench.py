@@ -122,13 +122,13 @@ def dlprep_docs(paths: list[Path]) -> int:
     from collections import Counter
 
     from dlprep.formats.warc import read_records
-    from dlprep.prepare.web import _page
+    from dlprep.prepare.web import page_of
 
     n = 0
     skipped: Counter = Counter()
     for path in paths:
         for rec in read_records(path):
-            if _page(rec, OPTS, skipped) is not None:
+            if page_of(rec, OPTS, skipped) is not None:
                 n += 1
     return n
 

@@ -145,13 +145,10 @@ def test_decode_many_orders_results_and_reports_skips(realdata: Path) -> None:
                                                                    data=png_bomb_header()))] + \
         [DecodeJob(r) for r in good[3:]]
     spec = ImageSpec(24, 24)
-    serial = list(decode_many(jobs, spec, workers=1, chunk=2))
-    parallel = list(decode_many(jobs, spec, workers=2, chunk=2))
+    serial = list(decode_many(jobs, spec))
     assert [r.error != "" for r in serial] == [False, False, False, True, False, False, False]
-    for a, b in zip(serial, parallel, strict=True):
-        assert a.error == b.error
-        if a.image is not None:
-            assert a.image.tobytes() == b.image.tobytes()
+    assert all(r.image.shape == (24, 24, 3) for r in serial if r.image is not None)
+    # the same jobs on a Dask cluster: tests/test_scale_builders.py
 
 
 def test_perceptual_and_exact_hashes(realdata: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import DlprepError
-from .common import State, common_options, emit_path
+from .common import State, common_options, emit_path, scheduler_option
 
 
 def skip_report(path: Path) -> list[str]:
@@ -50,12 +50,14 @@ def skip_report(path: Path) -> list[str]:
 @click.option("--max-pixels", default=89_478_485, show_default=True,
               help="Refuse images with more pixels than this (decompression-bomb guard).")
 @click.option("--workers", default=1, show_default=True,
-              help="Decode processes; the output bytes do not depend on it.")
+              help="Decode processes: 1 in this process, N > 1 a local Dask cluster of N "
+                   "processes; the output bytes do not depend on it.")
+@scheduler_option
 @click.option("--force", is_flag=True, help="Rebuild even if prepared.")
 @common_options
 def import_images_cmd(state: State, source: Path, out_name: str, size: str, grayscale: bool,
                       policy: str, dedupe: str, test_fraction: float, seed: int, max_pixels: int,
-                      workers: int, force: bool) -> None:
+                      workers: int, scheduler: str | None, force: bool) -> None:
     """Import SOURCE: an ImageFolder tree (one sub-folder per class), a CSV of `path,label`, or
     a tar/zip of such a tree, into a prepared image dataset; print its HDF5 path (last line).
 
@@ -76,7 +78,7 @@ def import_images_cmd(state: State, source: Path, out_name: str, size: str, gray
                "dedupe": dedupe, "test_fraction": test_fraction, "seed": seed,
                "max_pixels": max_pixels, "workers": workers}
     out = prepare(recipe, state.cache(), options=options, name=out_name,
-                  fetch=state.fetch_options(force=force))
+                  fetch=state.fetch_options(force=force), scheduler=scheduler)
     if not state.quiet:
         from .summary import summary_line
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import click
 
 from ..errors import DlprepError
-from .common import State, common_options, emit_path
+from .common import State, common_options, emit_path, scale_options
 
 DEDUPE = ("none", "exact", "minhash")
 
@@ -54,8 +54,10 @@ def _spec_for(source: str):  # type: ignore[no-untyped-def]
 
 
 def import_archives(state: State, sources: list[str], name: str, options: dict[str, Any], *,
-                    title: str, command: str, force: bool = False) -> Path:
-    """Prepare the WARC/ARC ``sources`` (files or URLs) as the text dataset ``name``."""
+                    title: str, command: str, force: bool = False,
+                    scheduler: str | None = None) -> Path:
+    """Prepare the WARC/ARC ``sources`` (files or URLs) as the text dataset ``name`` (one
+    shard per file: ``options["workers"]`` processes, or the Dask ``scheduler``)."""
     from ..prepare.core import prepare
     from ..recipes import Recipe
 
@@ -68,7 +70,8 @@ def import_archives(state: State, sources: list[str], name: str, options: dict[s
                     description=f"imported with dlprep {command}", files=list(specs),
                     license="Crawled content remains (c) its owners; check each page's terms.")
     return prepare(recipe, state.cache(), options=options, name=name,
-                   fetch=state.fetch_options(offline=all(local) or None, force=force))
+                   fetch=state.fetch_options(offline=all(local) or None, force=force),
+                   scheduler=scheduler)
 
 
 @click.command("import-warc", context_settings={"ignore_unknown_options": True,
@@ -84,9 +87,11 @@ def import_archives(state: State, sources: list[str], name: str, options: dict[s
 @click.option("--tokenizer", type=click.Choice(["char", "word", "bpe"]), default="char",
               show_default=True, help="Token unit.")
 @click.option("--force", is_flag=True, help="Rebuild even if prepared.")
+@scale_options
 @common_options
 def import_warc_cmd(state: State, sources: tuple[str, ...], out_name: str, keep_text: bool,
-                    language: str | None, dedupe: str, tokenizer: str, force: bool) -> None:
+                    language: str | None, dedupe: str, tokenizer: str, force: bool,
+                    workers: int, scheduler: str | None) -> None:
     """Prepare the page text of WARC/ARC files (plain or gzip, local or http(s)) as a text
     dataset: HTTP 200 HTML responses, charset decoded, main text without boilerplate, with
     meta/url, meta/timestamp, meta/warc_record_id, meta/language. Prints the HDF5 path (last
@@ -98,8 +103,8 @@ def import_warc_cmd(state: State, sources: tuple[str, ...], out_name: str, keep_
         raise DlprepError("import-warc: give at least one WARC/ARC file or URL")
     options = parse_extra_args(extra, "import-warc")
     options.update({"keep_text": keep_text, "language": language, "tokenizer": tokenizer,
-                    **dedupe_options(dedupe)})
-    out = import_archives(state, inputs, out_name, options, force=force,
+                    "workers": workers, **dedupe_options(dedupe)})
+    out = import_archives(state, inputs, out_name, options, force=force, scheduler=scheduler,
                           title=f"web pages imported from {len(inputs)} WARC/ARC file(s)",
                           command="import-warc")
     if not state.quiet:

@@ -4,9 +4,9 @@ Decoding is Pillow's, with draft mode for JPEG (the DCT scales down while decodi
 photo bound for 64 px never exists at full size), EXIF orientation applied, every Pillow mode
 mapped to RGB or L, and a pixel-count guard against decompression bombs checked on the header
 before any pixel is decoded. A file that cannot be decoded raises :class:`ImageDecodeError`
-(a ``FormatError``); :func:`decode_many` turns those into a skip list instead of aborting, and
-runs across processes with results in input order, so output bytes never depend on the number
-of workers.
+(a ``FormatError``); :func:`decode_many` turns those into a skip list instead of aborting.
+Builders decode on shards (:mod:`dlprep.prepare.image_shards`, run by :mod:`dlprep.scale`),
+with results in input order, so output bytes never depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import stat
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -411,8 +410,9 @@ class DecodeResult:
     content_hash: str = ""
 
 
-def _decode_job(job: DecodeJob, spec: ImageSpec, mask_spec: ImageSpec | None,
-                hash_mode: str) -> DecodeResult:
+def decode_job(job: DecodeJob, spec: ImageSpec, mask_spec: ImageSpec | None = None,
+               hash_mode: str = "none") -> DecodeResult:
+    """Decode one job; a file that does not decode gives a result with ``error`` set."""
     try:
         data = job.image.read()
         digest = hashlib.sha256(data).hexdigest() if hash_mode == "exact" else ""
@@ -431,11 +431,6 @@ def _decode_job(job: DecodeJob, spec: ImageSpec, mask_spec: ImageSpec | None,
         return DecodeResult(None, error=f"cannot read: {exc.strerror or exc}")
 
 
-def _decode_chunk(jobs: Sequence[DecodeJob], spec: ImageSpec, mask_spec: ImageSpec | None,
-                  hash_mode: str) -> list[DecodeResult]:
-    return [_decode_job(j, spec, mask_spec, hash_mode) for j in jobs]
-
-
 def difference_hash(image: np.ndarray, side: int = 8) -> str:
     """64-bit dHash of a decoded uint8 (H, W, C) image, as 16 hex digits (perceptual dedupe)."""
     gray = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).convert("L")
@@ -445,36 +440,17 @@ def difference_hash(image: np.ndarray, side: int = 8) -> str:
 
 
 def decode_many(jobs: Sequence[DecodeJob], spec: ImageSpec, *, mask_spec: ImageSpec | None = None,
-                workers: int = 1, chunk: int = 64, hash_mode: str = "none",
+                hash_mode: str = "none",
                 progress: Callable[[int], None] | None = None) -> Iterator[DecodeResult]:
-    """Decode ``jobs`` in input order; ``workers`` > 1 uses that many processes.
+    """Decode ``jobs`` in input order, in this process (builders decode on shards, in
+    parallel through :mod:`dlprep.scale`: :mod:`dlprep.prepare.image_shards`).
 
     Yields one :class:`DecodeResult` per job, in order (skips carry ``error``). ``hash_mode``:
     ``none``, ``exact`` (sha256 of the file bytes) or ``perceptual`` (dHash of the output).
     """
     if hash_mode not in ("none", "exact", "perceptual"):
         raise DlprepError(f"dedupe mode {hash_mode!r}: use none, exact or perceptual")
-    chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
-    if workers <= 1 or len(chunks) <= 1:
-        for part in chunks:
-            results = _decode_chunk(part, spec, mask_spec, hash_mode)
-            if progress:
-                progress(len(part))
-            yield from results
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        # bounded look-ahead keeps memory flat: at most 2 chunks per worker in flight
-        pending = []
-        it = iter(chunks)
-        for part in it:
-            pending.append(pool.submit(_decode_chunk, part, spec, mask_spec, hash_mode))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            results = pending.pop(0).result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(_decode_chunk, nxt, spec, mask_spec, hash_mode))
-            if progress:
-                progress(len(results))
-            yield from results
+    for job in jobs:
+        yield decode_job(job, spec, mask_spec, hash_mode)
+        if progress:
+            progress(1)

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import hashlib
-import json
 import logging
 import os
 import shutil
 import stat
-import sys
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +29,6 @@ from ..formats.images import (
     DecodeJob,
     ImageRef,
     ImageSpec,
-    decode_many,
     display_name,
     file_kind,
     tar_refs,
@@ -40,10 +36,13 @@ from ..formats.images import (
     zip_refs,
 )
 from ..limits import ExtractLimits
-from ..store import ImageTensorWriter
 from .core import PrepareContext
+from .image_shards import DecodedSet, decode_plan, disk_error, run_decode, write_decoded
 from .params import Param
 from .splits import stratified_split
+
+if TYPE_CHECKING:
+    from ..scale import ShardJob, ShardSpec
 
 log = logging.getLogger("dlprep")
 
@@ -95,165 +94,33 @@ def image_spec(options: dict[str, Any]) -> ImageSpec:
 # decode many images into a writer
 
 
-@dataclass
-class DecodedSet:
-    """An ImageTensorWriter filled with the samples that decoded (``kept``: input indices)."""
-
-    writer: ImageTensorWriter
-    kept: np.ndarray
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    duplicates: list[dict[str, str]] = field(default_factory=list)
-
-    def report_attrs(self) -> dict[str, str]:
-        """Root attributes recording what was left out (JSON lists, see docs/FORMAT.md)."""
-        out = {"skipped": json.dumps(self.skipped)}
-        if self.duplicates:
-            out["duplicates"] = json.dumps(self.duplicates)
-        return out
-
-
 def decode_to_writer(out: Path, jobs: Sequence[DecodeJob], labels: np.ndarray, spec: ImageSpec,
-                     *, workers: int = 1, dedupe: str = "none", mask_spec: ImageSpec | None = None,
-                     mask_name: str = "trimaps", progress: bool | None = None,
-                     skipped: Sequence[dict[str, str]] = (),
+                     *, workers: int = 1, scheduler: str | None = None, dedupe: str = "none",
+                     mask_spec: ImageSpec | None = None, mask_name: str = "trimaps",
+                     progress: bool | None = None, skipped: Sequence[dict[str, str]] = (),
                      log_each_skip: bool = True) -> DecodedSet:
-    """Decode ``jobs`` (in order, ``workers`` processes) and write the good ones to ``out``.
-
-    Results are appended to a spool file next to ``out`` (the count is known only after
-    decoding; plain writes, so a full disk is an error, never a SIGBUS), then copied into a
-    contiguous ``images`` dataset; masks, when asked, go to ``mask_name`` uint8 (N, H, W, 1).
-    Output bytes do not depend on ``workers``. ``skipped``: entries already left out by the
-    listing (reported first). ``log_each_skip``: warn per skipped file (off when the caller
-    prints the report itself). ``progress``: a tqdm bar on stderr (None: only on a terminal).
-    The spools are removed whatever happens.
+    """Decode ``jobs`` on shards (:mod:`.image_shards`: this process when ``workers`` is 1,
+    else a Dask cluster of ``workers`` processes or the one at ``scheduler``) and write the
+    good ones to ``out``, in input order; masks, when asked, go to ``mask_name`` uint8
+    (N, H, W, 1). Output bytes do not depend on ``workers``. ``skipped``: entries already
+    left out by the listing (reported first). ``log_each_skip``: warn per skipped file (off
+    when the caller prints the report itself). ``progress``: a bar over the shards (None:
+    only on a terminal). The part files (next to ``out``) are removed whatever happens.
     """
-    n = len(jobs)
-    spools: list[_Spool] = []
+    from ..scale import Executor
+    from ..scale.manifest import part_path
+
+    plan = decode_plan(jobs, spec, mask_spec=mask_spec, hash_mode=dedupe)
+    parts_dir = out.with_name(out.name + ".parts")
     try:
-        spools.append(_Spool(out.with_name(out.name + ".spool"), spec.shape))
-        if mask_spec:
-            spools.append(_Spool(out.with_name(out.name + ".mask-spool"), mask_spec.shape))
-        kept: list[int] = []
-        skips: list[dict[str, str]] = list(skipped)
-        duplicates: list[dict[str, str]] = []
-        seen: dict[str, str] = {}
-        bar = _progress_bar(n, progress)
-        results = decode_many(jobs, spec, mask_spec=mask_spec, workers=workers,
-                              hash_mode=dedupe, progress=bar.update if bar else None)
-        for i, res in enumerate(results):
-            name = jobs[i].image.name
-            if res.image is None:
-                skips.append({"name": name, "reason": res.error})
-                if log_each_skip:
-                    log.warning("skipped %s: %s", name, res.error)
-                continue
-            if dedupe != "none":
-                if res.content_hash in seen:
-                    duplicates.append({"name": name, "same_as": seen[res.content_hash]})
-                    continue
-                seen[res.content_hash] = name
-            spools[0].append(res.image)
-            if mask_spec:
-                spools[1].append(res.mask)
-            kept.append(i)
-        if bar:
-            bar.close()
-        done = len(kept)
-        if skips:
-            log.warning("skipped %d of %d images (listed in the 'skipped' attribute of the "
-                        "prepared file)", len(skips), n + len(skipped))
-        if not done:
-            raise DlprepError(f"no image could be decoded ({len(skips)} skipped"
-                              + (f", e.g. {skips[0]['name']}: {skips[0]['reason']}"
-                                 if skips else "") + ")")
-        keep = np.asarray(kept, np.int64)
-        writer = ImageTensorWriter(out, done, spec.shape)
-        try:
-            _copy_spools(writer, spools, keep, np.asarray(labels, np.int64), mask_name)
-        except BaseException:
-            writer.close()
-            raise
-        return DecodedSet(writer, keep, skips, duplicates)
+        with Executor(workers, scheduler, progress=progress) as ex:
+            run = ex.run(plan, run_decode, parts_dir=parts_dir, desc="decode")
+        parts = [part_path(parts_dir, s.id) for s in plan]
+        return write_decoded(out, [j.image.name for j in jobs], labels, spec, plan, run.stats,
+                             parts, dedupe=dedupe, mask_spec=mask_spec, mask_name=mask_name,
+                             skipped=skipped, log_each_skip=log_each_skip)
     finally:
-        for spool in spools:
-            spool.remove()
-
-
-class _Spool:
-    """Fixed-shape uint8 arrays appended to a file with plain writes (a full disk raises a
-    clear DlprepError instead of the SIGBUS a shared memory map gets) and read back by
-    block with ``pread``."""
-
-    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
-        self.path = path
-        self.item = int(np.prod(shape))
-        self.shape = shape
-        self.count = 0
-        self.fh = open(path, "wb")
-
-    def append(self, arr: np.ndarray) -> None:
-        try:
-            self.fh.write(np.ascontiguousarray(arr, np.uint8).data)
-        except OSError as exc:
-            raise _disk_error(exc, self.path) from None
-        self.count += 1
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Items ``start .. stop`` as uint8 ``(stop - start, *shape)``."""
-        if not self.fh.closed:
-            try:
-                self.fh.close()  # flushes the last writes
-            except OSError as exc:
-                raise _disk_error(exc, self.path) from None
-        buf = np.empty((stop - start) * self.item, np.uint8)
-        with open(self.path, "rb") as fh:
-            got = os.preadv(fh.fileno(), [memoryview(buf)], start * self.item)
-        if got != len(buf):
-            raise DlprepError(f"{self.path}: spool file shorter than written "
-                              f"({got:,} of {len(buf):,} bytes)")
-        return buf.reshape(stop - start, *self.shape)
-
-    def remove(self) -> None:
-        try:
-            self.fh.close()
-        except OSError:
-            pass
-        self.path.unlink(missing_ok=True)
-
-
-def _disk_error(exc: OSError, path: Path) -> DlprepError | OSError:
-    """A full disk or quota as one clear line naming the folder; other errors unchanged."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DlprepError(f"{path.parent}: no space left on the device while writing decoded "
-                           f"images ({exc.strerror}); free some space or use another "
-                           f"--cache-dir")
-    return exc
-
-
-def _progress_bar(total: int, progress: bool | None):  # type: ignore[no-untyped-def]
-    if progress is False or (progress is None and not sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="decode", file=sys.stderr, leave=False)
-
-
-def _copy_spools(writer: ImageTensorWriter, spools: list[_Spool], keep: np.ndarray,
-                 labels: np.ndarray, mask_name: str) -> None:
-    """Copy the spooled images (and masks) into the writer, 64 MB at a time."""
-    done = len(keep)
-    block = max(1, (64 << 20) // spools[0].item)
-    for start in range(0, done, block):
-        stop = min(done, start + block)
-        writer.write(spools[0].read(start, stop), labels[keep[start:stop]])
-    if len(spools) > 1:
-        masks = spools[1]
-        dset = writer.f.create_dataset(mask_name, shape=(done, *masks.shape), dtype=np.uint8)
-        for start in range(0, done, block):
-            stop = min(done, start + block)
-            dset[start:stop] = masks.read(start, stop)
-        for k, label in enumerate(("batch", "height", "width", "channel")):
-            dset.dims[k].label = label
+        shutil.rmtree(parts_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,30 +295,57 @@ def readable_samples(samples: list[ImageRef], out: Path) -> Iterator[list[ImageR
         try:
             refs = unpack_tar_refs(samples, scratch)
         except OSError as exc:
-            raise _disk_error(exc, scratch) from None
+            raise disk_error(exc, scratch) from None
         yield refs
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def build(ctx: PrepareContext, out: Path) -> None:
-    listing = ctx.collected_as(ImageListing)
+def _labels(listing: ImageListing) -> tuple[list[str], np.ndarray]:
     classes = sorted(set(listing.label_names))
     index = {c: i for i, c in enumerate(classes)}
-    labels = np.array([index[n] for n in listing.label_names], np.int64)
-    spec = image_spec(ctx.options)
-    with readable_samples(listing.samples, out) as samples:
-        # import-images prints the skip report itself: no warning per file here
-        result = decode_to_writer(out, [DecodeJob(s) for s in samples], labels, spec,
-                                  workers=ctx.workers, dedupe=ctx.options["dedupe"],
-                                  progress=ctx.progress, skipped=listing.skipped,
-                                  log_each_skip=False)
+    return classes, np.array([index[n] for n in listing.label_names], np.int64)
+
+
+# sharded (dlprep.scale): shards are index ranges of the sorted listing; ``prepare`` runs them
+# in this process, on a Dask LocalCluster (--workers N) or on a cluster (--scheduler)
+
+
+def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
+    """Decode shards over the sorted listing. Members of a compressed tar are unpacked first
+    (within the decompression limits) into the parts folder, so that every worker can read
+    them; it is removed with the parts."""
+    from ..scale.build import parts_dir_of
+
+    samples = ctx.collected_as(ImageListing).samples
+    if any(s.packed_tar for s in samples):
+        scratch = parts_dir_of(ctx) / "unpacked"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        try:
+            samples = unpack_tar_refs(samples, scratch)
+        except OSError as exc:
+            raise disk_error(exc, scratch) from None
+    return decode_plan([DecodeJob(s) for s in samples], image_spec(ctx.options),
+                       hash_mode=ctx.options["dedupe"])
+
+
+run_shard = run_decode
+
+
+def assemble(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
+    listing = ctx.collected_as(ImageListing)
+    classes, labels = _labels(listing)
+    names = [s.name for s in listing.samples]
+    # import-images prints the skip report itself: no warning per file here
+    result = write_decoded(out, names, labels, image_spec(ctx.options), job.specs, job.stats,
+                           job.parts, dedupe=ctx.options["dedupe"], skipped=listing.skipped,
+                           log_each_skip=False)
     try:
-        kept_labels = labels[result.kept]
-        splits = stratified_split(kept_labels, {"test": ctx.options["test_fraction"]},
+        splits = stratified_split(labels[result.kept], {"test": ctx.options["test_fraction"]},
                                   ctx.options["seed"])
         result.writer.finish(splits=splits, classes=classes,
-                             meta={"ids": [samples[i].name for i in result.kept]},
+                             meta={"ids": [names[i] for i in result.kept]},
                              extra_attrs=result.report_attrs(), **ctx.finish_kwargs())
     finally:
         result.writer.close()

@@ -15,13 +15,17 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import DlprepError
 from ..formats.warc import ReadReport, Record, read_records
 from ..redact import redact_url
 from .core import PrepareContext
 from .params import Param
-from .text import TEXT_PARAMS, write_text_dataset
+from .text import TEXT_PARAMS
+from .web_shards import assemble_pages, run_pages, web_plan
+
+if TYPE_CHECKING:
+    from ..scale import ShardSpec
 
 log = logging.getLogger("dlprep")
 
@@ -35,7 +39,11 @@ WEB_PARAMS: tuple[Param, ...] = (
                                              "near-duplicate of an earlier one"),
     Param("min_chars", "int", 1, "drop pages whose main text is shorter than this"),
     Param("max_page_bytes", "int", 16 * 2**20, "skip HTTP bodies larger than this"),
+    Param("workers", "int", 1, "processes reading the archives, one file per shard (output "
+                               "does not depend on it)"),
 )
+# options that change how, not what, is built: kept out of the config hash (prepare.core)
+RUNTIME_OPTIONS = ("workers",)
 PARAMS: tuple[Param, ...] = WEB_PARAMS + TEXT_PARAMS
 
 
@@ -52,7 +60,8 @@ class Page:
     file: str
 
 
-def _page(rec: Record, o: dict, skipped: Counter) -> Page | None:
+def page_of(rec: Record, o: dict, skipped: Counter) -> Page | None:
+    """The page of a record, or None (and the reason counted in ``skipped``)."""
     from ..text.extract import (
         HTML_TYPES,
         decode_page,
@@ -112,7 +121,7 @@ def read_pages(paths: Sequence[tuple[str, Path]], o: dict) -> tuple[list[Page], 
     for name, path in paths:
         report = ReadReport()
         for rec in read_records(path, report):
-            page = _page(rec, o, skipped)
+            page = page_of(rec, o, skipped)
             if page is not None:
                 page.file = name
                 pages.append(page)
@@ -128,31 +137,19 @@ def _shown(source: str) -> str:
     return Path(source).name
 
 
-def build(ctx: PrepareContext, out: Path) -> None:
-    names = [_shown(spec.urls[0] if spec.urls else spec.name) for spec in ctx.recipe.files]
-    write_pages(ctx, out, [(shown, ctx.files[spec.name]) for shown, spec in
-                           zip(names, ctx.recipe.files, strict=True)])
+def inputs_of(ctx: PrepareContext) -> list[tuple[str, Path]]:
+    """``(shown name, path)`` of the recipe's archive files, in recipe order."""
+    return [(_shown(spec.urls[0] if spec.urls else spec.name), ctx.files[spec.name])
+            for spec in ctx.recipe.files]
 
 
-def write_pages(ctx: PrepareContext, out: Path, inputs: Sequence[tuple[str, Path]]) -> None:
-    """The text dataset of the archive files ``inputs`` (``(shown name, path)``)."""
-    names = [name for name, _ in inputs]
-    pages, skipped = read_pages(inputs, ctx.options)
-    if skipped:
-        log.info("skipped records: %s", ", ".join(f"{k}: {v}" for k, v in skipped.most_common()))
-    if ctx.options["minhash"]:
-        from .web_dedupe import near_duplicates
+# sharded (dlprep.scale): one shard per archive file; ``prepare`` runs them in this process, on
+# a Dask LocalCluster (--workers N) or on a cluster (--scheduler)
 
-        drop = near_duplicates([p.text for p in pages], ctx.options["minhash_threshold"])
-        if drop:
-            log.info("dropped %d near-duplicate pages (MinHash)", len(drop))
-        pages = [p for i, p in enumerate(pages) if i not in drop]
-    if not pages:
-        why = ", ".join(f"{k}: {v}" for k, v in skipped.most_common(4)) or "no response records"
-        raise DlprepError(f"dataset {ctx.name}: no page text in {', '.join(names)} ({why})")
-    log.info("%d pages kept", len(pages))
-    meta = {"url": [p.url for p in pages], "timestamp": [p.timestamp for p in pages],
-            "warc_record_id": [p.record_id for p in pages],
-            "language": [p.language for p in pages], "title": [p.title for p in pages],
-            "file": [p.file for p in pages]}
-    write_text_dataset(ctx, out, [p.text for p in pages], meta)
+
+def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
+    return web_plan(ctx, inputs_of(ctx))
+
+
+run_shard = run_pages
+assemble = assemble_pages

@@ -11,6 +11,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DlprepError
 from ..redact import redact_url
@@ -18,7 +19,11 @@ from ..sources.commoncrawl import DATA_BASE, INDEX_BASE, CommonCrawlClient
 from .core import PrepareContext
 from .params import Param
 from .text import TEXT_PARAMS
-from .web import WEB_PARAMS, write_pages
+from .web import WEB_PARAMS
+from .web_shards import assemble_pages, run_pages, web_plan
+
+if TYPE_CHECKING:
+    from ..scale import ShardSpec
 
 log = logging.getLogger("dlprep")
 
@@ -30,6 +35,7 @@ PARAMS: tuple[Param, ...] = (
     Param("index_base", "str", INDEX_BASE, "CDX index server (a mirror)"),
     Param("data_base", "str", DATA_BASE, "WARC data host (a mirror)"),
 ) + WEB_PARAMS + TEXT_PARAMS
+RUNTIME_OPTIONS = ("workers",)
 
 
 @dataclass
@@ -66,5 +72,15 @@ def collect(ctx: PrepareContext) -> Records:
     return Records(inputs)
 
 
-def build(ctx: PrepareContext, out: Path) -> None:
-    write_pages(ctx, out, ctx.collected_as(Records).inputs)
+# sharded (dlprep.scale): the record files (one per CDX row) in groups of RECORDS_PER_SHARD
+
+
+RECORDS_PER_SHARD = 64
+
+
+def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
+    return web_plan(ctx, ctx.collected_as(Records).inputs, RECORDS_PER_SHARD)
+
+
+run_shard = run_pages
+assemble = assemble_pages

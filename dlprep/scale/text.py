@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,10 +164,13 @@ def encode_part(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
 
 
 def assemble_text(ctx: PrepareContext, out: Path, job: ShardJob, meta: Mapping[str, str],
-                  *, max_texts: int = 0) -> int:
+                  *, max_texts: int = 0,
+                  drop_texts: Sequence[Collection[int]] | None = None) -> int:
     """Write the sequence file ``out`` from the job's :class:`TextPart` parts (see the
     module docstring); ``meta`` as given to the parts; ``max_texts``: keep only the first
-    that many texts (0: all). Returns the number of documents written."""
+    that many texts (0: all); ``drop_texts``: per part, the texts (indices in the part) to
+    leave out, as if they had never been added (e.g. near-duplicates found across parts).
+    Returns the number of documents written."""
     o = ctx.options
     parts = job.parts
     seen: set[bytes] = set()
@@ -180,6 +183,8 @@ def assemble_text(ctx: PrepareContext, out: Path, job: ShardJob, meta: Mapping[s
         idx = _read_index(path)
         take = idx["texts"] if not max_texts else max(0, min(idx["texts"], max_texts - n_texts))
         in_range = idx["doc_text"] < take
+        if drop_texts is not None and drop_texts[len(masks)]:
+            in_range &= ~np.isin(idx["doc_text"], np.fromiter(drop_texts[len(masks)], np.int64))
         keep = in_range.copy()
         if o["dedupe"]:
             for n in np.flatnonzero(in_range):
