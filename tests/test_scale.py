@@ -416,3 +416,12 @@ def test_cache_prune_removes_parts_of_interrupted_runs(tmp_path: Path, cache_dir
         in proc.stdout
     assert (folders[1] / "s000.shard").exists() and "in progress" in proc.stdout
     assert (fresh / "s001.shard").exists()  # younger than --older-than
+
+
+def test_progress_bar_counts_shards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    specs = _specs(tmp_path, 3, sleep=0.15)
+    run_shards(specs, write_shard, parts_dir=tmp_path / "p", progress=True, desc="demo shards")
+    err = capsys.readouterr().err
+    assert "demo shards:" in err and "0/3" in err and "2/3" in err and "shard/s" in err
+    again = run_shards(specs, write_shard, parts_dir=tmp_path / "p", progress=False)
+    assert again.resumed == 3 and capsys.readouterr().err == ""

@@ -124,18 +124,23 @@ def _retryable(exc: BaseException) -> bool:
     return not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
 
 
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _fail(spec: ShardSpec, attempts: int, exc: BaseException) -> BaseException:
     if not _retryable(exc):
         return exc
     return ShardError(f"shard {spec.id} failed after {attempts} attempt(s): "
-                      f"{type(exc).__name__}: {exc}")
+                      f"{type(exc).__name__}: {_one_line(exc)}")
 
 
 def _fail_item(what: str, n: int, attempts: int, exc: BaseException) -> BaseException:
     if not _retryable(exc):
         return exc
     return ShardError(f"{what} {n} failed after {attempts} attempt(s): "
-                      f"{type(exc).__name__}: {exc}")
+                      f"{type(exc).__name__}: {_one_line(exc)}")
 
 
 def plan_key(key: str, fn: ShardFn, specs: Sequence[ShardSpec]) -> str:
