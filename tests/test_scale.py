@@ -128,11 +128,16 @@ def test_wiki_identical_serial_localcluster_and_scheduler(wiki_dump, dask_cluste
     serial = _fetch_wiki(cache_dir, dump, index, "serial")  # 11 shards in this process
     local = _fetch_wiki(cache_dir, dump, index, "local", "--workers", "2")  # LocalCluster
     remote = _fetch_wiki(cache_dir, dump, index, "remote", "--scheduler", dask_cluster)
+    proc = invoke_cli("fetch", "wikipedia", "--dump", str(dump), "--index", str(index),
+                      "--name", "env", cache_dir=cache_dir,
+                      env={"DLPREP_SCHEDULER": dask_cluster.removeprefix("tcp://")})
+    assert proc.returncode == 0, proc.stderr
+    from_env = Path(proc.stdout.strip().splitlines()[-1])
     expected = _arrays(stream)
     assert {"tokens", "offsets", "vocab", "meta/title", "splits/train"} <= set(expected)
     with h5py.File(serial, "r") as f:
         assert len(f["offsets"]) - 1 == 46 and f["meta/title"][0] == b"A"
-    for path in (serial, local, remote):
+    for path in (serial, local, remote, from_env):
         assert _arrays(path) == expected, path
         assert not list(path.parent.glob(".*.parts")), "parts left behind after success"
 
@@ -385,6 +390,19 @@ def test_one_worker_runs_here_without_dask(wiki_dump, tmp_path: Path) -> None:
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_without_dask_installed_one_line(wiki_dump, tmp_path: Path) -> None:
+    dump, index = wiki_dump
+    code = ("import sys\nsys.modules['distributed'] = None  # as if not installed\n"
+            "from dlprep.cli import main\n"
+            f"sys.exit(main(['--cache-dir', {str(tmp_path)!r}, 'fetch', 'wikipedia', '--dump', "
+            f"{str(dump)!r}, '--index', {str(index)!r}, '--workers', '2']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr == ("error: --workers N > 1 and --scheduler need Dask distributed: "
+                           "pip install 'dlprep[scale]'\n")
 
 
 def test_executor_rejects_bad_plans(tmp_path: Path) -> None:

@@ -349,9 +349,9 @@ class Executor:
     def _run_dask(self, todo: Sequence[ShardSpec], fn: ShardFn, pdir: str | None,
                   retries: int, done: Callable[[ShardSpec, ShardResult], None],
                   run: ShardRun) -> None:
+        client = self.client()  # first: it says which extra to install when Dask is missing
         from distributed import as_completed
 
-        client = self.client()
         token = uuid.uuid4().hex[:8]
 
         def submit(spec: ShardSpec, attempt: int) -> Any:
