@@ -553,3 +553,19 @@ def test_fetch_x_emoji_labels_train_rnn(realdata: Path, cache_dir: Path, loopbac
                    cache_dir=cache_dir)
     assert t.returncode == 0, t.stderr
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metric"] == "accuracy"
+
+
+def test_without_the_emoji_library(tmp_path: Path, cache_dir: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain imports need no emoji library; --emoji-labels names the extra to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "emoji", None)  # `import emoji` now raises ImportError
+    src = write_jsonl(tmp_path / "p.jsonl", [{"id": "1", "text": f"party {PARTY}"},
+                                              {"id": "2", "text": "no emoji"}])
+    r = invoke_cli("import-posts", str(src), "--emoji-labels", cache_dir=cache_dir)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "pip install 'dlprep[api]'" in r.stderr
+    r = invoke_cli("import-posts", str(src), "--test-fraction", "0", "--val-fraction", "0",
+                   cache_dir=cache_dir)
+    assert r.returncode == 0, r.stderr
