@@ -171,3 +171,16 @@ def test_image_array_is_the_pixels_of_the_image(mode: str, fill: object) -> None
     del img
     gc.collect()
     assert np.array_equal(got, want)  # the view keeps the image alive
+
+
+def test_one_byte_and_four_byte_label_rasters_agree(realdata: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlprep.prepare import osm_tiles
+
+    options = {"pbf": str(realdata / "osm" / AGUAS), "min_count": "1"}
+    small = _read(_prepare(tmp_path / "l", options))
+    monkeypatch.setattr(osm_tiles, "LABEL_L_MAX", -1)  # every id in a 32-bit raster
+    wide = _read(_prepare(tmp_path / "i", options))
+    assert len(small["classes"]) > 3
+    for key in small:
+        assert np.array_equal(small[key], wide[key]), key

@@ -259,10 +259,12 @@ def image_array(img: Image.Image) -> np.ndarray:
 
 
 class BlockCanvas:
-    """One block: a Pillow ``L`` image per layer (0/255) and a 16-bit label image."""
+    """One block: a Pillow ``L`` image per layer (0/255) and a label image (``L`` when every
+    label id is below 255, else 32-bit ``I``)."""
 
-    def __init__(self, width: int, height: int, channels: int) -> None:
+    def __init__(self, width: int, height: int, channels: int, label_mode: str = "I") -> None:
         self.size = (width, height)
+        self.label_mode = label_mode
         self.layers = [Image.new("L", self.size) for _ in range(channels)]
         self.draws = [ImageDraw.Draw(img) for img in self.layers]
         self.label: Image.Image | None = None
@@ -270,7 +272,7 @@ class BlockCanvas:
 
     def label_canvas(self) -> ImageDraw.ImageDraw:
         if self.label_draw is None:
-            self.label = Image.new("I", self.size)
+            self.label = Image.new(self.label_mode, self.size)
             self.label_draw = ImageDraw.Draw(self.label)
         return self.label_draw
 
@@ -290,13 +292,14 @@ class BlockCanvas:
 
 def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y0: int,
                  width: int, height: int, channels: int,
-                 cache: dict[int, list[tuple[np.ndarray, bool]]] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
+                 cache: dict[int, list[tuple[np.ndarray, bool]]] | None = None,
+                 label_mode: str = "I") -> tuple[np.ndarray, np.ndarray | None]:
     """Draw ``items`` of ``spill`` into a block whose top-left pixel is (x0, y0): uint8
-    (H, W, C) layers (0 or 255) and an int32 (H, W) label raster (None: no label drawn).
+    (H, W, C) layers (0 or 255) and an integer (H, W) label raster (None: no label drawn).
     Areas are filled with their holes cut out; lines get their width. ``cache`` keeps items'
-    :func:`pixel_rings` for the next blocks (the caller empties it)."""
-    canvas = BlockCanvas(width, height, channels)
+    :func:`pixel_rings` for the next blocks (the caller empties it); ``label_mode`` ``L``
+    (ids up to 254) keeps the label raster at one byte a pixel."""
+    canvas = BlockCanvas(width, height, channels, label_mode)
     size = (width, height)
     for i in items.tolist():
         layer, label, line_w = spill.layer[i], spill.label[i], spill.width[i]

@@ -42,6 +42,7 @@ log = logging.getLogger("dlprep")
 
 BLOCK = 16  # tiles per block side (drawing) and per strip (rows)
 CHUNK_TILES = 16  # tiles per compressed HDF5 chunk
+LABEL_L_MAX = 254  # label ids up to this are drawn into a one-byte (``L``) label raster
 NONE_CLASS = "none"
 OTHER_CLASS = "other"
 MAX_TILES = 20_000_000
@@ -183,7 +184,8 @@ class Kept:
 
 
 def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
-                tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None
+                tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None,
+                label_mode: str = "I"
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
     (tr0, tc0)), cropped to their bounding box. Returns, for the dirty tiles in row-major
@@ -194,7 +196,8 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
     ra, rb, ca, cb = int(rr.min()), int(rr.max()) + 1, int(cc.min()), int(cc.max()) + 1
     if len(items):
         stack, lab = render_block(grid, spill, items, (tc0 + ca) * size, (tr0 + ra) * size,
-                                  (cb - ca) * size, (rb - ra) * size, channels, cache)
+                                  (cb - ca) * size, (rb - ra) * size, channels, cache,
+                                  label_mode)
     else:
         stack = np.zeros(((rb - ra) * size, (cb - ca) * size, channels), np.uint8)
         lab = None
@@ -216,6 +219,8 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     clean = clean_state(grid, spill)
     index = BlockIndex(grid, spill)
     release_freed_memory()
+    labels_used = np.frombuffer(spill.label, np.uint16)
+    label_mode = "L" if not len(labels_used) or int(labels_used.max()) <= LABEL_L_MAX else "I"
     kept = Kept()
     full = size * size
     shifts = np.arange(channels, dtype=np.uint32)
@@ -233,19 +238,20 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             labels = clean.label[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK].astype(np.int64)
             union = np.where(bits != 0, full, 0).astype(np.int64)
             counts = ((bits[..., None] >> shifts) & 1).astype(np.int64) * full
-            drawn: dict[int, np.ndarray] = {}
+            where = np.full(sd.shape, -1, np.int64)
+            tiles = None
             if sd.any():
                 rr, cc, tiles, per, uni, lab = _draw_dirty(
                     grid, spill, row_items.get(tc0 // BLOCK, none), sd, tr0, tc0, channels,
-                    cache)
+                    cache, label_mode)
                 counts[rr, cc] = per
                 union[rr, cc] = uni
                 labels[rr, cc] = lab
-                drawn = dict(zip((rr * BLOCK + cc).tolist(), tiles, strict=True))
+                where[rr, cc] = np.arange(len(rr))
             kr, kc = np.nonzero(union >= need)
             if not len(kr):
                 continue
-            _emit(writer, kr, kc, sd, bits, drawn, BLOCK)
+            _emit(writer, kr, kc, sd, bits, where, tiles)
             kept.cols.extend((kc + tc0).astype(np.int32))
             kept.rows.extend((kr + tr0).astype(np.int32))
             kept.labels.extend(labels[kr, kc].astype(np.int32))
@@ -254,28 +260,23 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
 
 
 def _emit(writer: TileWriter, kr: np.ndarray, kc: np.ndarray, sd: np.ndarray,
-          bits: np.ndarray, drawn: dict[int, np.ndarray], cols: int) -> None:
-    """Write the kept tiles of a block in row-major order: runs of clean tiles with the same
-    layers as uniform runs, drawn tiles as pixels (``drawn``: by ``row * cols + col``)."""
+          bits: np.ndarray, where: np.ndarray, tiles: np.ndarray | None) -> None:
+    """Write the kept tiles (kr, kc) of a block in row-major order: runs of clean tiles with
+    the same layers as uniform runs, drawn tiles as pixels (``where``: int (rows, cols) index
+    of a drawn tile in ``tiles``, in row-major order too)."""
     is_dirty = sd[kr, kc]
     code = np.where(is_dirty, -1, bits[kr, kc].astype(np.int64))
-    # a run ends where the code changes, and every dirty tile is its own run
-    cut = np.flatnonzero((code[1:] != code[:-1]) | is_dirty[1:] | is_dirty[:-1]) + 1
-    starts = np.r_[0, cut]
-    ends = np.r_[cut, len(code)]
-    keys = (kr * cols + kc).tolist()
-    pending: list[np.ndarray] = []
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+    at = where[kr, kc]
+    # a run ends where the code changes, or between drawn tiles that are not neighbours in
+    # ``tiles`` (a dropped one between them)
+    cut = np.flatnonzero((code[1:] != code[:-1]) | (is_dirty[1:] & (at[1:] != at[:-1] + 1))) + 1
+    for a, b in zip(np.r_[0, cut].tolist(), np.r_[cut, len(code)].tolist(), strict=True):
         c = int(code[a])
         if c < 0:
-            pending.append(drawn[keys[a]])
-            continue
-        if pending:
-            writer.add(np.stack(pending))
-            pending = []
-        writer.add_uniform(c, b - a)
-    if pending:
-        writer.add(np.stack(pending))
+            assert tiles is not None
+            writer.add(tiles[int(at[a]):int(at[a]) + b - a])
+        else:
+            writer.add_uniform(c, b - a)
 
 
 def _finish(ctx: PrepareContext, writer: TileWriter, kept: Kept, label_values: list[str],
