@@ -111,8 +111,8 @@ def sniff_osm(path: Path) -> str:
 class Feature:
     """One tagged way (a line) or area (closed way or multipolygon) with its geometry.
 
-    ``rings``: int64 (n, 2) arrays of (lon, lat) in 1e-7 degrees. A line has one ring (its
-    nodes in order); an area has its outer rings, each followed by its inner rings
+    ``rings``: int (n, 2) arrays of (lon, lat) in 1e-7 degrees (int32 from a file). A line
+    has one ring (its nodes in order); an area has its outer rings, each followed by its inner rings
     (``outer[i]`` says which). ``osm_type`` is ``way`` or ``relation``.
     """
 
@@ -147,10 +147,10 @@ class ReadStats:
 
 
 def _wkb_points(raw: bytes, at: int) -> tuple[np.ndarray, int]:
-    """int64 (n, 2) fixed-point points of a WKB point list at ``at``; and the next offset."""
+    """int32 (n, 2) fixed-point points of a WKB point list at ``at``; and the next offset."""
     n = int.from_bytes(raw[at:at + 4], "little")
     pts = np.frombuffer(raw, "<f8", count=2 * n, offset=at + 4).reshape(n, 2)
-    return np.rint(pts * 1e7).astype(np.int64), at + 4 + 16 * n
+    return np.rint(pts * 1e7).astype(np.int32), at + 4 + 16 * n
 
 
 def _line_coords(wkb: Any, way: Any) -> np.ndarray | None:

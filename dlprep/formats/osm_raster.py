@@ -94,7 +94,7 @@ class GeometrySpill:
         self.fd = fd
         os.unlink(name)  # anonymous: gone when closed, even after a crash
         self.pos = 0
-        self.bounds = array("q")
+        self.bounds = array("i")  # 4 per item, int32 like the coordinates
         self.start = array("q", [0])  # item i's points: bytes start[i]:start[i + 1]
         self.ring_lens = array("i")  # ring lengths, negative for inner rings
         self.ring_start = array("q", [0])  # item i's rings: ring_lens[ring_start[i]:...[i+1]]
@@ -131,7 +131,7 @@ class GeometrySpill:
         pts = np.concatenate(self._buf).astype(np.int32)
         firsts = np.cumsum([0] + lens[:-1])
         lo, hi = np.minimum.reduceat(pts, firsts), np.maximum.reduceat(pts, firsts)
-        self.bounds.frombytes(np.concatenate([lo, hi], axis=1).astype(np.int64).tobytes())
+        self.bounds.frombytes(np.concatenate([lo, hi], axis=1).astype(np.int32).tobytes())
         data = pts.tobytes()
         os.pwrite(self.fd, data, self.pos - len(data))
         self._buf.clear()
@@ -139,7 +139,7 @@ class GeometrySpill:
 
     def bounds_array(self) -> np.ndarray:
         """int64 (n, 4): min lon, min lat, max lon, max lat (1e-7 degrees) of each item."""
-        return np.frombuffer(self.bounds, np.int64).reshape(-1, 4)
+        return np.frombuffer(self.bounds, np.int32).reshape(-1, 4).astype(np.int64)
 
     def points(self, i0: int, i1: int) -> np.ndarray:
         """int32 (n, 2) fixed-point (lon, lat) of items ``i0:i1``, all rings in order."""
