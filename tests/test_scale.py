@@ -443,3 +443,35 @@ def test_progress_bar_counts_shards(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "demo shards:" in err and "0/3" in err and "2/3" in err and "shard/s" in err
     again = run_shards(specs, write_shard, parts_dir=tmp_path / "p", progress=False)
     assert again.resumed == 3 and capsys.readouterr().err == ""
+
+
+def test_wiki_disk_full_on_a_part(wiki_dump, tmp_path: Path) -> None:
+    """The cache on a 128 kB file system: the parts outgrow it; one line naming the part,
+    exit 1, the manifest lists only whole parts and no temporary part is left."""
+    dump, index = wiki_dump
+    where = tmp_path / "fs"
+    where.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(where)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {mount.stderr.strip()}")
+    try:
+        proc = run_cli("fetch", "wikipedia", "--dump", str(dump), "--index", str(index),
+                       cache_dir=where / "cache")
+        assert proc.returncode == 1, proc.stderr
+        m = re.fullmatch(r"error: disk full writing (\S+/\.[0-9a-f]{16}\.parts/"
+                         r"d000-\d{6}\.shard); free space and rerun \(nothing half-written "
+                         r"was kept\)\n", proc.stderr)
+        assert m, proc.stderr
+        parts = Path(m.group(1)).parent
+        assert parts.parent == where / "cache" / "prepared" / "wikipedia"
+        records = [json.loads(line) for line in (parts / MANIFEST).read_text().splitlines()]
+        names = sorted(p.name for p in parts.iterdir())
+        assert names == sorted([MANIFEST] + [f"{r['id']}.shard" for r in records[1:]])
+        for r in records[1:]:
+            assert (parts / f"{r['id']}.shard").stat().st_size == r["size"]
+            with h5py.File(parts / f"{r['id']}.shard", "r") as f:  # whole, readable parts
+                assert f.attrs["texts"] == r["stats"]["kept"]
+                assert len(f["doc_offsets"]) == r["stats"]["docs"] + 1
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

@@ -11,7 +11,9 @@ A builder becomes *sharded* by defining, at module level (``prepare`` then calls
     Pure, picklable, module-level (workers import it by name): reads only what ``spec``
     names, writes its part file at ``part`` (a temporary name; the executor fsyncs and renames
     it into place) and returns plain JSON values (counts, sums; kept in the manifest, so a
-    resumed shard's stats are there without rerunning it). Never receives an open file.
+    resumed shard's stats are there without rerunning it). Never receives an open file. An
+    HDF5 part is best written with :func:`write_h5_part` (built in memory, then written with
+    plain I/O: a full disk raises ``ENOSPC`` there instead of inside HDF5's close).
 ``assemble(ctx: PrepareContext, out: Path, job: ShardJob) -> None``
     Writes the one prepared file ``out`` (the layout of docs/FORMAT.md) from ``job.parts`` and
     ``job.stats`` (both in plan order), merging statistics from the per-shard sums.
@@ -43,8 +45,8 @@ from __future__ import annotations
 
 from .build import ShardJob, build_sharded, last_timings
 from .executor import Executor, ShardError, ShardRun, run_shards, scheduler_address
-from .shards import ShardResult, ShardSpec, check_plan, ranges
+from .shards import ShardResult, ShardSpec, check_plan, ranges, write_h5_part
 
 __all__ = ["Executor", "ShardError", "ShardJob", "ShardResult", "ShardRun", "ShardSpec",
            "build_sharded", "check_plan", "last_timings", "ranges", "run_shards",
-           "scheduler_address"]
+           "scheduler_address", "write_h5_part"]

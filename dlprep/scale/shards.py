@@ -9,10 +9,12 @@ be stable from run to run for the same inputs and options.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import DlprepError
@@ -85,3 +87,16 @@ def ranges(n: int, per_shard: int) -> list[tuple[int, int]]:
     """``[0, n)`` cut into consecutive ranges of ``per_shard`` (the last may be shorter)."""
     per_shard = max(1, int(per_shard))
     return [(i, min(n, i + per_shard)) for i in range(0, n, per_shard)]
+
+
+def write_h5_part(path: Path, fill: Callable[[Any], None]) -> None:
+    """Write an HDF5 part file: ``fill(f)`` builds it in memory, then its bytes are written
+    with plain file I/O, so a full disk is an ``OSError(ENOSPC)`` raised right there (HDF5
+    itself may only fail, or crash, when it closes a file on a full disk)."""
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        fill(f)
+    with open(path, "wb") as fh:
+        fh.write(buf.getbuffer())

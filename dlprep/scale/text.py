@@ -27,7 +27,7 @@ from ..errors import DlprepError
 from ..store import SequenceWriter
 from ..text.clean import chunk_paragraphs, clean_text
 from ..text.tokenizers import CharTokenizer, WordTokenizer, fit_tokenizer, from_prepared
-from .shards import ShardSpec
+from .shards import ShardSpec, write_h5_part
 
 if TYPE_CHECKING:
     from ..prepare.core import PrepareContext
@@ -82,7 +82,7 @@ class TextPart:
         np.cumsum(lengths, out=offsets[1:])
         digests = np.frombuffer(b"".join(
             hashlib.blake2b(d, digest_size=16).digest() for d in self.docs), np.uint8)
-        with h5py.File(path, "w") as f:
+        def fill(f: h5py.File) -> None:
             f.attrs["texts"] = self.n_texts
             f.create_dataset("doc_bytes", data=np.frombuffer(b"".join(self.docs), np.uint8))
             f.create_dataset("doc_offsets", data=offsets)
@@ -96,6 +96,8 @@ class TextPart:
                 else:
                     f.create_dataset(f"meta/{key}", data=np.array(values, dtype=object),
                                      dtype=_STR)
+
+        write_h5_part(path, fill)
         return {"texts": self.n_texts, "docs": len(self.docs), "bytes": int(offsets[-1])}
 
 
@@ -157,9 +159,11 @@ def encode_part(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
                                                           _mask_of(spec, "mask"))]
     lengths = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
     tokens = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
-    with h5py.File(part, "w") as f:
+    def fill(f: h5py.File) -> None:
         f.create_dataset("tokens", data=tokens)
         f.create_dataset("lengths", data=lengths)
+
+    write_h5_part(part, fill)
     return {"docs": len(arrays), "tokens": int(lengths.sum())}
 
 
