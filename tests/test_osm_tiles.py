@@ -184,3 +184,28 @@ def test_one_byte_and_four_byte_label_rasters_agree(realdata: Path, tmp_path: Pa
     assert len(small["classes"]) > 3
     for key in small:
         assert np.array_equal(small[key], wide[key]), key
+
+
+def test_spill_keeps_item_records_on_disk_until_the_read_is_over(tmp_path: Path) -> None:
+    from dlprep.formats import osm_raster
+
+    spill = osm_raster.GeometrySpill(tmp_path)
+    try:
+        ring = np.array([[10, 20], [30, 20], [30, 50], [10, 20]], np.int32)
+        hole = np.array([[12, 22], [14, 22], [14, 24], [12, 22]], np.int32)
+        n = osm_raster.FLUSH_POINTS // 4 + 3  # more than one flush
+        for i in range(n):
+            spill.add([ring + i, hole + i], [True, False], layer=i % 3 - 1, label=i % 7,
+                      width=0.0 if i % 2 else 2.5)
+        assert len(spill) == n and len(spill.layer) == 0  # records not in memory yet
+        spill.finish()
+        assert len(spill.layer) == n and not list(tmp_path.iterdir())  # unlinked files
+        k = n - 1
+        assert spill.bounds_array()[k].tolist() == [10 + k, 20 + k, 30 + k, 50 + k]
+        assert (int(spill.layer[k]), int(spill.label[k]), float(spill.width[k])) == \
+            (k % 3 - 1, k % 7, 0.0 if k % 2 else 2.5)
+        (a, outer_a), (b, outer_b) = spill.rings(k)
+        assert outer_a and not outer_b
+        assert np.array_equal(a, ring + k) and np.array_equal(b, hole + k)
+    finally:
+        spill.close()

@@ -18,7 +18,6 @@ import ctypes
 import math
 import os
 import tempfile
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,62 +79,102 @@ class Grid:
                 "projection": "equirectangular at the middle latitude, origin north-west"}
 
 
+_ITEM = np.dtype([("bounds", "<i4", (4,)), ("layer", "i1"), ("label", "<u2"),
+                  ("width", "<f4"), ("points", "<i4"), ("rings", "<i4")])
+
+
+def _scratch_fd(folder: Path | None, what: str) -> int:
+    fd, name = tempfile.mkstemp(prefix=f".osm-{what}-", suffix=".bin", dir=folder)
+    os.unlink(name)  # anonymous: gone when closed, even after a crash
+    return fd
+
+
 class GeometrySpill:
     """Append-only store of feature rings (int32 lon/lat in 1e-7 degrees) in an unlinked
-    temporary file; per-item bounds and attributes stay in memory (a few dozen bytes each).
+    temporary file. While features are added (libosmium reading, its memory at its peak), the
+    per-item records go to disk too, a buffer at a time; :meth:`finish` loads them back as
+    arrays (about 45 bytes per item) once the read is over.
 
     Item ``i`` has: ``layer`` (channel, -1: none), ``label`` (class id for the label raster,
-    0: none), ``width`` (line width in metres, 0 for areas) and its rings. Bounds are computed
-    for a whole buffer of items at once when it is flushed.
+    0: none), ``width`` (line width in metres, 0 for areas), ``bounds`` and its rings. Bounds
+    are computed for a whole buffer of items at once when it is flushed.
     """
 
     def __init__(self, folder: Path | None = None) -> None:
-        fd, name = tempfile.mkstemp(prefix=".osm-geom-", suffix=".bin", dir=folder)
-        self.fd = fd
-        os.unlink(name)  # anonymous: gone when closed, even after a crash
+        self.fd = _scratch_fd(folder, "geom")
+        self._items_fd = _scratch_fd(folder, "items")
+        self._rings_fd = _scratch_fd(folder, "rings")
         self.pos = 0
-        self.bounds = array("i")  # 4 per item, int32 like the coordinates
-        self.start = array("q", [0])  # item i's points: bytes start[i]:start[i + 1]
-        self.ring_lens = array("i")  # ring lengths, negative for inner rings
-        self.ring_start = array("q", [0])  # item i's rings: ring_lens[ring_start[i]:...[i+1]]
-        self.layer = array("b")
-        self.label = array("H")
-        self.width = array("f")
+        self.n = 0
+        self._items_pos = self._rings_pos = 0
         self._buf: list[np.ndarray] = []
+        self._meta: list[tuple[int, int, float, int, int]] = []
+        self._ring_lens: list[int] = []
         self._buffered = 0
+        empty = np.zeros(0, np.int64)
+        self.bounds = np.zeros(0, np.int32)  # 4 per item
+        self.start = np.zeros(1, np.int64)  # item i's points: bytes start[i]:start[i + 1]
+        self.ring_lens = np.zeros(0, np.int32)  # ring lengths, negative for inner rings
+        self.ring_start = np.zeros(1, np.int64)  # item i's rings: ring_lens[ring_start[i]:...]
+        self.layer, self.label = empty.astype(np.int8), empty.astype(np.uint16)
+        self.width = empty.astype(np.float32)
 
     def __len__(self) -> int:
-        return len(self.layer)
+        return self.n
 
     def add(self, rings: list[np.ndarray], outer: list[bool], *, layer: int, label: int,
             width: float) -> None:
         pts = rings[0] if len(rings) == 1 else np.concatenate(rings)
-        self.ring_lens.extend(len(r) if o else -len(r) for r, o in zip(rings, outer,
-                                                                         strict=True))
-        self.ring_start.append(len(self.ring_lens))
-        self.layer.append(layer)
-        self.label.append(label)
-        self.width.append(width)
+        self._ring_lens.extend(len(r) if o else -len(r) for r, o in zip(rings, outer,
+                                                                          strict=True))
+        self._meta.append((layer, label, width, len(pts), len(rings)))
         self._buf.append(pts)
         self._buffered += len(pts)
         self.pos += 8 * len(pts)
-        self.start.append(self.pos)
+        self.n += 1
         if self._buffered >= FLUSH_POINTS:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered points and record their items' bounds."""
+        """Write the buffered points and their items' records (with their bounds)."""
         if not self._buf:
             return
         lens = [len(p) for p in self._buf]
         pts = np.concatenate(self._buf).astype(np.int32)
         firsts = np.cumsum([0] + lens[:-1])
-        lo, hi = np.minimum.reduceat(pts, firsts), np.maximum.reduceat(pts, firsts)
-        self.bounds.frombytes(np.concatenate([lo, hi], axis=1).astype(np.int32).tobytes())
+        rec = np.zeros(len(lens), _ITEM)
+        rec["bounds"][:, :2] = np.minimum.reduceat(pts, firsts)
+        rec["bounds"][:, 2:] = np.maximum.reduceat(pts, firsts)
+        meta = list(zip(*self._meta, strict=True))
+        for field, values in zip(("layer", "label", "width", "points", "rings"), meta,
+                                 strict=True):
+            rec[field] = values
         data = pts.tobytes()
         os.pwrite(self.fd, data, self.pos - len(data))
+        for fd, blob, at in ((self._items_fd, rec.tobytes(), "_items_pos"),
+                             (self._rings_fd, np.asarray(self._ring_lens, np.int32).tobytes(),
+                              "_rings_pos")):
+            os.pwrite(fd, blob, getattr(self, at))
+            setattr(self, at, getattr(self, at) + len(blob))
         self._buf.clear()
+        self._meta.clear()
+        self._ring_lens.clear()
         self._buffered = 0
+
+    def finish(self) -> None:
+        """After the last :meth:`add`: write what is buffered, then load the item records."""
+        self.flush()
+        rec = np.frombuffer(os.pread(self._items_fd, self._items_pos, 0), _ITEM)
+        self.ring_lens = np.frombuffer(os.pread(self._rings_fd, self._rings_pos, 0), np.int32)
+        self.bounds = np.ascontiguousarray(rec["bounds"]).ravel()
+        self.layer = np.ascontiguousarray(rec["layer"])
+        self.label = np.ascontiguousarray(rec["label"])
+        self.width = np.ascontiguousarray(rec["width"])
+        self.start = np.r_[0, np.cumsum(rec["points"].astype(np.int64) * 8)]
+        self.ring_start = np.r_[0, np.cumsum(rec["rings"].astype(np.int64))]
+        for fd in (self._items_fd, self._rings_fd):
+            os.close(fd)
+        self._items_fd = self._rings_fd = -1
 
     def bounds_array(self) -> np.ndarray:
         """int64 (n, 4): min lon, min lat, max lon, max lat (1e-7 degrees) of each item."""
@@ -143,12 +182,12 @@ class GeometrySpill:
 
     def points(self, i0: int, i1: int) -> np.ndarray:
         """int32 (n, 2) fixed-point (lon, lat) of items ``i0:i1``, all rings in order."""
-        a, b = self.start[i0], self.start[i1]
+        a, b = int(self.start[i0]), int(self.start[i1])
         return np.frombuffer(os.pread(self.fd, b - a, a), np.int32).reshape(-1, 2)
 
     def rings(self, i: int) -> list[tuple[np.ndarray, bool]]:
         """Item ``i``'s rings as int32 (n, 2) fixed-point (lon, lat), with outer flags."""
-        lens = self.ring_lens[self.ring_start[i]:self.ring_start[i + 1]]
+        lens = self.ring_lens[self.ring_start[i]:self.ring_start[i + 1]].tolist()
         pts = self.points(i, i + 1)
         out, at = [], 0
         for n in lens:
@@ -160,7 +199,7 @@ class GeometrySpill:
     def batches(self, max_points: int = 1 << 15) -> Iterator[tuple[int, int, np.ndarray]]:
         """(i0, i1, points of items i0:i1) in file order, about ``max_points`` at a time (an
         item with more points comes alone)."""
-        starts = np.frombuffer(self.start, np.int64) // 8
+        starts = self.start // 8
         i0, n = 0, len(self)
         while i0 < n:
             i1 = int(np.searchsorted(starts, starts[i0] + max_points, side="right")) - 1
@@ -169,9 +208,11 @@ class GeometrySpill:
             i0 = i1
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for name in ("fd", "_items_fd", "_rings_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
 
 
 def pixel_rings(grid: Grid, spill: GeometrySpill, i: int) -> list[tuple[np.ndarray, bool]]:
@@ -302,7 +343,8 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
     canvas = BlockCanvas(width, height, channels, label_mode)
     size = (width, height)
     for i in items.tolist():
-        layer, label, line_w = spill.layer[i], spill.label[i], spill.width[i]
+        layer, label = int(spill.layer[i]), int(spill.label[i])
+        line_w = float(spill.width[i])
         rings = cache.get(i) if cache is not None else None
         if rings is None:
             rings = pixel_rings(grid, spill, i)

@@ -75,7 +75,7 @@ def _spill_features(ctx: PrepareContext, spill: GeometrySpill, stats: ReadStats,
                 width = layer.line_width(feat.tags)
                 if width is not None:
                     spill.add(feat.rings, [True], layer=li, label=0, width=width)
-    spill.flush()
+    spill.finish()
     release_freed_memory()
     if len(label_ids) > 65535:
         raise DlprepError(f"--label-key {label_key}: more than 65535 distinct values")
