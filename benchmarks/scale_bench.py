@@ -15,6 +15,8 @@ timed from the call to the prepared file:
   passed as ``--scheduler`` (the one code path of the cluster runs);
 * Dask, 2 workers: ``--workers 2`` (dlprep starts a ``LocalCluster`` of 2 processes).
 
+Also printed: the CPU seconds of each run, all processes (Dask workers included once their
+cluster is closed), which the neighbours' load does not change: the Dask overhead in work.
 Targets (issue 15): 2 workers >= 1.7x the in-process run; Dask with 1 worker at most 10 %
 slower than in-process; the assembly at most 10 % of the total (of the 2-worker run, where it
 weighs most). The three outputs must be byte-identical (checked). Prints the load average
@@ -51,6 +53,12 @@ LABELS: dict[str, dict] = {"in-process": {}, "dask-1": {"dask_one": True},
                            "dask-2": {"workers": 2}}
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (Dask workers once closed)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -78,7 +86,7 @@ def wiki_job(tmp: Path, mb: float):  # type: ignore[no-untyped-def]
 
 def run(recipe: Recipe, options: dict, cache: Path, workers: int = 1,
         dask_one: bool = False) -> tuple[float, dict, Path]:
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     cluster = None
     scheduler = None
     started = 0.0
@@ -87,7 +95,8 @@ def run(recipe: Recipe, options: dict, cache: Path, workers: int = 1,
             from distributed import LocalCluster
 
             cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                   silence_logs=logging.ERROR)
             scheduler = cluster.scheduler_address
             started = time.perf_counter() - t0
         out = prepare(recipe, Cache.open(cache), options={**options, "workers": workers},
@@ -99,6 +108,7 @@ def run(recipe: Recipe, options: dict, cache: Path, workers: int = 1,
             cluster.close()
     timing = last_timings()
     timing["startup"] += started  # the LocalCluster this run started itself
+    timing["cpu"] = cpu_seconds() - c0
     return time.perf_counter() - t0, timing, out
 
 
@@ -134,7 +144,8 @@ def main() -> int:
                 runs[label].append((secs, timing))
                 if r == 0:
                     first[label] = arrays(out)
-                print(f"  {label:10s} {secs:7.2f} s  (plan {timing['plan']:.2f}, Dask start "
+                print(f"  {label:10s} {secs:7.2f} s, {timing['cpu']:6.1f} CPU-s  (plan "
+                      f"{timing['plan']:.2f}, Dask start "
                       f"{timing['startup']:.2f}, shards {timing['shards']:.2f}, later maps "
                       f"{timing['maps']:.2f}, assembly {timing['assembly']:.2f}; "
                       f"{timing['n_shards']} shards on {timing['executor']}); load {load()}")
@@ -152,6 +163,11 @@ def main() -> int:
               f"+10 %) {'PASS' if ok[1] else 'MISS'}")
         print(f"assembly: {100 * share:.1f} % of the 2-worker total, {100 * share1:.1f} % of "
               f"the in-process total (target <= 10 %) {'PASS' if ok[2] else 'MISS'}")
+        cpu = {k: statistics.median(t["cpu"] for _, t in v) for k, v in runs.items()}
+        print(f"CPU-s (all processes; independent of the neighbours' load): in-process "
+              f"{cpu['in-process']:.1f}, Dask 1 worker {cpu['dask-1']:.1f} "
+              f"({100 * (cpu['dask-1'] / cpu['in-process'] - 1):+.1f} %), Dask 2 workers "
+              f"{cpu['dask-2']:.1f} ({100 * (cpu['dask-2'] / cpu['in-process'] - 1):+.1f} %)")
         print(f"outputs byte-identical: {'yes' if same else 'NO'}; load {load()}")
     return 0
 
