@@ -79,6 +79,14 @@ def bench_photos(n: int = 500, latency: float = 0.05, limit: int = 4) -> bool:
 PARTS = {"photos": lambda args: bench_photos(args.photos, args.latency, args.limit)}
 
 
+def bench_posts(copies: int = 8, rounds: int = 7) -> bool:
+    """The Stack Exchange Posts.xml part: benchmarks/stackexchange_bench.py."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from stackexchange_bench import bench_posts as run
+
+    return run(copies, rounds)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", default="all", help="photos, posts or all")

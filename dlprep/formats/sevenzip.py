@@ -7,8 +7,8 @@ Three decoders, chosen by :func:`choose_decoder` (``auto``: the first that is av
 * ``libarchive``: libarchive through libarchive-c (the ``api`` extra; needs the system's
   libarchive.so): a pull reader, about twice py7zr's speed (docs/PERFORMANCE.md).
 * ``py7zr`` (the ``api`` extra, pure Python): its writer-factory interface pushes the
-  decompressed bytes from a thread into a bounded queue. py7zr hands over blocks of up to
-  128 MB, so this decoder holds up to that much at a time (the others: about 1 MB).
+  decompressed bytes from a thread into a bounded queue. py7zr would decompress in blocks of
+  up to 128 MB; its block size (``py7zr.py7zr.get_memory_limit``) is set to 4 MB.
 
 Every decoder yields the member's :class:`Member` (name, declared size) first, then its bytes;
 :func:`member_chunks` holds them to :class:`~dlprep.limits.ExtractLimits` (the declared size is
@@ -266,9 +266,19 @@ class _Stop(Exception):
 _END = object()
 
 
+def _small_blocks() -> int:
+    return 4 * CHUNK
+
+
 def _py7zr_chunks(path: Path, wanted: str) -> Iterator[Member | bytes]:
     import py7zr
+    import py7zr.py7zr as impl
     from py7zr.io import Py7zIO, WriterFactory
+
+    # py7zr decompresses in blocks of min(128 MB, free memory / 4) (``get_memory_limit``,
+    # read at each extraction): 4 MB blocks keep memory flat at no measurable cost
+    if callable(getattr(impl, "get_memory_limit", None)):
+        impl.get_memory_limit = _small_blocks
 
     try:
         with py7zr.SevenZipFile(path, mode="r") as z:
@@ -297,7 +307,7 @@ def _py7zr_chunks(path: Path, wanted: str) -> Iterator[Member | bytes]:
 
         def write(self, s: bytes | bytearray) -> int:
             view = memoryview(s)
-            for i in range(0, len(view), CHUNK):  # py7zr writes blocks of up to 128 MB
+            for i in range(0, len(view), CHUNK):  # a block may be larger than one chunk
                 put(bytes(view[i:i + CHUNK]))
             self.n += len(view)
             return len(view)
