@@ -334,6 +334,8 @@ def test_empty_site_and_bad_dumps_fail_cleanly(realdata: Path, tmp_path: Path) -
     assert rc == 1 and "--dump: " in err and "does not exist" in err
     rc, _, err = _fetch(cache)
     assert rc == 1 and "choose a site with --site" in err
+    rc, _, err = _fetch(cache, "--dump", str(realdata / OLD), "--pairs", "--chunk-chars", "100")
+    assert rc == 1 and "--chunk-chars cannot be used with --pairs" in err
     _no_output(cache)
     assert cut.read_bytes() == good[:-40]  # the user's own file is left alone
 

@@ -121,6 +121,9 @@ def collect(ctx: PrepareContext) -> DumpInput:
     check_item(o["item"])
     if o["top_tags"] < 0 or o["max_questions"] < 0:
         raise DlprepError("--top-tags and --max-questions must be 0 or more")
+    if o["pairs"] and o["chunk_chars"]:
+        raise DlprepError(f"dataset {ctx.name}: --chunk-chars cannot be used with --pairs "
+                          f"(chunks would break the question/answer alignment)")
     if o["dump"]:
         site = check_site(o["site"]) if o["site"] else ""
         return DumpInput(_given(ctx, o["dump"]), site, decoder)
