@@ -343,7 +343,7 @@ def test_empty_site_and_bad_dumps_fail_cleanly(realdata: Path, tmp_path: Path) -
 # --- the Internet Archive item over loopback ----------------------------------------------
 
 def _serve_item(loopback, realdata: Path, archive: bytes, *, md5: str | None = None,  # type: ignore[no-untyped-def]
-                item: str = ITEM) -> None:
+                item: str = ITEM, sha1_only: str | None = None) -> None:
     """Replies shaped like the real ones (tests/data/realdata/api): an advancedsearch reply
     listing dump items, the item's metadata with md5/sha1/size strings, the archive."""
     search = json.loads((realdata / "api/advanced_search_response.json").read_text())
@@ -360,6 +360,9 @@ def _serve_item(loopback, realdata: Path, archive: bytes, *, md5: str | None = N
         files.append(f)
     if md5:
         files[0]["md5"] = md5
+    if sha1_only:  # an item that lists only a sha1 for the archive
+        del files[0]["md5"]
+        files[0]["sha1"] = sha1_only
     meta.update(files=files, dir=f"/1/items/{item}")
     loopback.serve("/advancedsearch.php", json.dumps(search).encode(),
                    content_type="application/json")
@@ -414,6 +417,12 @@ def test_checksum_mismatch_is_refused(loopback, realdata: Path, tmp_path: Path) 
     last = err.strip().splitlines()[-1]  # (the fetch layer warns once per source tried first)
     assert rc == 1 and last.startswith(f"error: could not fetch {SITE}.7z: ")
     assert f"md5 mismatch for {SITE}.7z: expected {'0' * 32}" in last
+    assert not list(cache.glob(f"raw/**/{SITE}.7z"))
+    _no_output(cache)
+    _serve_item(loopback, realdata, archive.read_bytes(), sha1_only="1" * 40)
+    rc, _, err = _fetch(cache, "--site", SITE, "--item", ITEM, "--api-base", loopback.base_url)
+    assert rc == 1 and err.count("\n") == 1
+    assert f"sha1 mismatch for {SITE}.7z: expected {'1' * 40}" in err
     assert not list(cache.glob(f"raw/**/{SITE}.7z"))
     _no_output(cache)
     loopback.serve(f"/metadata/{ITEM}", b"{}", content_type="application/json")
