@@ -420,7 +420,8 @@ def test_checksum_mismatch_is_refused(loopback, realdata: Path, tmp_path: Path) 
     assert not list(cache.glob(f"raw/**/{SITE}.7z"))
     _no_output(cache)
     _serve_item(loopback, realdata, archive.read_bytes(), sha1_only="1" * 40)
-    rc, _, err = _fetch(cache, "--site", SITE, "--item", ITEM, "--api-base", loopback.base_url)
+    rc, _, err = _fetch(cache, "--site", SITE, "--item", ITEM, "--api-base", loopback.base_url,
+                        "--force")  # (the metadata reply is cached: --force asks again)
     assert rc == 1 and err.count("\n") == 1
     assert f"sha1 mismatch for {SITE}.7z: expected {'1' * 40}" in err
     assert not list(cache.glob(f"raw/**/{SITE}.7z"))
