@@ -606,3 +606,25 @@ def test_baselines_never_reach_into_fetch_or_prepare() -> None:
                 names = [mod] + [f"{mod}.{a.name}" for a in node.names]
             for name in names:
                 assert not name.startswith(("dlprep.fetch", "dlprep.prepare")), (path, name)
+
+
+def test_emoji_class_names_are_drawn_as_names_not_empty_boxes(tmp_path: Path) -> None:
+    """An emoji-labelled set's confusion matrix names its classes in text the font can draw
+    (matplotlib used to warn "Glyph ... missing" and draw empty boxes)."""
+    import warnings
+
+    import numpy as np
+
+    from dlprep.baselines.plots import plot_confusion, tick_label
+
+    assert tick_label("cat") == "cat"
+    assert tick_label("\U0001F1EB\U0001F1F7") == ":France:"
+    assert tick_label("\u2764\ufe0f") in (":red_heart:", "\u2764", "\u2764\ufe0f")  # drawable
+    no_emoji_lib = tick_label("\U0001F600", has_glyph=lambda ch: ch.isascii())
+    assert no_emoji_lib.isascii() and no_emoji_lib
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = plot_confusion(np.array([[3, 1], [0, 2]]),
+                             ["\U0001F600", "\U0001F468\u200d\U0001F4BB"],
+                             tmp_path / "cm.png", title="emoji")
+    assert out.stat().st_size > 1000

@@ -112,6 +112,39 @@ def plot_compare(runs: Sequence[tuple[str, dict[str, Any]]], out: Path, *, title
     return _save(_plt(), compare_figure(runs, title=title), out)
 
 
+def _has_glyph() -> Any:
+    """``has(char) -> bool`` for the font matplotlib draws tick labels with."""
+    from matplotlib.font_manager import FontProperties, findfont
+    from matplotlib.ft2font import FT2Font
+
+    font = FT2Font(findfont(FontProperties()))
+    return lambda ch: font.get_char_index(ord(ch)) != 0
+
+
+def tick_label(name: str, has_glyph: Any = None) -> str:
+    """``name`` as the plot font can draw it: a class name the font has no glyphs for (an
+    emoji label, say) becomes its emoji name (``:France:``, with the ``emoji`` library) or
+    its code points (``U+1F1EB``), instead of empty boxes; invisible joiners and variation
+    selectors the font lacks are dropped."""
+    import unicodedata
+
+    has = has_glyph or _has_glyph()
+    if all(has(ch) for ch in name):
+        return name
+    try:
+        import emoji
+
+        name = emoji.demojize(name)
+    except ImportError:
+        pass
+    out = []
+    for ch in name:
+        if has(ch):
+            out.append(ch)
+        elif unicodedata.category(ch) not in ("Mn", "Cf"):
+            out.append(f"U+{ord(ch):04X}")
+    return "".join(out) or name
+
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], out: Path, *, title: str) -> Path:
     """Confusion matrix (rows true, columns predicted) with counts in the cells (K <= 30)."""
     plt = _plt()
@@ -120,7 +153,8 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], out: Path, *, title: 
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(cm, cmap="Blues")
     if k <= 30:
-        names = list(classes) if len(classes) == k else [str(i) for i in range(k)]
+        names = [tick_label(c) for c in classes] if len(classes) == k else \
+            [str(i) for i in range(k)]
         ax.set_xticks(range(k), names, rotation=90, fontsize=8)
         ax.set_yticks(range(k), names, fontsize=8)
         hi = cm.max() / 2 if cm.size else 0
