@@ -153,7 +153,8 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], out: Path, *, title: 
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(cm, cmap="Blues")
     if k <= 30:
-        names = [tick_label(c) for c in classes] if len(classes) == k else \
+        has = _has_glyph()  # the font is opened once, not once per class
+        names = [tick_label(c, has) for c in classes] if len(classes) == k else \
             [str(i) for i in range(k)]
         ax.set_xticks(range(k), names, rotation=90, fontsize=8)
         ax.set_yticks(range(k), names, fontsize=8)
