@@ -92,11 +92,9 @@ def run(recipe: Recipe, options: dict, cache: Path, workers: int = 1,
     started = 0.0
     try:
         if dask_one:
-            from distributed import LocalCluster
+            from dlprep.scale.executor import start_local_cluster
 
-            cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                   silence_logs=logging.ERROR)
+            cluster = start_local_cluster(1)  # what --workers N starts, with one worker
             scheduler = cluster.scheduler_address
             started = time.perf_counter() - t0
         out = prepare(recipe, Cache.open(cache), options={**options, "workers": workers},

@@ -475,3 +475,39 @@ def test_wiki_disk_full_on_a_part(wiki_dump, tmp_path: Path) -> None:
                 assert len(f["doc_offsets"]) == r["stats"]["docs"] + 1
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _worker_settings() -> tuple[bool, str]:
+    import dask
+
+    return (dask.config.get("distributed.worker.profile.enabled"),
+            dask.config.get("distributed.admin.tick.interval"))
+
+
+def test_local_cluster_is_quiet_and_closes_in_the_background(tmp_path: Path) -> None:
+    """--workers N starts workers without the statistical profiler and with slow timers
+    (each wake takes the GIL from the shard), and close_soon stops them while the caller
+    goes on; close waits for it."""
+    from dlprep.scale.executor import LOCAL_CLUSTER_CONFIG
+
+    with Executor(workers=2) as ex:
+        client = ex.client()
+        cluster = ex._cluster
+        settings = client.run(_worker_settings)
+        assert len(settings) == 2
+        for enabled, tick in settings.values():
+            assert enabled is False
+            assert tick == LOCAL_CLUSTER_CONFIG["distributed.admin.tick.interval"]
+        run = ex.run([ShardSpec.make("a", start=0, end=1)], write_shard, parts_dir=tmp_path)
+        assert (tmp_path / "a.shard").read_bytes() == b"a"
+        worker_pids = {p for _, p in client.run(os.getpid).items()}
+        assert run.results[0].stats["pid"] in worker_pids
+        assert os.getpid() not in worker_pids
+        ex.close_soon()
+        assert ex._closing is not None  # closing on its own thread; close() joins it
+        ex.close()
+        assert ex._closing is None and ex._client is None
+        assert cluster.status.name == "closed"
+    import dask  # this process's own settings are untouched
+
+    assert dask.config.get("distributed.worker.profile.enabled") is True

@@ -331,6 +331,7 @@ def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
 
 
 run_shard = run_decode
+ASSEMBLY_MAPS = False  # assemble() runs nothing on the executor (dlprep.scale.build)
 
 
 def assemble(ctx: PrepareContext, out: Path, job: ShardJob) -> None:

@@ -20,7 +20,9 @@ A builder becomes *sharded* by defining, at module level (``prepare`` then calls
     ``job.map(specs, fn, stage=..., key=...)`` runs further stages on the same executor
     (e.g. token counts, then encoding with the reduced vocabulary).
 Optional: ``enough(ctx, stats_so_far) -> bool | None`` (run the plan in order, in batches,
-until it is true, e.g. ``--max-pages``; None: no limit) and ``SHARD_RETRIES`` (default 2).
+until it is true, e.g. ``--max-pages``; None: no limit), ``SHARD_RETRIES`` (default 2) and
+``ASSEMBLY_MAPS = False`` (``assemble`` runs nothing on the executor: a LocalCluster is then
+stopped in the background while the parts are joined).
 
 Text builders write :class:`dlprep.scale.text.TextPart` parts and assemble with
 :func:`dlprep.scale.text.assemble_text` (the shared text pipeline, same bytes as
@@ -28,10 +30,12 @@ Text builders write :class:`dlprep.scale.text.TextPart` parts and assemble with
 
 Executors (:class:`Executor`, :func:`run_shards`): ``workers == 1`` and no scheduler runs in
 this process (Dask is not imported); ``workers > 1`` a Dask ``LocalCluster`` of that many
-processes, one thread each; ``scheduler`` (``--scheduler tcp://HOST:PORT`` or
-``$DLPREP_SCHEDULER``) an existing cluster via ``distributed.Client`` (connect timeout
-``$DLPREP_SCHEDULER_TIMEOUT``, default 10 s). Its workers must import the same dlprep and see
-the same paths (the cache and the inputs on a shared file system). One code path for all.
+processes, one thread each, with quiet Dask settings
+(``executor.LOCAL_CLUSTER_CONFIG``: no statistical profiler, slower timers); ``scheduler``
+(``--scheduler tcp://HOST:PORT`` or ``$DLPREP_SCHEDULER``) an existing cluster via
+``distributed.Client`` (connect timeout ``$DLPREP_SCHEDULER_TIMEOUT``, default 10 s). Its
+workers must import the same dlprep and see the same paths (the cache and the inputs on a
+shared file system). One code path for all.
 
 Failures and resume: a shard that raises is retried ``retries`` times (not bad input, a
 ``DlprepError``, nor a full disk), then the run stops with ``ShardError`` naming the shard; a

@@ -115,6 +115,8 @@ def build_sharded(module: ModuleType, ctx: PrepareContext, out: Path) -> None:
             if enough is not None and enough(ctx, job.stats):
                 break
         t2 = time.perf_counter()
+        if not getattr(module, "ASSEMBLY_MAPS", True):
+            ex.close_soon()  # the workers are done: stop them while the parts are joined
         module.assemble(ctx, out, job)
         t_assembly = time.perf_counter() - t2 - job.map_seconds
         startup = ex.startup_seconds

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections import deque
@@ -40,6 +41,19 @@ ShardFn = Callable[[ShardSpec, "Path | None"], dict[str, Any]]
 SCHEDULER_ENV = "DLPREP_SCHEDULER"
 TIMEOUT_ENV = "DLPREP_SCHEDULER_TIMEOUT"
 DEFAULT_RETRIES = 2
+#: Dask settings for the clusters dlprep starts itself (``--workers N``). A worker runs its
+#: task on a second thread while its event loop wakes on timers: the statistical profiler
+#: (every 10 ms, a stack sample of the task thread), the event-loop tick (20 ms) and the
+#: memory and system monitors. Each wake takes the GIL from the task; dlprep's shards are
+#: long and CPU-bound and nobody reads the dashboard's profiles, so these are turned off or
+#: slowed down (docs/SCALING.md, "Dask settings"). A cluster given with ``--scheduler`` keeps
+#: its own settings.
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 _ADDRESS = re.compile(r"(?:(tcp|tls)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
 
 
@@ -151,6 +165,19 @@ def plan_key(key: str, fn: ShardFn, specs: Sequence[ShardSpec]) -> str:
     return h.hexdigest()
 
 
+def start_local_cluster(workers: int) -> Any:
+    """A Dask ``LocalCluster`` of ``workers`` single-threaded processes on the loopback
+    interface, with :data:`LOCAL_CLUSTER_CONFIG` (what ``--workers N`` starts)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):  # the nannies hand it to their workers
+        # the scheduler always serves HTTP; on a free port of the loopback interface
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                            silence_logs=logging.ERROR)
+
+
 class Executor:
     """Where shards run (see the module docstring); a context manager that owns the Dask
     client (and the ``LocalCluster`` it started), started on the first shard that needs it."""
@@ -166,6 +193,7 @@ class Executor:
         self.startup_seconds = 0.0
         self._client: Any = None
         self._cluster: Any = None
+        self._closing: threading.Thread | None = None
 
     @property
     def uses_dask(self) -> bool:
@@ -185,6 +213,22 @@ class Executor:
         self.close()
 
     def close(self) -> None:
+        """Disconnect, and stop the LocalCluster this executor started (waits for both)."""
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            closing.join()
+        self._shutdown()
+
+    def close_soon(self) -> None:
+        """Start closing in the background: for a caller that runs no more shards and has
+        other work to do meanwhile (e.g. assembling the parts); :meth:`close` waits."""
+        if self._client is None and self._cluster is None:
+            return
+        self._closing = threading.Thread(target=self._shutdown, name="dlprep-dask-close",
+                                         daemon=True)
+        self._closing.start()
+
+    def _shutdown(self) -> None:
         client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
         if client is not None:
             client.close()
@@ -196,7 +240,7 @@ class Executor:
         if self._client is not None:
             return self._client
         try:
-            from distributed import Client, LocalCluster
+            from distributed import Client
         except ImportError:
             raise DlprepError("--workers N > 1 and --scheduler need Dask distributed: "
                               "pip install 'dlprep[scale]'") from None
@@ -212,11 +256,7 @@ class Executor:
                                   f"{self.timeout:g} s ({exc}); is `dask scheduler` running "
                                   f"there? (--scheduler / {SCHEDULER_ENV})") from None
         else:
-            # the scheduler always serves HTTP; on a free port of the loopback interface
-            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                         processes=True, host="127.0.0.1",
-                                         dashboard_address="127.0.0.1:0",
-                                         silence_logs=logging.ERROR)
+            self._cluster = start_local_cluster(self.workers)
             self._client = Client(self._cluster, set_as_default=False)
         self.startup_seconds += time.perf_counter() - start
         log.info("Dask: %s up in %.1f s", self.describe(), time.perf_counter() - start)

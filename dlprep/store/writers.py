@@ -165,12 +165,15 @@ class ImageTensorWriter:
         total, total_sq, count = np.zeros(c, np.uint64), np.zeros(c, np.uint64), 0
         block = max(1, (32 << 20) // max(1, int(np.prod(self.shape))))
         rows = np.arange(self.n) if index is None else np.sort(np.asarray(index, np.int64))
-        for start in range(0, len(rows), block):
-            sel = rows[start:start + block]
-            if len(sel) and sel[-1] - sel[0] + 1 == len(sel):
-                x = self.images[sel[0]:sel[-1] + 1]
-            else:
-                x = self.images[sel]
+        for lo in range(0, self.n, block):  # spans of at most ``block`` rows
+            sel = rows[np.searchsorted(rows, lo):np.searchsorted(rows, lo + block)]
+            if not len(sel):
+                continue
+            # one contiguous read of the rows' span (h5py's point selection of scattered rows
+            # is several times slower), then the rows picked in memory
+            x = self.images[sel[0]:sel[-1] + 1]
+            if len(sel) != len(x):
+                x = x[sel - sel[0]]
             s1, s2, k = pixel_sums(x)
             total, total_sq, count = total + s1, total_sq + s2, count + k
         return mean_std(total, total_sq, count, c)
