@@ -11,11 +11,20 @@ Posts.xml``, else libarchive, else py7zr), held to :class:`~dlprep.limits.Extrac
 :func:`iter_posts` feeds the chunks to expat (push parsing; only the start tags call back into
 Python, no tree is built), so memory stays flat whatever the dump's size. Tags come in both
 formats: ``<a><b>`` and, since late 2025, ``|a|b|``.
+
+Rows of the post types a caller does not want (answers, tag wikis ... for a question dataset)
+are not handed to expat at all: :func:`sieve_rows` finds them at the byte level by their
+standard head ``<row Id="N" PostTypeId="T"``, checks them (no control characters, valid UTF-8,
+even quoting, no markup inside, ``/>`` at the end: a damaged row goes to expat, which reports
+it), counts them and replaces each by its newlines, so expat's line numbers stay exact. This
+is about 1.3x faster for a question dataset (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,18 +165,99 @@ def _rows(chunks: Iterable[bytes], name: object) -> Iterator[list[dict[str, str]
         raise FormatError(name, -1, f"no <posts> element (an empty {POSTS_MEMBER}?)")
 
 
+# bytes XML 1.0 allows (besides tab, LF, CR, everything from 0x20 up): deleting them leaves
+# only the forbidden control characters
+_ALLOWED = bytes(b for b in range(256) if b >= 0x20 or b in (0x09, 0x0A, 0x0D))
+_MAX_TYPE = 9  # PostTypeId values are 1..8
+
+
+def _head_pattern(skip: Iterable[int]) -> re.Pattern[bytes]:
+    types = "|".join(str(t) for t in sorted(skip))
+    return re.compile(rb'<row Id="[0-9]+" PostTypeId="(' + types.encode() + rb')"')
+
+
+def sieve_rows(chunks: Iterable[bytes], skip: Iterable[int], counts: Counter[int]
+               ) -> Iterator[bytes]:
+    """The Posts.xml byte stream ``chunks`` without the ``<row/>`` elements whose post type
+    is in ``skip`` (counted by type in ``counts``); each dropped row leaves its newlines.
+
+    Conservative: only a row with the standard head (``<row Id="N" PostTypeId="T"``, as
+    every dump writes it) that passes the byte checks is dropped; a chunk with a forbidden
+    control character or U+FFFE/U+FFFF anywhere is passed whole. Everything else goes to
+    expat, which parses and checks it as before."""
+    skip = sorted({int(t) for t in skip})
+    if not skip:
+        yield from chunks
+        return
+    head = _head_pattern(skip)
+    tail = b""
+    for chunk in chunks:
+        buf = tail + chunk if tail else chunk
+        cut = buf.rfind(b"<row ")  # the last row may go on in the next chunk
+        if cut <= 0:
+            tail = buf
+            continue
+        body, tail = buf[:cut], buf[cut:]
+        yield _sieve_body(body, head, counts)
+    if tail:  # the last row and the end tag (or a truncated row, left to expat)
+        yield _sieve_body(tail, head, counts)
+
+
+def _sieve_body(body: bytes, head: re.Pattern[bytes], counts: Counter[int]) -> bytes:
+    if body.translate(None, _ALLOWED) or b"\xef\xbf\xbe" in body or b"\xef\xbf\xbf" in body:
+        return body  # expat reports the character, at its line
+    ascii_only = body.isascii()
+    find, count = body.find, body.count
+    out: list[bytes] = []
+    pos = 0
+    for m in head.finditer(body):
+        start = m.start()
+        end = find(b"/>", start)
+        markup = find(b"<", start + 1)
+        if end < 0 or 0 <= markup < end or count(b'"', start, end) & 1:
+            continue  # not one plain row: expat judges it
+        end += 2
+        if not ascii_only:
+            try:
+                body[start:end].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+        out.append(body[pos:start])
+        out.append(b"\n" * count(b"\n", start, end))
+        pos = end
+        counts[int(m.group(1))] += 1
+    if not out:
+        return body
+    out.append(body[pos:])
+    return b"".join(out)
+
+
 def iter_posts(chunks: Iterable[bytes], name: object, *,
                types: frozenset[int] = frozenset({QUESTION, ANSWER}),
-               report: ReadReport | None = None) -> Iterator[Post]:
+               report: ReadReport | None = None, sieve: bool = True) -> Iterator[Post]:
     """The posts of the types ``types`` in a stream of Posts.xml bytes, in file order.
 
     Not well-formed XML (a control character, a truncated file) is a FormatError naming
     ``name``, the line and the column; so is a root element other than ``<posts>`` or no
     element at all. A row with a non-numeric ``Id``/``PostTypeId``/... is skipped and
-    counted in ``report.bad_rows``.
+    counted in ``report.bad_rows``. With ``sieve`` (the default) and no answers wanted, rows
+    of other types are dropped before parsing (:func:`sieve_rows`) and only counted.
     """
     report = report if report is not None else ReadReport()
     wanted = {str(t) for t in types}
+    skipped: Counter[int] = Counter()
+    if sieve and ANSWER not in types:  # worth its checks only when it drops the answers
+        chunks = sieve_rows(chunks, set(range(1, _MAX_TYPE + 1)) - set(types), skipped)
+    try:
+        yield from _posts(chunks, name, wanted, report)
+    finally:
+        report.rows += sum(skipped.values())
+        report.questions += skipped[QUESTION]
+        report.answers += skipped[ANSWER]
+
+
+def _posts(chunks: Iterable[bytes], name: object, wanted: set[str],
+           report: ReadReport) -> Iterator[Post]:
     for rows in _rows(chunks, name):
         report.rows += len(rows)
         for a in rows:
