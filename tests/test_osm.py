@@ -280,11 +280,13 @@ def test_bad_input_is_one_clear_line(realdata: Path, cache_dir: Path, tmp_path: 
     assert "--pbf" in err and "--overpass" in err
 
 
-def test_missing_osmium_says_how_to_install(realdata: Path, cache_dir: Path) -> None:
+@pytest.mark.parametrize("module", ["osmium", "cv2"])
+def test_missing_osmium_says_how_to_install(realdata: Path, cache_dir: Path, module: str) -> None:
+    """Both libraries of the ``osm`` extra: pyosmium reads, OpenCV draws the tiles."""
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['osmium'] = None; "
+    code = (f"import sys; sys.modules['{module}'] = None; "
             "from dlprep.cli import main; sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, "--cache-dir", str(cache_dir), "fetch",
                            "osm", "--pbf", str(realdata / "osm" / AGUAS)],

@@ -1,6 +1,6 @@
 """OpenStreetMap tiles, fast path: whole-tile values found at tile resolution give the same
-bytes as drawing every tile; the compressed, chunked layout verifies and reads back; the
-shortcut that drops far-off polygon points changes no pixel; compressed XML keeps to the
+bytes as drawing every tile; the rasteriser draws hand-made features where expected; the
+compressed, chunked layout verifies and reads back; compressed XML keeps to the
 decompression budget."""
 
 from __future__ import annotations
@@ -83,30 +83,76 @@ def test_whole_tile_shortcut_gives_the_bytes_of_drawing_every_tile(
     assert set(np.unique(images[:200])) <= {0, 255}
 
 
-def test_far_off_polygon_points_change_no_pixel(realdata: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Blocks are drawn with the points of runs beyond the block edge cut out
-    (``outside_runs``); drawing with every point gives the same tiles."""
-    from dlprep.formats import osm_raster
+def _spill_of(grid: object, tmp_path: Path, items: list[tuple[list[list[tuple[int, int]]],
+                                                               list[bool], int, int, float]]):
+    """A spill holding ``items`` (rings in whole grid pixels, outer flags, layer, label,
+    width in metres), their points turned into fixed-point lon/lat on ``grid``."""
+    from dlprep.formats.osm_raster import GeometrySpill
 
-    options = {"pbf": str(realdata / "osm" / ANDORRA), **FOREST, "meters_per_pixel": "4",
-               "min_coverage": "0"}
-    cut = _read(_prepare(tmp_path / "cut", options))
-    monkeypatch.setattr(osm_raster, "outside_runs",
-                        lambda px, size, margin: np.ones(len(px), bool))
-    every = _read(_prepare(tmp_path / "every", options))
-    for key in cut:
-        assert np.array_equal(cut[key], every[key]), key
+    spill = GeometrySpill(tmp_path)
+    for rings, outer, layer, label, width in items:
+        fixed = [np.array([(round((grid.west + x / grid.px_per_deg_lon) * 1e7),
+                            round((grid.north - y / grid.px_per_deg_lat) * 1e7))
+                           for x, y in ring], np.int32) for ring in rings]
+        spill.add(fixed, outer, layer=layer, label=label, width=width)
+    spill.finish()
+    return spill
 
 
-def test_outside_runs_keeps_run_ends_and_everything_near_the_canvas() -> None:
-    from dlprep.formats.osm_raster import outside_runs
+def test_rasteriser_fills_holes_and_draws_line_widths(tmp_path: Path) -> None:
+    """The OpenCV rasteriser on hand-made features with known pixels: a square with a hole
+    (even-odd over the rings), lines 1, 3 and 4 pixels wide. Odd widths are exact; OpenCV
+    draws a thick line symmetric about its centre pixels, so an even width is drawn one
+    pixel wider (4 -> 5; Pillow, the rasteriser before, drew 4 rows below and above the
+    centre unevenly). Here a block drawn at an offset holds the same pixels as that part of a
+    block drawn whole (in general OpenCV's clipping may move an outline pixel that crosses
+    the canvas edge by one: each tile is drawn on its block's fixed canvas)."""
+    from dlprep.formats.osm_draw import pixel_rings, render_block
+    from dlprep.formats.osm_raster import Grid
 
-    px = np.array([[5, 5], [5, -10], [50, -20], [90, -30], [95, 5], [95, 200], [96, 300],
-                   [5, 300], [5, 5]])
-    keep = outside_runs(px, (100, 100), 2)
-    # above: [5,-10] .. [90,-30] keeps both ends, drops [50,-20]; below: [95,200] .. [5,300]
-    assert keep.tolist() == [True, True, False, True, True, True, False, True, True]
+    grid = Grid(42.40, 1.40, 42.50, 1.50, meters_per_pixel=2.0, tile_size=64)
+    square = [(10, 10), (50, 10), (50, 50), (10, 50), (10, 10)]
+    hole = [(20, 20), (40, 20), (40, 40), (20, 40), (20, 20)]
+    spill = _spill_of(grid, tmp_path, [
+        ([square, hole], [True, False], 1, 3, 0.0),
+        ([[(70, 20), (120, 20)]], [True], 0, 0, 2.0),  # 1 px
+        ([[(70, 40), (120, 40)]], [True], 0, 0, 6.0),  # 3 px
+        ([[(70, 60), (120, 60)]], [True], 0, 0, 8.0)])  # 4 px, drawn 5
+    try:
+        assert pixel_rings(grid, spill, 0)[0][0].tolist() == [list(p) for p in square]
+        items = np.arange(4)
+        planes, label = render_block(grid, spill, items, 0, 0, 128, 128, 2)
+        assert planes.shape == (2, 128, 128) and set(np.unique(planes)) == {0, 255}
+        area = planes[1]
+        assert area[10, 10] == area[50, 50] == area[15, 30] == area[20, 20] == 255
+        assert area[30, 30] == area[25, 35] == 0 and area[9, 30] == area[51, 30] == 0
+        assert (area[:, 30] > 0).sum() == (41 - 19) and (area > 0).sum() == 41 * 41 - 19 * 19
+        assert label is not None and np.array_equal(label > 0, area > 0)
+        assert set(np.unique(label)) == {0, 3}
+        roads = planes[0]
+        assert np.flatnonzero(roads[:, 95]).tolist() == [20, 39, 40, 41, 58, 59, 60, 61, 62]
+        part, _ = render_block(grid, spill, items, 64, 0, 64, 64, 2)
+        assert np.array_equal(part, planes[:, 0:64, 64:128])
+    finally:
+        spill.close()
+
+
+def test_polygons_beyond_the_canvas_edge_leave_no_stray_pixels(tmp_path: Path) -> None:
+    """OpenCV clamps fill spans that lie beyond the canvas onto its last column (on a 20 px
+    canvas this polygon paints column 19 from row 0 to 29; only (19, 0) is inside it): the
+    block is drawn with a margin that is cut off, so only the true pixel is left."""
+    from dlprep.formats.osm_draw import render_block
+    from dlprep.formats.osm_raster import Grid
+
+    grid = Grid(42.40, 1.40, 42.50, 1.50, meters_per_pixel=2.0, tile_size=4)
+    spill = _spill_of(grid, tmp_path, [
+        ([[(19, 0), (60, 10), (80, 39), (40, 30), (19, 0)]], [True], 0, 1, 0.0)])
+    try:
+        planes, label = render_block(grid, spill, np.arange(1), 0, 0, 20, 40, 1)
+        assert np.argwhere(planes[0]).tolist() == [[0, 19]]
+        assert label is not None and np.argwhere(label).tolist() == [[0, 19]]
+    finally:
+        spill.close()
 
 
 def test_tiles_are_chunked_deflate_written_once_and_verify(realdata: Path,
@@ -150,27 +196,6 @@ def test_compressed_xml_keeps_to_the_decompression_budget(realdata: Path, tmp_pa
     err = proc.stderr.strip()
     assert proc.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "area.osm.xz" in err and "xz" in err
-
-
-@pytest.mark.parametrize("mode,fill", [("L", 255), ("RGBA", (255, 0, 255, 7)), ("I", 70000)])
-def test_image_array_is_the_pixels_of_the_image(mode: str, fill: object) -> None:
-    """The blocks' pixels are read through Pillow's Arrow export (no copies); the view must
-    be the image's pixels, and stay valid after the image is dropped."""
-    import gc
-
-    from PIL import Image, ImageDraw
-
-    from dlprep.formats.osm_raster import image_array
-
-    img = Image.new(mode, (300, 200))
-    ImageDraw.Draw(img).polygon([(10, 10), (250, 40), (120, 190)], fill=fill)
-    want = np.asarray(img)
-    got = image_array(img)
-    assert got.shape == want.shape and got.dtype == want.dtype
-    assert np.array_equal(got, want) and got.any()
-    del img
-    gc.collect()
-    assert np.array_equal(got, want)  # the view keeps the image alive
 
 
 def test_one_byte_and_four_byte_label_rasters_agree(realdata: Path, tmp_path: Path,

@@ -1,13 +1,14 @@
 """Which tiles need drawing, and what the others hold, computed at tile resolution.
 
 A tile is *dirty* when some line, or some ring edge of an area, passes within a few pixels of
-it (its width and Pillow's rounding included): only dirty tiles are drawn pixel by pixel. Every
-other tile is *clean*: no edge of any feature comes near it, so each feature covers all of it
-or none of it, and every layer (and the label raster) is one value over the whole tile. That
-value is found at the tile's centre with an even-odd crossing count per ring, combined as the
-drawing combines them (outer rings filled, inner rings cut out, a later label over an earlier
-one). The result is the same bytes as drawing every tile (tested), at the cost of one pass over
-the geometry in numpy instead of drawing and counting every pixel.
+it (its drawn width and the rounding to whole pixels included): only dirty tiles are drawn
+pixel by pixel. Every other tile is *clean*: no edge of any feature comes near it, so each
+feature covers all of it or none of it, and every layer (and the label raster) is one value
+over the whole tile. That value is found at the tile's centre with an even-odd crossing count
+per ring, combined as the drawing combines them (an area's outer rings each filled, or with
+holes even-odd over all its rings; a later label over an earlier one). The result is the same
+bytes as drawing every tile (tested), at the cost of one pass over the geometry in numpy
+instead of drawing and counting every pixel.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import numpy as np
 
 from .osm_raster import GeometrySpill, Grid
 
-EDGE_PAD_PX = 2.0  # Pillow rounds vertices to whole pixels; polygon outlines are drawn too
+EDGE_PAD_PX = 2.0  # vertices are rounded to whole pixels; polygon outlines are drawn too
 PIECE_PX = 32.0  # long segments are cut into pieces of at most this length before marking
 
 
 def line_width_px(width_m: np.ndarray, mpp: float) -> np.ndarray:
-    """Pillow line width in pixels of widths in metres (``round(w / mpp)``, at least 1)."""
-    return np.maximum(1, np.rint(np.asarray(width_m, np.float64) / mpp))
+    """Drawn line width in pixels of widths in metres: ``round(w / mpp)``, at least 1, and
+    an even width one more (:func:`dlprep.formats.osm_draw.cv_thickness`)."""
+    px = np.maximum(1, np.rint(np.asarray(width_m, np.float64) / mpp))
+    return np.where(px % 2 == 0, px + 1, px)
 
 
 def _expand(lo_c: np.ndarray, hi_c: np.ndarray, lo_r: np.ndarray, hi_r: np.ndarray
@@ -148,17 +151,17 @@ def clean_state(grid: Grid, spill: GeometrySpill) -> CleanState:
                          & ((layer >= 0) | (labels > 0)))
     for i in big.tolist():  # file order: a later label is drawn over an earlier one
         rl, rh, cl, ch = int(r_lo[i]), int(r_hi[i]), int(c_lo[i]), int(c_hi[i])
-        outer = np.zeros((rh - rl, ch - cl), bool)
-        inner = np.zeros_like(outer)
-        for pts, is_outer in spill.rings(i):
+        rings = spill.rings(i)
+        holes = not all(is_outer for _, is_outer in rings)
+        cover = np.zeros((rh - rl, ch - cl), bool)
+        for pts, _ in rings:  # as drawn: outer rings each filled, or even-odd with holes
             if len(pts) < 3:
                 continue
             inside = _ring_parity(grid.to_pixels(pts), rl, rh, cl, ch, size)
-            if is_outer:
-                outer |= inside
+            if holes:
+                cover ^= inside
             else:
-                inner |= inside
-        cover = outer & ~inner
+                cover |= inside
         if layer[i] >= 0:
             layers[rl:rh, cl:ch] |= cover.astype(np.uint32) << np.uint32(layer[i])
         if labels[i]:

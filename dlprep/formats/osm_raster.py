@@ -1,4 +1,4 @@
-"""Rasterise OSM features into square map tiles, one block of tiles at a time (Pillow).
+"""The tile grid of OSM map tiles and the on-disk geometry spill the tiles are drawn from.
 
 Projection: equirectangular around the area's middle latitude (a local metric projection):
 ``x = (lon - west) * k * cos(lat_mid)``, ``y = (north - lat) * k`` with ``k = pi R / 180 / mpp``
@@ -8,13 +8,11 @@ the east, y to the south.
 
 Geometry waits on disk (:class:`GeometrySpill`), not in memory; each block of ``block`` x
 ``block`` tiles is drawn from the features whose bounds meet it, so memory stays flat however
-large the area is. Pillow was chosen by measurement (docs/OSM.md): lines with a width and
-filled polygons in one C call each.
+large the area is. The drawing itself is :mod:`dlprep.formats.osm_draw`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import tempfile
@@ -23,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 EARTH_RADIUS_M = 6378137.0
 SCALE = 1e-7  # OSM fixed-point coordinates
@@ -101,7 +98,9 @@ class GeometrySpill:
     """
 
     def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
         self.fd = _scratch_fd(folder, "geom")
+        self.px_fd = -1  # whole-pixel points, once :meth:`project` wrote them
         self._items_fd = _scratch_fd(folder, "items")
         self._rings_fd = _scratch_fd(folder, "rings")
         self.pos = 0
@@ -185,10 +184,26 @@ class GeometrySpill:
         a, b = int(self.start[i0]), int(self.start[i1])
         return np.frombuffer(os.pread(self.fd, b - a, a), np.int32).reshape(-1, 2)
 
-    def rings(self, i: int) -> list[tuple[np.ndarray, bool]]:
-        """Item ``i``'s rings as int32 (n, 2) fixed-point (lon, lat), with outer flags."""
+    def project(self, grid: Grid, max_points: int = 1 << 16) -> None:
+        """Write every point's whole-pixel position on ``grid`` (int32, rounded; clipped to
+        +-2**30, far beyond any grid) to a second file, at the same offsets, for
+        :meth:`rings` ``(i, pixels=True)``: one vectorised pass instead of one per item and
+        block row."""
+        if self.px_fd < 0:
+            self.px_fd = _scratch_fd(self.folder, "px")
+        for i0, _, pts in self.batches(max_points):
+            px = np.clip(np.rint(grid.to_pixels(pts)), -(1 << 30), 1 << 30).astype(np.int32)
+            os.pwrite(self.px_fd, px.tobytes(), int(self.start[i0]))
+
+    def rings(self, i: int, pixels: bool = False) -> list[tuple[np.ndarray, bool]]:
+        """Item ``i``'s rings as int32 (n, 2) fixed-point (lon, lat), with outer flags; or
+        with ``pixels`` their whole-pixel (x, y) from :meth:`project`."""
         lens = self.ring_lens[self.ring_start[i]:self.ring_start[i + 1]].tolist()
-        pts = self.points(i, i + 1)
+        if pixels:
+            a, b = int(self.start[i]), int(self.start[i + 1])
+            pts = np.frombuffer(os.pread(self.px_fd, b - a, a), np.int32).reshape(-1, 2)
+        else:
+            pts = self.points(i, i + 1)
         out, at = [], 0
         for n in lens:
             k = abs(int(n))
@@ -208,233 +223,8 @@ class GeometrySpill:
             i0 = i1
 
     def close(self) -> None:
-        for name in ("fd", "_items_fd", "_rings_fd"):
+        for name in ("fd", "px_fd", "_items_fd", "_rings_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 os.close(fd)
                 setattr(self, name, -1)
-
-
-def pixel_rings(grid: Grid, spill: GeometrySpill, i: int) -> list[tuple[np.ndarray, bool]]:
-    """Item ``i``'s rings as int64 (n, 2) whole-pixel grid coordinates, with outer flags.
-    Points are rounded to whole pixels (Pillow would round polygon vertices, and truncate
-    line ends), so a feature is drawn the same in every block it crosses, whatever the
-    offset."""
-    return [(np.rint(grid.to_pixels(pts)).astype(np.int64), is_outer)
-            for pts, is_outer in spill.rings(i)]
-
-
-def _flat(px: np.ndarray, ox: int, oy: int, size: tuple[int, int], margin: float
-          ) -> list[int]:
-    """Pillow's flat pixel coordinate list of whole-pixel points, shifted so the block starts
-    at (0, 0). Runs of points beyond ``margin`` pixels on one side of the block are cut to
-    their first and last point (:func:`outside_runs`): Pillow's polygon fill visits every edge
-    on every row, so a large forest drawn into a small block otherwise costs rows x all its
-    edges."""
-    shifted = px - (ox, oy)
-    w, h = size
-    lo, hi = shifted.min(axis=0), shifted.max(axis=0)
-    if lo[0] >= -margin and lo[1] >= -margin and hi[0] <= w + margin and hi[1] <= h + margin:
-        return shifted.ravel().tolist()  # all near the block: nothing to cut
-    return shifted[outside_runs(shifted, size, margin)].ravel().tolist()
-
-
-def outside_runs(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
-    """bool mask of the points of a path or ring (int (n, 2) pixels) worth drawing into a
-    canvas of ``size`` (W, H): all but the inner points of runs that lie beyond ``margin``
-    on one and the same side (above, below, left, right). Dropping them changes nothing
-    inside the canvas: the shortcut between a run's ends stays on that side, crossing the
-    canvas rows as often, modulo 2, as the run did (even-odd fill), and a line there (margin
-    beyond half its width) draws no canvas pixel."""
-    w, h = size
-    x, y = px[:, 0], px[:, 1]
-    side = np.where(y < -margin, 1, np.where(y > h + margin, 2, np.where(
-        x < -margin, 3, np.where(x > w + margin, 4, 0))))
-    keep = side == 0
-    keep[1:] |= side[1:] != side[:-1]
-    keep[:-1] |= side[:-1] != side[1:]
-    keep[0] = keep[-1] = True
-    return keep
-
-
-class _ArrowArray(ctypes.Structure):
-    """The Arrow C data interface's ``ArrowArray`` (what ``Image.__arrow_c_array__`` gives)."""
-
-
-_ArrowArray._fields_ = [
-    ("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
-    ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64),
-    ("buffers", ctypes.POINTER(ctypes.c_void_p)),
-    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowArray))),
-    ("dictionary", ctypes.POINTER(_ArrowArray)), ("release", ctypes.c_void_p),
-    ("private_data", ctypes.c_void_p)]
-_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-_capsule_pointer.restype = ctypes.c_void_p
-_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-
-
-def image_array(img: Image.Image) -> np.ndarray:
-    """A read-only NumPy view of a Pillow ``L``, ``RGBA`` or ``I`` image's pixels, without
-    the two copies of ``np.asarray(img)`` (``tobytes`` in chunks, then joined): through
-    Pillow's Arrow export (Pillow >= 11.2), which lends the image's own memory. The view
-    keeps the image and the export alive. Falls back to ``np.asarray`` where that fails
-    (older Pillow, an image spread over several memory blocks)."""
-    try:
-        schema, arr = img.__arrow_c_array__()
-        p = ctypes.cast(_capsule_pointer(arr, b"arrow_array"),
-                        ctypes.POINTER(_ArrowArray)).contents
-        if p.n_children:  # several bands: a fixed-size list over one uint8 child
-            p = p.children[0].contents
-        dtype = np.dtype(np.int32 if img.mode == "I" else np.uint8)
-        bands = 1 if img.mode == "I" else len(img.getbands())
-        w, h = img.size
-        n = int(p.length) * dtype.itemsize
-        if p.offset != 0 or n != w * h * bands * dtype.itemsize or not p.buffers[1]:
-            raise ValueError("unexpected Arrow layout")
-        buf = (ctypes.c_uint8 * n).from_address(p.buffers[1])
-        buf._keep = (img, schema, arr)  # type: ignore[attr-defined]
-    except (AttributeError, ValueError, TypeError, OSError):
-        return np.asarray(img)
-    view = np.frombuffer(buf, dtype)
-    return view.reshape((h, w, bands) if bands > 1 else (h, w))
-
-
-class BlockCanvas:
-    """One block: a Pillow ``L`` image per layer (0/255) and a label image (``L`` when every
-    label id is below 255, else 32-bit ``I``)."""
-
-    def __init__(self, width: int, height: int, channels: int, label_mode: str = "I") -> None:
-        self.size = (width, height)
-        self.label_mode = label_mode
-        self.layers = [Image.new("L", self.size) for _ in range(channels)]
-        self.draws = [ImageDraw.Draw(img) for img in self.layers]
-        self.label: Image.Image | None = None
-        self.label_draw: ImageDraw.ImageDraw | None = None
-
-    def label_canvas(self) -> ImageDraw.ImageDraw:
-        if self.label_draw is None:
-            self.label = Image.new(self.label_mode, self.size)
-            self.label_draw = ImageDraw.Draw(self.label)
-        return self.label_draw
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """uint8 (H, W, C) layers (channels interleaved by Pillow where it can) and the int32
-        (H, W) label raster (None when nothing was labelled)."""
-        merge = {1: "L", 4: "RGBA"}.get(len(self.layers))
-        if merge == "L":
-            stack = image_array(self.layers[0])[..., None]
-        elif merge:
-            stack = image_array(Image.merge(merge, self.layers))
-        else:
-            stack = np.stack([image_array(img) for img in self.layers], axis=-1)
-        label = None if self.label is None else image_array(self.label)
-        return stack, label
-
-
-def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y0: int,
-                 width: int, height: int, channels: int,
-                 cache: dict[int, list[tuple[np.ndarray, bool]]] | None = None,
-                 label_mode: str = "I") -> tuple[np.ndarray, np.ndarray | None]:
-    """Draw ``items`` of ``spill`` into a block whose top-left pixel is (x0, y0): uint8
-    (H, W, C) layers (0 or 255) and an integer (H, W) label raster (None: no label drawn).
-    Areas are filled with their holes cut out; lines get their width. ``cache`` keeps items'
-    :func:`pixel_rings` for the next blocks (the caller empties it); ``label_mode`` ``L``
-    (ids up to 254) keeps the label raster at one byte a pixel."""
-    canvas = BlockCanvas(width, height, channels, label_mode)
-    size = (width, height)
-    for i in items.tolist():
-        layer, label = int(spill.layer[i]), int(spill.label[i])
-        line_w = float(spill.width[i])
-        rings = cache.get(i) if cache is not None else None
-        if rings is None:
-            rings = pixel_rings(grid, spill, i)
-            if cache is not None:
-                cache[i] = rings
-        if line_w > 0:  # a line
-            px = max(1, int(round(line_w / grid.meters_per_pixel)))
-            coords = _flat(rings[0][0], x0, y0, size, px / 2 + 2)
-            canvas.draws[layer].line(coords, fill=255, width=px, joint="curve" if px > 2 else None)
-            continue
-        flat = [(_flat(pts, x0, y0, size, 2), is_outer) for pts, is_outer in rings]
-        if all(is_outer for _, is_outer in flat):
-            for coords, _ in flat:
-                if len(coords) < 6:
-                    continue
-                if layer >= 0:
-                    canvas.draws[layer].polygon(coords, fill=255)
-                if label:
-                    canvas.label_canvas().polygon(coords, fill=label)
-            continue
-        got = _area_mask(flat, width, height)
-        if got is None:
-            continue
-        mask, (mx, my) = got
-        if layer >= 0:
-            canvas.layers[layer].paste(255, (mx, my), mask=mask)
-        if label:
-            canvas.label_canvas()
-            assert canvas.label is not None
-            canvas.label.paste(label, (mx, my), mask=mask)
-    return canvas.arrays()
-
-
-def _area_mask(flat: list[tuple[list[float], bool]], width: int, height: int
-               ) -> tuple[Image.Image, tuple[int, int]] | None:
-    """A 1-bit mask of one area with holes, cropped to its bounds within the block, and the
-    mask's offset in the block; None when it lies outside."""
-    xs = [min(coords[0::2]) for coords, outer in flat if outer] + \
-        [max(coords[0::2]) for coords, outer in flat if outer]
-    ys = [min(coords[1::2]) for coords, outer in flat if outer] + \
-        [max(coords[1::2]) for coords, outer in flat if outer]
-    mx, my = max(0, min(xs) - 1), max(0, min(ys) - 1)
-    ex, ey = min(width, max(xs) + 2), min(height, max(ys) + 2)
-    if ex <= mx or ey <= my:
-        return None
-    mask = Image.new("1", (ex - mx, ey - my))
-    draw = ImageDraw.Draw(mask)
-    for want, fill in ((True, 1), (False, 0)):
-        for coords, is_outer in flat:
-            if is_outer == want and len(coords) >= 6:
-                shifted = (np.asarray(coords).reshape(-1, 2) - (mx, my)).ravel().tolist()
-                draw.polygon(shifted, fill=fill)
-    return mask, (mx, my)
-
-
-def gather_tiles(stack: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """uint8 (k, size, size, C): the tiles at (rows[i], cols[i]) of a (H, W, C) block."""
-    h, w, c = stack.shape
-    view = stack.reshape(h // size, size, w // size, size, c).transpose(0, 2, 1, 3, 4)
-    return np.ascontiguousarray(view[rows, cols])
-
-
-def tile_channel_counts(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drawn (non-zero) pixels of uint8 (k, s, s, C) 0/255 tiles: per tile and channel, int64
-    (k, C), and in any channel, int64 (k,). With four channels a pixel's bytes are counted
-    together as one uint32 (0/1 byte lanes, at most ``s`` <= 255 per lane and row)."""
-    k, s, _, c = tiles.shape
-    if c != 4 or s > 255:
-        flat = tiles.reshape(k, s * s, c)
-        per = np.stack([np.count_nonzero(flat[..., j], axis=1) for j in range(c)], axis=-1)
-        return per.astype(np.int64), np.count_nonzero(flat.any(axis=-1), axis=1)
-    packed = tiles.view(np.uint32).reshape(k, s, s)
-    union = np.count_nonzero(packed.reshape(k, -1), axis=1).astype(np.int64)
-    lanes = ((packed >> np.uint32(7)) & np.uint32(0x01010101)).sum(axis=2, dtype=np.uint32)
-    per = np.empty((k, 4), np.int64)
-    for j in range(4):
-        per[:, j] = ((lanes >> np.uint32(8 * j)) & np.uint32(0xFF)).sum(axis=1)
-    return per, union
-
-
-def tile_labels(labels: np.ndarray) -> np.ndarray:
-    """Per tile of int (k, s, s) label tiles, the id covering most pixels (0 when none is
-    labelled; ties go to the smaller id): int64 (k,)."""
-    k = len(labels)
-    flat = labels.reshape(k, -1)
-    top = flat.max(axis=1).astype(np.int64)
-    low = np.where(flat > 0, flat, np.iinfo(flat.dtype).max).min(axis=1)
-    out = top.copy()  # one id (or none) in the tile: that id
-    for t in np.flatnonzero((top > 0) & (low != top)).tolist():  # several ids: count them
-        counts = np.bincount(flat[t])
-        counts[0] = 0
-        out[t] = int(np.argmax(counts))  # argmax takes the first (smallest) of equal counts
-    return out

@@ -4,7 +4,7 @@ Pass 1 streams the features once (tag filter inside libosmium) into a :class:`Ge
 on disk. Then, at tile resolution (:mod:`dlprep.formats.osm_cover`), the tiles that some edge
 or line comes near are marked *dirty*; every other tile is one value per layer, found at its
 centre. Pass 2 goes over the grid in blocks of ``BLOCK`` x ``BLOCK`` tiles (row-major): only the
-dirty tiles are drawn (Pillow, cropped to them), the tiles with at least ``--min-coverage`` of
+dirty tiles are drawn (OpenCV, cropped to them), the tiles with at least ``--min-coverage`` of
 drawn pixels are kept (row-major within the block) and go straight into the HDF5 file in
 compressed chunks (:class:`TileWriter`); whole-tile values cost no drawing.
 """
@@ -24,15 +24,17 @@ import numpy as np
 from ..errors import DlprepError
 from ..formats.osm import ReadStats, release_freed_memory
 from ..formats.osm_cover import clean_state, dirty_tiles
-from ..formats.osm_layers import load_layers
-from ..formats.osm_raster import (
-    GeometrySpill,
-    Grid,
-    gather_tiles,
+from ..formats.osm_draw import (
+    cv2_module,
+    gather_labels,
+    gather_planes,
+    interleave,
+    planar_counts,
     render_block,
-    tile_channel_counts,
     tile_labels,
 )
+from ..formats.osm_layers import load_layers
+from ..formats.osm_raster import GeometrySpill, Grid
 from .core import PrepareContext
 from .osm import _bbox, iter_features, osm_attrs
 from .osm_store import TileWriter
@@ -42,7 +44,7 @@ log = logging.getLogger("dlprep")
 
 BLOCK = 16  # tiles per block side (drawing) and per strip (rows)
 CHUNK_TILES = 16  # tiles per compressed HDF5 chunk
-LABEL_L_MAX = 254  # label ids up to this are drawn into a one-byte (``L``) label raster
+LABEL_L_MAX = 255  # label ids up to this are drawn into a one-byte label raster (else two)
 NONE_CLASS = "none"
 OTHER_CLASS = "other"
 MAX_TILES = 20_000_000
@@ -143,6 +145,7 @@ def build_tiles(ctx: PrepareContext, out: Path, *, exhaustive: bool = False) -> 
     if not 0.0 < float(o["meters_per_pixel"]) <= 10_000:
         raise DlprepError(f"--meters-per-pixel {o['meters_per_pixel']}: expected > 0")
     min_cov = float(o["min_coverage"])
+    cv2_module()  # the drawing library, before anything is read
     stats = ReadStats()
     with tempfile.TemporaryDirectory(prefix=".osm-", dir=out.parent) as tmp:
         spill = GeometrySpill(Path(tmp))
@@ -185,28 +188,29 @@ class Kept:
 
 def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
                 tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None,
-                label_mode: str = "I"
+                label_dtype: type = np.uint8
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
-    (tr0, tc0)), cropped to their bounding box. Returns, for the dirty tiles in row-major
-    order: rows, cols (in the block), pixels uint8 (k, s, s, C), drawn pixels per channel
-    (k, C), drawn in any channel (k,) and label ids (k,)."""
+    (tr0, tc0)). The canvas is always the whole block, whichever tiles are dirty: OpenCV clips
+    lines and polygon outlines to the canvas in integer arithmetic, so a pixel near a clipped
+    edge can depend on where the canvas ends; with one fixed canvas per block a tile's pixels
+    do not depend on which of its neighbours are drawn (the same bytes as drawing every tile).
+    Returns, for the dirty tiles in row-major order: rows, cols (in the block), pixels uint8
+    (k, s, s, C), drawn pixels per channel (k, C), drawn in any channel (k,) and label ids
+    (k,)."""
     size = grid.tile_size
-    rr, cc = np.nonzero(dirty)
-    ra, rb, ca, cb = int(rr.min()), int(rr.max()) + 1, int(cc.min()), int(cc.max()) + 1
+    r, c = np.nonzero(dirty)
     if len(items):
-        stack, lab = render_block(grid, spill, items, (tc0 + ca) * size, (tr0 + ra) * size,
-                                  (cb - ca) * size, (rb - ra) * size, channels, cache,
-                                  label_mode)
+        planes, lab = render_block(grid, spill, items, tc0 * size, tr0 * size,
+                                   dirty.shape[1] * size, dirty.shape[0] * size, channels,
+                                   cache, label_dtype)
+        tiles = gather_planes(planes, size, r, c)
     else:
-        stack = np.zeros(((rb - ra) * size, (cb - ca) * size, channels), np.uint8)
-        lab = None
-    r, c = rr - ra, cc - ca
-    tiles = gather_tiles(stack, size, r, c)
-    per, union = tile_channel_counts(tiles)
+        tiles, lab = np.zeros((channels, len(r), size, size), np.uint8), None
+    per, union = planar_counts(tiles)
     labels = np.zeros(len(r), np.int64) if lab is None else \
-        tile_labels(gather_tiles(lab[..., None], size, r, c)[..., 0])
-    return rr, cc, tiles, per, union, labels
+        tile_labels(gather_labels(lab, size, r, c))
+    return r, c, interleave(tiles), per, union, labels
 
 
 def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
@@ -218,9 +222,11 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     dirty = np.ones((grid.rows, grid.cols), bool) if exhaustive else dirty_tiles(grid, spill)
     clean = clean_state(grid, spill)
     index = BlockIndex(grid, spill)
+    spill.project(grid)
     release_freed_memory()
     labels_used = np.frombuffer(spill.label, np.uint16)
-    label_mode = "L" if not len(labels_used) or int(labels_used.max()) <= LABEL_L_MAX else "I"
+    label_dtype = np.uint8 if not len(labels_used) or int(labels_used.max()) <= LABEL_L_MAX \
+        else np.uint16
     kept = Kept()
     full = size * size
     shifts = np.arange(channels, dtype=np.uint32)
@@ -243,7 +249,7 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             if sd.any():
                 rr, cc, tiles, per, uni, lab = _draw_dirty(
                     grid, spill, row_items.get(tc0 // BLOCK, none), sd, tr0, tc0, channels,
-                    cache, label_mode)
+                    cache, label_dtype)
                 counts[rr, cc] = per
                 union[rr, cc] = uni
                 labels[rr, cc] = lab
@@ -252,10 +258,10 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             if not len(kr):
                 continue
             _emit(writer, kr, kc, sd, bits, where, tiles)
-            kept.cols.extend((kc + tc0).astype(np.int32))
-            kept.rows.extend((kr + tr0).astype(np.int32))
-            kept.labels.extend(labels[kr, kc].astype(np.int32))
-            kept.counts.extend(counts[kr, kc].astype(np.int32).ravel())
+            kept.cols.frombytes((kc + tc0).astype(np.int32).tobytes())
+            kept.rows.frombytes((kr + tr0).astype(np.int32).tobytes())
+            kept.labels.frombytes(labels[kr, kc].astype(np.int32).tobytes())
+            kept.counts.frombytes(counts[kr, kc].astype(np.int32).tobytes())
     return kept
 
 
