@@ -234,3 +234,34 @@ def test_spill_keeps_item_records_on_disk_until_the_read_is_over(tmp_path: Path)
         assert np.array_equal(a, ring + k) and np.array_equal(b, hole + k)
     finally:
         spill.close()
+
+
+def test_compiled_layer_matchers_agree_with_the_layer_rules() -> None:
+    """The read loop matches tags with rules looked up once (``LayerSpec.line_matcher`` and
+    ``area_matcher``): the same layers and widths as ``Layer.line_width``/``takes_area``, on
+    every combination of these tag values, for the defaults and a table with overlapping
+    rules."""
+    import itertools
+
+    from dlprep.formats.osm_layers import load_layers, parse_layers
+
+    overlapping = parse_layers({
+        "a": {"lines": ["highway=primary", "highway", "waterway"], "widths": {"primary": 9},
+              "areas": ["building=yes", "building", "landuse"]},
+        "b": {"lines": ["highway"], "areas": ["building"]}}, "test")
+    values = {"highway": ["primary", "residential", "footway", None],
+              "waterway": ["river", "stream", "riverbank", None],
+              "building": ["yes", "house", None], "landuse": ["forest", "reservoir", None],
+              "natural": ["water", "wood", None], "leisure": ["park", None]}
+    matched = 0
+    for spec in (load_layers(None), overlapping):
+        lines_of, areas_of = spec.line_matcher(), spec.area_matcher()
+        for combo in itertools.product(*values.values()):
+            tags = {k: v for k, v in zip(values, combo, strict=True) if v is not None}
+            want = [(li, w) for li, la in enumerate(spec.layers)
+                    if (w := la.line_width(tags)) is not None]
+            assert lines_of(tags) == want
+            assert areas_of(tags) == [li for li, la in enumerate(spec.layers)
+                                      if la.takes_area(tags)]
+            matched += bool(want)
+    assert matched > 100

@@ -17,7 +17,7 @@ the tag filter handed to libosmium.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,37 @@ class LayerSpec:
 
     def keys(self) -> list[str]:
         return sorted({r.key for la in self.layers for r in (*la.lines, *la.areas)})
+
+    def line_matcher(self) -> Callable[[Mapping[str, str]], list[tuple[int, float]]]:
+        """``f(tags)`` -> ``[(layer index, width in metres)]`` of the layers whose line rules
+        match (as :meth:`Layer.line_width`, with the rules and widths looked up once)."""
+        rules = [(li, r.key, r.values, dict(la.widths), la.default_width)
+                 for li, la in enumerate(self.layers) for r in la.lines]
+
+        def match(tags: Mapping[str, str]) -> list[tuple[int, float]]:
+            out: list[tuple[int, float]] = []
+            for li, key, values, widths, default in rules:
+                value = tags.get(key)
+                if value is not None and (values is None or value in values) and \
+                        (not out or out[-1][0] != li):  # a layer's first matching rule
+                    out.append((li, widths.get(value, default)))
+            return out
+        return match
+
+    def area_matcher(self) -> Callable[[Mapping[str, str]], list[int]]:
+        """``f(tags)`` -> the indices of the layers whose area rules match (as
+        :meth:`Layer.takes_area`)."""
+        rules = [(li, r.key, r.values) for li, la in enumerate(self.layers) for r in la.areas]
+
+        def match(tags: Mapping[str, str]) -> list[int]:
+            out: list[int] = []
+            for li, key, values in rules:
+                value = tags.get(key)
+                if value is not None and (values is None or value in values) and \
+                        (not out or out[-1] != li):
+                    out.append(li)
+            return out
+        return match
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (for the config hash and the file's ``osm_layers``)."""

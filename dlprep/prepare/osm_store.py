@@ -65,9 +65,15 @@ class TileWriter:
         return tile
 
     def add(self, tiles: np.ndarray) -> None:
-        """Append drawn tiles, uint8 (n, size, size, C)."""
+        """Append drawn tiles, uint8 (n, size, size, C). Whole chunks of a C-contiguous
+        ``tiles`` are compressed from it directly (no copy into the chunk buffer)."""
         at = 0
         while at < len(tiles):
+            if not self.fill and len(tiles) - at >= self.k and tiles.flags.c_contiguous:
+                raw = memoryview(tiles[at:at + self.k]).cast("B")
+                self._write_chunk(isal_zlib.compress(raw, LEVEL), crc32(raw), self.k)
+                at += self.k
+                continue
             take = min(self.k - self.fill, len(tiles) - at)
             self.buf[self.fill:self.fill + take] = tiles[at:at + take]
             self.fill += take

@@ -59,6 +59,7 @@ def _spill_features(ctx: PrepareContext, spill: GeometrySpill, stats: ReadStats,
     label_key = o["label_key"] or "landuse"
     keys = sorted(set(spec.keys()) | {label_key})
     label_ids: dict[str, int] = {}
+    areas_of, lines_of = spec.area_matcher(), spec.line_matcher()
     for feat in iter_features(ctx, keys, areas=True, lines=True, stats=stats,
                               index_dir=index_dir):
         if feat.area:
@@ -66,17 +67,14 @@ def _spill_features(ctx: PrepareContext, spill: GeometrySpill, stats: ReadStats,
             label = 0
             if value is not None:
                 label = label_ids.setdefault(value, len(label_ids) + 1)
-            for li, layer in enumerate(spec.layers):
-                if layer.takes_area(feat.tags):
-                    spill.add(feat.rings, feat.outer, layer=li, label=label, width=0.0)
-                    label = 0  # the label is drawn with the first layer only
+            for li in areas_of(feat.tags):
+                spill.add(feat.rings, feat.outer, layer=li, label=label, width=0.0)
+                label = 0  # the label is drawn with the first layer only
             if label:
                 spill.add(feat.rings, feat.outer, layer=-1, label=label, width=0.0)
         else:
-            for li, layer in enumerate(spec.layers):
-                width = layer.line_width(feat.tags)
-                if width is not None:
-                    spill.add(feat.rings, [True], layer=li, label=0, width=width)
+            for li, width in lines_of(feat.tags):
+                spill.add(feat.rings, [True], layer=li, label=0, width=width)
     spill.finish()
     release_freed_memory()
     if len(label_ids) > 65535:
@@ -188,7 +186,7 @@ class Kept:
 
 def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
                 tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None,
-                label_dtype: type = np.uint8
+                label_dtype: type = np.uint8, scratch: dict | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
     (tr0, tc0)). The canvas is always the whole block, whichever tiles are dirty: OpenCV clips
@@ -203,7 +201,7 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
     if len(items):
         planes, lab = render_block(grid, spill, items, tc0 * size, tr0 * size,
                                    dirty.shape[1] * size, dirty.shape[0] * size, channels,
-                                   cache, label_dtype)
+                                   cache, label_dtype, scratch)
         tiles = gather_planes(planes, size, r, c)
     else:
         tiles, lab = np.zeros((channels, len(r), size, size), np.uint8), None
@@ -228,6 +226,7 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     label_dtype = np.uint8 if not len(labels_used) or int(labels_used.max()) <= LABEL_L_MAX \
         else np.uint16
     kept = Kept()
+    scratch: dict = {}  # the block canvases, reused
     full = size * size
     shifts = np.arange(channels, dtype=np.uint32)
     none = np.zeros(0, np.int64)
@@ -249,7 +248,7 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             if sd.any():
                 rr, cc, tiles, per, uni, lab = _draw_dirty(
                     grid, spill, row_items.get(tc0 // BLOCK, none), sd, tr0, tc0, channels,
-                    cache, label_dtype)
+                    cache, label_dtype, scratch)
                 counts[rr, cc] = per
                 union[rr, cc] = uni
                 labels[rr, cc] = lab
