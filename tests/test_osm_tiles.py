@@ -103,10 +103,10 @@ def test_rasteriser_fills_holes_and_draws_line_widths(tmp_path: Path) -> None:
     """The OpenCV rasteriser on hand-made features with known pixels: a square with a hole
     (even-odd over the rings), lines 1, 3 and 4 pixels wide. Odd widths are exact; OpenCV
     draws a thick line symmetric about its centre pixels, so an even width is drawn one
-    pixel wider (4 -> 5; Pillow, the rasteriser before, drew 4 rows below and above the
-    centre unevenly). Here a block drawn at an offset holds the same pixels as that part of a
-    block drawn whole (in general OpenCV's clipping may move an outline pixel that crosses
-    the canvas edge by one: each tile is drawn on its block's fixed canvas)."""
+    pixel wider (4 -> 5; Pillow, the rasteriser before, drew 4 rows, not centred). Here a
+    block drawn at an offset holds the same pixels as that part of a block drawn whole (in
+    general OpenCV's clipping may move an outline pixel that crosses the canvas edge by one:
+    each tile is drawn on its block's fixed canvas)."""
     from dlprep.formats.osm_draw import pixel_rings, render_block
     from dlprep.formats.osm_raster import Grid
 
