@@ -59,7 +59,8 @@ def cv_thickness(px: int) -> int:
 def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y0: int,
                  width: int, height: int, channels: int,
                  cache: dict[int, list[tuple[np.ndarray, bool]]] | None = None,
-                 label_dtype: Any = np.uint8, scratch: dict[Any, np.ndarray] | None = None
+                 label_dtype: Any = np.uint8, scratch: dict[Any, Any] | None = None,
+                 reach: tuple[int, int, int, int] | None = None
                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw ``items`` of ``spill`` into a block whose top-left pixel is (x0, y0): uint8
     (C, H, W) layer planes (0 or 255) and a (H, W) label raster of ``label_dtype`` (None: no
@@ -67,13 +68,17 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
     side. Areas are filled (even-odd over an area's rings: holes cut out); lines get
     their width (``round(width / mpp)`` pixels, at least 1; see :func:`cv_thickness`).
     ``cache`` keeps items' :func:`pixel_rings` for the next blocks (the caller empties it);
-    ``scratch`` keeps the canvases for the next block (zeroed, not allocated again): the
-    planes returned are then valid until the next call."""
+    ``scratch`` keeps the canvases for the next block (not allocated again; only the part
+    the last block's items could touch, ``reach``: x0, y0, x1, y1 pixels inclusive, is
+    zeroed again): the planes returned are then valid until the next call."""
     cv2 = cv2_module()
     line8 = cv2.LINE_8
     m = CANVAS_MARGIN
     x0, y0, width, height = x0 - m, y0 - m, width + 2 * m, height + 2 * m
-    planes = _canvas(scratch, (channels, height, width), np.uint8)
+    used = (0, 0, width, height) if reach is None else \
+        (max(0, reach[0] - x0), max(0, reach[1] - y0), min(width, reach[2] - x0 + 1),
+         min(height, reach[3] - y0 + 1))
+    planes = _canvas(scratch, (channels, height, width), np.uint8, used)
     label_plane: np.ndarray | None = None
     offset = (-x0, -y0)
     mpp = grid.meters_per_pixel
@@ -102,23 +107,29 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
                 cv2.fillPoly(planes[layer], group, 255, line8, 0, offset)
             if label:
                 if label_plane is None:
-                    label_plane = _canvas(scratch, (height, width), label_dtype)
+                    label_plane = _canvas(scratch, (height, width), label_dtype, used)
                 cv2.fillPoly(label_plane, group, label, line8, 0, offset)
     inner = (slice(m, height - m), slice(m, width - m))
     return planes[(slice(None), *inner)], None if label_plane is None else label_plane[inner]
 
 
-def _canvas(scratch: dict[Any, np.ndarray] | None, shape: tuple[int, ...], dtype: Any
-            ) -> np.ndarray:
-    """A zeroed array: a kept one of that shape and type refilled, or a new one."""
+def _canvas(scratch: dict[Any, Any] | None, shape: tuple[int, ...], dtype: Any,
+            used: tuple[int, int, int, int]) -> np.ndarray:
+    """A zeroed (..., H, W) array: a new one, or the one kept in ``scratch`` with the part the
+    previous block marked as used zeroed again; ``used`` (x0, y0, x1, y1, end-exclusive) is
+    recorded as what this block may draw on."""
     if scratch is None:
         return np.zeros(shape, dtype)
     key = (shape, np.dtype(dtype).str)
     got = scratch.get(key)
     if got is None:
-        got = scratch[key] = np.zeros(shape, dtype)
+        got = np.zeros(shape, dtype)
     else:
-        got.fill(0)
+        x0, y0, x1, y1 = got[1]
+        if x1 > x0 and y1 > y0:
+            got[0][..., y0:y1, x0:x1] = 0
+        got = got[0]
+    scratch[key] = (got, used)
     return got
 
 
@@ -134,14 +145,17 @@ def _tile_view(planes: np.ndarray, size: int) -> np.ndarray:
 
 def gather_planes(planes: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray
                   ) -> np.ndarray:
-    """(C, k, size, size): the tiles at (rows[i], cols[i]) of (C, H, W) planes (a view whose
-    rows may be longer than W: no copy before the gather)."""
+    """C-contiguous (C, k, size, size): the tiles at (rows[i], cols[i]) of (C, H, W) planes
+    (a view whose rows may be longer than W: no copy before the gather)."""
     c, h, w = planes.shape
     st = planes.strides
     view = np.lib.stride_tricks.as_strided(
         planes, (c, h // size, w // size, size, size), (st[0], st[1] * size, st[2] * size,
                                                          st[1], st[2]), writeable=False)
-    return view[:, rows, cols]
+    out = np.empty((c, len(rows), size, size), planes.dtype)
+    for j in range(c):  # plane by plane: one strided copy each, into planar order
+        out[j] = view[j][rows, cols]
+    return out
 
 
 def interleave(tiles: np.ndarray) -> np.ndarray:

@@ -84,10 +84,11 @@ class TileWriter:
     def add_uniform(self, bits: int, count: int) -> None:
         """Append ``count`` copies of :meth:`proto` ``(bits)``."""
         tile = self.proto(bits)
-        while count and self.fill:  # complete the pending chunk first
-            self.buf[self.fill] = tile
-            self.fill += 1
-            count -= 1
+        if count and self.fill:  # complete the pending chunk first
+            take = min(count, self.k - self.fill)
+            self.buf[self.fill:self.fill + take] = tile
+            self.fill += take
+            count -= take
             if self.fill == self.k:
                 self._flush()
         while count >= self.k:  # whole chunks of one value: compressed once

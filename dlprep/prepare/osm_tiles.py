@@ -101,7 +101,9 @@ def _grid(ctx: PrepareContext, spill: GeometrySpill) -> Grid:
 
 class BlockIndex:
     """Which items' padded pixel bounds meet which block (``BLOCK`` x ``BLOCK`` tiles):
-    per item its block range (four int32), expanded one block row at a time."""
+    per item its block range (four int32), expanded one block row at a time; and the padded
+    pixel bounds themselves (``px``: int32 (n, 4) x0, y0, x1, y1, what drawing it can
+    touch)."""
 
     def __init__(self, grid: Grid, spill: GeometrySpill) -> None:
         span = grid.tile_size * BLOCK
@@ -117,6 +119,18 @@ class BlockIndex:
         self.c1 = np.clip(np.floor(x1 / span), -1, self.ncols - 1).astype(np.int32)
         self.r0 = np.clip(np.floor(y0 / span), 0, nrows - 1).astype(np.int32)
         self.r1 = np.clip(np.floor(y1 / span), -1, nrows - 1).astype(np.int32)
+        lim = float(1 << 30)
+        self.px = np.clip(np.stack([np.floor(x0), np.floor(y0), np.ceil(x1), np.ceil(y1)],
+                                   axis=1), -lim, lim).astype(np.int32)
+
+    def reach(self, items: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The pixels (x0, y0, x1, y1, inclusive) that drawing ``items`` can touch (their
+        padded bounds, 2 more pixels to spare)."""
+        if not len(items):
+            return None
+        b = self.px[items]
+        lo, hi = b[:, :2].min(axis=0), b[:, 2:].max(axis=0)
+        return int(lo[0]) - 2, int(lo[1]) - 2, int(hi[0]) + 2, int(hi[1]) + 2
 
     def row(self, br: int) -> dict[int, np.ndarray]:
         """Block column -> the items (in file order) of the blocks in block row ``br``."""
@@ -186,7 +200,8 @@ class Kept:
 
 def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
                 tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None,
-                label_dtype: type = np.uint8, scratch: dict | None = None
+                label_dtype: type = np.uint8, scratch: dict | None = None,
+                reach: tuple[int, int, int, int] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
     (tr0, tc0)). The canvas is always the whole block, whichever tiles are dirty: OpenCV clips
@@ -201,7 +216,7 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
     if len(items):
         planes, lab = render_block(grid, spill, items, tc0 * size, tr0 * size,
                                    dirty.shape[1] * size, dirty.shape[0] * size, channels,
-                                   cache, label_dtype, scratch)
+                                   cache, label_dtype, scratch, reach)
         tiles = gather_planes(planes, size, r, c)
     else:
         tiles, lab = np.zeros((channels, len(r), size, size), np.uint8), None
@@ -246,9 +261,10 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             where = np.full(sd.shape, -1, np.int64)
             tiles = None
             if sd.any():
+                items = row_items.get(tc0 // BLOCK, none)
                 rr, cc, tiles, per, uni, lab = _draw_dirty(
-                    grid, spill, row_items.get(tc0 // BLOCK, none), sd, tr0, tc0, channels,
-                    cache, label_dtype, scratch)
+                    grid, spill, items, sd, tr0, tc0, channels, cache, label_dtype, scratch,
+                    index.reach(items))
                 counts[rr, cc] = per
                 union[rr, cc] = uni
                 labels[rr, cc] = lab
