@@ -278,7 +278,8 @@ def read_features(path: Path, keys: Sequence[str], *, areas: bool, lines: bool =
         pending: list[tuple[int, str, bool, dict[str, str], str]] = []
         chars = 0
         for obj in proc:
-            tags = {k: v for k in keys if (v := obj.tags.get(k)) is not None}
+            get = obj.tags.get  # one TagList per feature, not one per key
+            tags = {k: v for k in keys if (v := get(k)) is not None}
             try:
                 if obj.is_area():
                     hexed = wkb.create_multipolygon(obj)

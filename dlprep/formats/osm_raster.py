@@ -123,9 +123,13 @@ class GeometrySpill:
 
     def add(self, rings: list[np.ndarray], outer: list[bool], *, layer: int, label: int,
             width: float) -> None:
-        pts = rings[0] if len(rings) == 1 else np.concatenate(rings)
-        self._ring_lens.extend(len(r) if o else -len(r) for r, o in zip(rings, outer,
-                                                                          strict=True))
+        if len(rings) == 1:
+            pts = rings[0]
+            self._ring_lens.append(len(pts) if outer[0] else -len(pts))
+        else:
+            pts = np.concatenate(rings)
+            self._ring_lens.extend(len(r) if o else -len(r)
+                                   for r, o in zip(rings, outer, strict=True))
         self._meta.append((layer, label, width, len(pts), len(rings)))
         self._buf.append(pts)
         self._buffered += len(pts)
