@@ -210,3 +210,45 @@ def test_latest_pointer_through_a_symlink_out_of_the_folder_is_refused(
     (path.parent / "latest").write_text("link.h5\n")
     assert main(["--cache-dir", str(cache_dir), "info", "mnist-sample"]) == 1
     assert "not a file in" in capsys.readouterr().err
+
+
+def test_mean_std_reduced_from_per_image_sums(tmp_path: Path) -> None:
+    """Image shards return exact per-image sums; the writer reduces the train split's mean/std
+    from them (the same float32 values as reading the pixels back) without reading rows."""
+    from dlprep.pixelstats import mean_std
+    from dlprep.prepare.image_shards import image_sums
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (40, 7, 5, 3), dtype=np.uint8)
+    images[5] = 255  # the largest squares
+    sums = image_sums(images)
+    x = images.reshape(40, -1, 3).astype(np.uint64)
+    assert sums.dtype == np.uint64 and sums.shape == (40, 2, 3)
+    assert (sums[:, 0] == x.sum(1)).all() and (sums[:, 1] == (x * x).sum(1)).all()
+    assert image_sums(images[:0]).shape == (0, 2, 3)
+    train = np.array([0, 3, 5, 6, 11, 17, 30, 39])
+
+    def build(name: str, row_sums: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        out = tmp_path / name
+        with atomic_output(out) as tmp:
+            w = ImageTensorWriter(tmp, 40, (7, 5, 3))
+            w.write(images, np.zeros(40))
+            if row_sums is not None:
+                w.set_row_sums(row_sums)
+            w.finish(recipe="toy", recipe_version="", splits={"train": train}, classes=["a"])
+        with h5py.File(out, "r") as f:
+            return f["mean"][()], f["std"][()]
+
+    read_back = build("read.h5", None)
+    reduced = build("sums.h5", sums)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(read_back, reduced, strict=True))
+    want = mean_std(x[train].sum((0, 1)), (x[train] ** 2).sum((0, 1)), len(train) * 35, 3)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(want, reduced, strict=True))
+    # the sums given are what counts (no read-back): all-zero sums give a zero mean
+    zero_mean, _ = build("zeros.h5", np.zeros((40, 2, 3), np.uint64))
+    assert (zero_mean == 0).all() and (reduced[0] > 0).all()
+    with atomic_output(tmp_path / "bad.h5") as tmp:
+        w = ImageTensorWriter(tmp, 40, (7, 5, 3))
+        with pytest.raises(StoreError, match=r"row sums must be uint64 \(40, 2, 3\)"):
+            w.set_row_sums(np.zeros((40, 3), np.uint64))
+        w.close()

@@ -5,9 +5,12 @@ Every image builder decodes through here (``decode_to_writer`` in :mod:`.images`
 consecutive index ranges (:func:`decode_plan`, at most :data:`MAX_PER_SHARD` images, about 32
 shards for a small set so that two workers really share the work); each shard decodes its range
 and writes the images (and masks) that decoded to its part file, returning per job the reason
-it was skipped and, for dedupe, its content hash. :func:`write_decoded` then walks the shards
-in order, drops skips and duplicates exactly as one process would, and copies the kept pixels
-into the prepared file, so the bytes never depend on the number of workers or the cluster.
+it was skipped and, for dedupe, its content hash. Each part also holds every decoded image's
+exact per-channel pixel sums and squared sums (:func:`image_sums`), so the train split's
+mean/std are reduced from them, without reading the pixels back. :func:`write_decoded` then
+walks the shards in order, drops skips and duplicates exactly as one process would, and copies
+the kept pixels into the prepared file, so the bytes never depend on the number of workers or
+the cluster.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ log = logging.getLogger("dlprep")
 
 MAX_PER_SHARD = 256
 TARGET_SHARDS = 32
+PART_FORMAT = 2  # images, [masks], per-image sums (in the specs: older parts start over)
+_VALUES = np.arange(256, dtype=np.uint64)
 
 
 def shard_size(n: int) -> int:
@@ -68,7 +73,8 @@ def decode_plan(jobs: Sequence[DecodeJob], spec: ImageSpec, *,
     """The decode shards of ``jobs`` (ids ``img-000000`` ...), in job order."""
     if hash_mode not in ("none", "exact", "perceptual"):
         raise DlprepError(f"dedupe mode {hash_mode!r}: use none, exact or perceptual")
-    common = {"spec": _spec_value(spec), "mask_spec": _spec_value(mask_spec), "hash": hash_mode}
+    common = {"spec": _spec_value(spec), "mask_spec": _spec_value(mask_spec), "hash": hash_mode,
+              "part_format": PART_FORMAT}
     return [ShardSpec.make(f"img-{k:06d}", start=a, end=b, options={
         **common, "jobs": [[_ref_value(j.image), _ref_value(j.mask)] for j in jobs[a:b]]})
         for k, (a, b) in enumerate(ranges(len(jobs), shard_size(len(jobs))))]
@@ -97,9 +103,11 @@ def run_decode(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
             if mask_spec is not None:
                 masks.append(res.mask)  # type: ignore[arg-type]
     buf = io.BytesIO()  # numpy's own file writes lose errno: ENOSPC must stay ENOSPC
-    np.save(buf, _stack(images, image_spec), allow_pickle=False)
+    stacked = _stack(images, image_spec)
+    np.save(buf, stacked, allow_pickle=False)
     if mask_spec is not None:
         np.save(buf, _stack(masks, mask_spec), allow_pickle=False)
+    np.save(buf, image_sums(stacked), allow_pickle=False)
     try:
         with open(part, "wb") as fh:
             fh.write(buf.getbuffer())
@@ -127,10 +135,30 @@ def _stack(arrays: list[np.ndarray], spec: ImageSpec) -> np.ndarray:
     return np.ascontiguousarray(np.stack(arrays), np.uint8)
 
 
-def _read_part(path: Path, masks: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def image_sums(images: np.ndarray) -> np.ndarray:
+    """Exact per-image, per-channel sums of the pixel values and of their squares of uint8
+    (n, H, W, C): uint64 (n, 2, C). Counted as one histogram per image and channel (a single
+    ``bincount``), so the sums are integers, whatever the order they are added up in."""
+    n, channels = len(images), images.shape[-1]
+    out = np.zeros((n, 2, channels), np.uint64)
+    if not n:
+        return out
+    flat = images.reshape(n, -1, channels)
+    offset = (np.arange(n, dtype=np.int64) * 256)[:, None]
+    for c in range(channels):
+        counts = np.bincount((flat[:, :, c] + offset).ravel(), minlength=n * 256)
+        counts = counts.reshape(n, 256).astype(np.uint64)
+        out[:, 0, c] = counts @ _VALUES
+        out[:, 1, c] = counts @ (_VALUES * _VALUES)
+    return out
+
+
+def _read_part(path: Path, masks: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """A part's images, its masks (when ``masks``; else None) and its per-image sums."""
     with open(path, "rb") as fh:
         images = np.load(fh, allow_pickle=False)
-        return images, (np.load(fh, allow_pickle=False) if masks else None)
+        mask = np.load(fh, allow_pickle=False) if masks else None
+        return images, mask, np.load(fh, allow_pickle=False)
 
 
 @dataclasses.dataclass
@@ -199,18 +227,22 @@ def write_decoded(out: Path, names: Sequence[str], labels: np.ndarray, spec: Ima
     writer = ImageTensorWriter(out, len(keep), spec.shape)
     try:
         done = 0
+        sums = np.zeros((len(keep), 2, spec.channels), np.uint64)
+        has_masks = mask_spec is not None
         for part, rows in zip(parts, take, strict=True):
             if len(rows):
-                images, _ = _read_part(part, False)
+                images, _, part_sums = _read_part(part, has_masks)
                 writer.write(images[rows], labels[keep[done:done + len(rows)]])
+                sums[done:done + len(rows)] = part_sums[rows]
                 done += len(rows)
+        writer.set_row_sums(sums)
         if mask_spec is not None:
             dset = writer.f.create_dataset(mask_name, shape=(len(keep), *mask_spec.shape),
                                            dtype=np.uint8)
             done = 0
             for part, rows in zip(parts, take, strict=True):
                 if len(rows):
-                    _, masks = _read_part(part, True)
+                    _, masks, _ = _read_part(part, True)
                     dset[done:done + len(rows)] = masks[rows]  # type: ignore[index]
                     done += len(rows)
             for k, label in enumerate(("batch", "height", "width", "channel")):

@@ -84,6 +84,7 @@ class ImageTensorWriter:
         self._io_jobs: list[Future[None]] = []
         self._image_crcs: list[tuple[int, int, int]] = []  # (byte offset, length, CRC-32)
         self._direct_fd: int | None = None
+        self._row_sums: np.ndarray | None = None
         if self._offset is not None and HAVE_PWRITE:
             self._fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
             self._direct_fd = open_direct(self.path)
@@ -140,6 +141,16 @@ class ImageTensorWriter:
         self._io_jobs.append(job)
         return job
 
+    def set_row_sums(self, sums: np.ndarray) -> None:
+        """Give every row's exact per-channel pixel sums and squared sums, uint64 (n, 2, C)
+        (as :func:`dlprep.prepare.image_shards.image_sums` makes them): :meth:`finish` then
+        reduces the train split's mean/std from them instead of reading the rows back."""
+        sums = np.asarray(sums)
+        if sums.shape != (self.n, 2, self.shape[2]) or sums.dtype != np.uint64:
+            raise StoreError(f"row sums must be uint64 ({self.n}, 2, {self.shape[2]}); got "
+                             f"{sums.dtype} {sums.shape}")
+        self._row_sums = sums
+
     def _note_crc(self, start: int, data: np.ndarray) -> None:
         """Remember the CRC-32 of rows written at ``start`` (combined in :meth:`finish`)."""
         self._image_crcs.append((start * self._row_bytes, data.nbytes, crc32(data)))
@@ -188,7 +199,12 @@ class ImageTensorWriter:
             raise StoreError(f"{self.path}: wrote {self.written} images, announced {self.n}")
         write_common(self.f, splits, classes, meta, self.n)
         train = splits.get("train")
-        if self._stats_jobs and self._all_tagged:
+        if self._row_sums is not None:
+            rows = self._row_sums if train is None else self._row_sums[np.asarray(train)]
+            total = rows.sum(axis=0, dtype=np.uint64)
+            mean, std = mean_std(total[0], total[1],
+                                 len(rows) * self.shape[0] * self.shape[1], self.shape[2])
+        elif self._stats_jobs and self._all_tagged:
             parts = [job.result() for job in self._stats_jobs]
             mean, std = mean_std(sum(p[0] for p in parts), sum(p[1] for p in parts),
                                   sum(p[2] for p in parts), self.shape[2])
