@@ -6,25 +6,35 @@ Files are chosen by ``--categories`` at run time: a category's file is taken fro
 (no published checksum). Category names are percent-encoded in URLs and cache file names
 (``The Eiffel Tower`` -> ``The%20Eiffel%20Tower.npy``). Upstream has no split: a deterministic
 stratified one is made (``--test-fraction``, ``--seed``).
+
+A sharded builder (:mod:`dlprep.scale`, :mod:`.quickdraw_shards`): bitmaps by category and row
+range, strokes one shard per category; ``--workers N`` / ``--scheduler`` run them on Dask with
+the same output bytes as one process.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import numpy as np
 
 from ..errors import DlprepError, FormatError
 from ..fetch.download import FileSpec
-from ..formats.npy import read_npy_header, read_npy_rows
-from ..formats.quickdraw import iter_binary, iter_ndjson, to_stroke3
+from ..formats.npy import read_npy_header
+from ..scale.shards import ShardSpec, ranges
 from ..store import ImageTensorWriter, SequenceWriter
+from . import quickdraw_shards
 from .core import PrepareContext
 from .params import Param
 from .splits import stratified_split
+
+if TYPE_CHECKING:
+    from ..scale import ShardJob
 
 log = logging.getLogger("dlprep")
 
@@ -50,7 +60,10 @@ PARAMS = (
           "strokes only: keep only drawings the game recognized (--per-class counts those)"),
     Param("test_fraction", "float", 0.1, "share of each category in the test split"),
     Param("seed", "int", 0, "seed of the stratified split"),
+    Param("workers", "int", 1, "processes reading the category files: a Dask LocalCluster "
+                               "when > 1 (output does not depend on it; see --scheduler)"),
 )
+RUNTIME_OPTIONS = ("workers",)
 
 
 def _check_category(name: str) -> str:
@@ -96,73 +109,98 @@ def collect(ctx: PrepareContext) -> Downloads:
     return Downloads(paths, layout)
 
 
-def build(ctx: PrepareContext, out: Path) -> None:
-    if ctx.options["format"] == "bitmap":
-        _build_bitmaps(ctx, out)
-    else:
-        _build_strokes(ctx, out)
-
-
 def _limit(ctx: PrepareContext) -> int | None:
     return ctx.options["per_class"] or None
 
 
-def _build_bitmaps(ctx: PrepareContext, out: Path) -> None:
-    paths = ctx.collected_as(Downloads).paths
+# sharded (dlprep.scale): bitmaps by category and row range, strokes one category per shard;
+# ``prepare`` runs them in this process, on a Dask LocalCluster (--workers N) or on a cluster
+# (--scheduler). The plan depends on the inputs and options only, never on the workers.
+
+
+def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
+    """Bitmaps: row ranges of :data:`~.quickdraw_shards.SHARD_ROWS` of each category (headers
+    checked here); strokes: one shard per category file."""
+    downloads = ctx.collected_as(Downloads)
     limit = _limit(ctx)
-    plan = []
-    for category, path in paths:
-        header = read_npy_header(path)
-        if header.dtype != np.uint8 or len(header.shape) != 2 or header.shape[1] != 784:
-            raise FormatError(path, 0, f"expected a uint8 (N, 784) numpy_bitmap array, got "
-                                       f"{header.dtype} {header.shape}")
-        rows = header.shape[0] if limit is None else min(limit, header.shape[0])
-        plan.append((category, path, header, rows))
-    total = sum(p[3] for p in plan)
-    writer = ImageTensorWriter(out, total, (28, 28, 1))
+    specs = []
+    for k, (_category, path) in enumerate(downloads.paths):
+        if ctx.options["format"] == "bitmap":
+            header = read_npy_header(path)
+            if header.dtype != np.uint8 or len(header.shape) != 2 or header.shape[1] != 784:
+                raise FormatError(path, 0, f"expected a uint8 (N, 784) numpy_bitmap array, "
+                                           f"got {header.dtype} {header.shape}")
+            rows = header.shape[0] if limit is None else min(limit, header.shape[0])
+            specs += [ShardSpec.make(f"bitmap-{k:04d}-{j:06d}", [path.absolute()], a, b,
+                                     {"kind": "bitmap", "label": k})
+                      for j, (a, b) in enumerate(ranges(rows, quickdraw_shards.SHARD_ROWS))]
+        else:
+            specs.append(ShardSpec.make(f"strokes-{k:04d}", [path.absolute()], options={
+                "kind": "strokes", "label": k, "layout": downloads.layout, "limit": limit or 0,
+                "recognized_only": bool(ctx.options["recognized_only"])}))
+    return specs
+
+
+run_shard = quickdraw_shards.run_quickdraw_shard
+ASSEMBLY_MAPS = False  # assemble() runs nothing on the executor (dlprep.scale.build)
+
+
+def assemble(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
+    """Join the parts, in plan order, into the one prepared file (the same bytes as one
+    process reading the files in order)."""
+    if ctx.options["format"] == "bitmap":
+        _assemble_bitmaps(ctx, out, job)
+    else:
+        _assemble_strokes(ctx, out, job)
+
+
+def _split(ctx: PrepareContext, labels: np.ndarray) -> dict[str, np.ndarray]:
+    return stratified_split(labels, {"test": ctx.options["test_fraction"]}, ctx.options["seed"])
+
+
+def _assemble_bitmaps(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
+    classes = [c for c, _ in ctx.collected_as(Downloads).paths]
+    counts = [int(st["count"]) for st in job.stats]
+    labels = np.concatenate([np.zeros(0, np.int64)] + [
+        np.full(n, spec.option("label"), np.int64) for spec, n in zip(job.specs, counts,
+                                                                      strict=True)])
+    writer = ImageTensorWriter(out, len(labels), (28, 28, 1))
     try:
-        labels = np.concatenate([np.full(p[3], k, np.int64) for k, p in enumerate(plan)])
-        for k, (_category, path, header, rows) in enumerate(plan):
-            for start in range(0, rows, BLOCK_ROWS):
-                block = read_npy_rows(path, min(BLOCK_ROWS, rows - start), start, header)
-                writer.write(block.reshape(-1, 28, 28, 1), np.full(len(block), k, np.int64))
-        splits = stratified_split(labels, {"test": ctx.options["test_fraction"]},
-                                  ctx.options["seed"])
-        writer.finish(splits=splits, classes=[p[0] for p in plan], **ctx.finish_kwargs())
+        done = 0
+        for part, n in zip(job.parts, counts, strict=True):
+            if not n:
+                continue
+            rows = quickdraw_shards.read_bitmap_part(part)
+            if len(rows) != n:
+                raise DlprepError(f"{part}: {len(rows)} rows, the shard reported {n}")
+            for start in range(0, n, BLOCK_ROWS):
+                block = rows[start:start + BLOCK_ROWS]
+                writer.write(block.reshape(-1, 28, 28, 1), labels[done:done + len(block)])
+                done += len(block)
+        writer.finish(splits=_split(ctx, labels), classes=classes, **ctx.finish_kwargs())
     finally:
         writer.close()
 
 
-def _build_strokes(ctx: PrepareContext, out: Path) -> None:
-    downloads = ctx.collected_as(Downloads)
-    paths, layout = downloads.paths, downloads.layout
-    limit = _limit(ctx)
-    reader = iter_binary if layout == "binary" else iter_ndjson
-    recognized_only = ctx.options["recognized_only"]
+def _assemble_strokes(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
+    paths = ctx.collected_as(Downloads).paths
+    for (category, path), st in zip(paths, job.stats, strict=True):
+        if not st["count"]:  # bad input: nothing of this run is worth resuming
+            shutil.rmtree(job.parts_dir, ignore_errors=True)
+            raise FormatError(path, 0, f"no drawings for category {category!r}")
     writer = SequenceWriter(out, features=3)
     try:
-        labels: list[int] = []
-        meta: dict[str, list] = {"key_id": [], "countrycode": [], "recognized": []}
-        for k, (category, path) in enumerate(paths):
-            count = 0
-            for drawing in reader(path):
-                if limit is not None and count >= limit:
-                    break
-                if recognized_only and not drawing.recognized:
-                    continue
-                writer.append(to_stroke3(drawing.strokes))
-                labels.append(k)
-                meta["key_id"].append(drawing.key_id)
-                meta["countrycode"].append(drawing.countrycode)
-                meta["recognized"].append(int(drawing.recognized))
-                count += 1
-            if not count:
-                raise FormatError(path, 0, f"no drawings for category {category!r}")
-        lab = np.asarray(labels, np.int64)
-        splits = stratified_split(lab, {"test": ctx.options["test_fraction"]},
-                                  ctx.options["seed"])
-        writer.finish(splits=splits, labels=lab, classes=[c for c, _ in paths],
-                      meta={k: np.asarray(v) for k, v in meta.items()},
+        labels: list[np.ndarray] = []
+        meta: dict[str, list[np.ndarray]] = {"key_id": [], "countrycode": [], "recognized": []}
+        for spec, part in zip(job.specs, job.parts, strict=True):
+            got = quickdraw_shards.read_strokes_part(part)
+            writer.extend_flat(got.values, got.lengths)
+            labels.append(np.full(len(got.lengths), spec.option("label"), np.int64))
+            for key in meta:
+                meta[key].append(getattr(got, key))
+        lab = np.concatenate(labels)
+        writer.finish(splits=_split(ctx, lab), labels=lab, classes=[c for c, _ in paths],
+                      meta={k: np.concatenate(v) for k, v in meta.items()},
                       extra_attrs={"stroke_format": "stroke-3 (dx, dy, pen_lift); first row is "
                                                     "the offset of the first point from (0, 0)"},
                       **ctx.finish_kwargs())
