@@ -4,15 +4,24 @@
 Nietzsche --language en --limit 5 --name nietzsche-pg``; ``--mirror BASE`` is tried first (main
 layout, then mirror tree). One document per book (or per ``--chunk-chars`` piece) with
 ``meta/id``, ``title``, ``author``, ``language``, ``license``; split by book.
+
+Downloads stay in ``collect`` (one at a time, polite). The rest is a sharded builder
+(:mod:`dlprep.scale`): shards are ranges of the chosen book ids, in the order ``collect`` chose
+them; each reads its books from the raw cache, strips the Project Gutenberg header and footer
+and writes a text part; ``--workers N`` runs them on a Dask LocalCluster of N processes and
+``--scheduler`` on an existing cluster (N = 1: in this process, without Dask). The output does
+not depend on either, and an interrupted run resumes from the shards it finished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import DlprepError
+from ..scale import ShardJob, ShardSpec, ranges
+from ..scale.text import TextPart, assemble_text, text_options
 from ..sources.gutenberg import (
     DEFAULT_BASE,
     GutenbergClient,
@@ -24,7 +33,7 @@ from ..sources.gutenberg import (
 from ..text.clean import strip_gutenberg
 from .core import PrepareContext
 from .params import Param
-from .text import TEXT_PARAMS, write_text_dataset
+from .text import TEXT_PARAMS
 
 PARAMS: tuple[Param, ...] = (
     Param("ids", "int-list", None, "book numbers, e.g. 100,1342"),
@@ -34,7 +43,15 @@ PARAMS: tuple[Param, ...] = (
     Param("language", "str", None, "catalog search: language code, e.g. en"),
     Param("limit", "int", 20, "catalog search: at most this many books (0: all)"),
     Param("base_url", "str", DEFAULT_BASE, "Project Gutenberg site (main layout)"),
+    Param("workers", "int", 1, "processes stripping and encoding the books: a Dask "
+                               "LocalCluster when > 1 (output does not depend on it)"),
 ) + TEXT_PARAMS
+# options that change how, not what, is built: kept out of the config hash (prepare.core)
+RUNTIME_OPTIONS = ("workers",)
+#: per-book meta, in the order the file stores it
+META = {"id": "int", "title": "str", "author": "str", "language": "str", "license": "str"}
+#: at most this many books a shard (about 64 shards for fewer than 512 books)
+MAX_BOOKS = 8
 
 
 def _client(ctx: PrepareContext) -> GutenbergClient:
@@ -78,19 +95,36 @@ def collect(ctx: PrepareContext) -> Books:
     return Books(ids)
 
 
-def build(ctx: PrepareContext, out: Path) -> None:
+def books_per_shard(n_books: int) -> int:
+    """About 64 shards for a small selection, at most :data:`MAX_BOOKS` books each for a large
+    one; never a function of the number of workers (a resumed run may use others)."""
+    return min(MAX_BOOKS, max(1, -(-n_books // 64)))
+
+
+def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
+    """Shards: consecutive ranges of the chosen book ids (in ``collect``'s order), each
+    naming its books' cached files (absolute paths) and the options its parsing needs."""
     ids = ctx.collected_as(Books).ids
-    meta: dict[str, list] = {k: [] for k in ("id", "title", "author", "language", "license")}
-    for book_id in ids:
-        pg = strip_gutenberg(read_book(ctx.files[str(book_id)]))
-        meta["id"].append(book_id)
-        meta["title"].append(pg.title)
-        meta["author"].append(pg.author)
-        meta["language"].append(pg.language)
-        meta["license"].append(pg.license or ctx.recipe.license)
+    shared = {"text": text_options(ctx.options), "license": ctx.recipe.license}
+    return [ShardSpec.make(f"pg-{k:06d}", [ctx.files[str(i)].absolute() for i in ids[a:b]],
+                           a, b, options={**shared, "ids": ids[a:b]})
+            for k, (a, b) in enumerate(ranges(len(ids), books_per_shard(len(ids))))]
 
-    def bodies() -> Iterator[str]:  # re-read per pass: one book in memory at a time
-        for book_id in ids:
-            yield strip_gutenberg(read_book(ctx.files[str(book_id)])).body
 
-    write_text_dataset(ctx, out, bodies, meta)
+def run_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
+    """Read, strip (header, footer, credits) and clean the shard's books into a
+    :class:`TextPart` at ``part`` with their meta."""
+    assert part is not None
+    text = TextPart(spec.option("text"), META)
+    for book_id, path in zip(spec.option("ids"), spec.paths, strict=True):
+        pg = strip_gutenberg(read_book(Path(path)))
+        text.add(pg.body, {"id": book_id, "title": pg.title, "author": pg.author,
+                           "language": pg.language,
+                           "license": pg.license or spec.option("license")})
+    return text.write(part)
+
+
+def assemble(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
+    """The sequence file from the parts: the bytes one process writes with
+    ``write_text_dataset`` over the stripped books."""
+    assemble_text(ctx, out, job, META)
