@@ -192,16 +192,37 @@ def test_category_without_drawings_is_one_line_and_leaves_nothing(
     assert not list((cache / "prepared").rglob("*.parts"))  # nothing to resume either
 
 
+def test_bad_file_read_on_a_worker_is_one_line_naming_it(tmp_path: Path, mirror: Path,
+                                                        recipe: Path, scheduler: str) -> None:
+    """A FormatError raised on a worker comes back as itself: one line naming the file and the
+    byte, and the unverified file is dropped from the cache, as in one process."""
+    bad = tmp_path / "mirror"
+    bad.mkdir()
+    (bad / "cat.raw.ndjson").write_bytes((mirror / "cat.raw.ndjson").read_bytes())
+    (bad / "dog.raw.ndjson").write_bytes((mirror / "dog.raw.ndjson").read_bytes()[:50000])
+    cache = tmp_path / "c"
+    proc = invoke_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", str(bad),
+                      "--categories", "cat,dog", "--format", "strokes", "--source", "raw",
+                      "--scheduler", scheduler, cache_dir=cache)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "dog.raw.ndjson at byte " in last
+    assert "invalid JSON line" in last
+    assert not (cache / "raw" / "quickdraw" / "dog.raw.ndjson").exists()
+    assert (cache / "raw" / "quickdraw" / "cat.raw.ndjson").is_file()
+    assert not list((cache / "prepared").rglob("*.h5"))
+
+
 def test_killed_run_resumes_without_redoing_shards(tmp_path: Path, realdata: Path,
                                                    recipe: Path) -> None:
     """kill -9 after a few category shards: the rerun takes the recorded shards from the
     manifest, runs only the others, and gives the bytes of an uninterrupted run."""
     lines = (realdata / "quickdraw" / "cat.ndjson").read_bytes().splitlines()
     big = tmp_path / "big.ndjson"
-    big.write_bytes(b"\n".join(lines * 16) + b"\n")  # 400 real drawings per category
+    big.write_bytes(b"\n".join(lines * 12) + b"\n")  # 300 real drawings per category
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    names = [f"c{i:02d}" for i in range(24)]
+    names = [f"c{i:02d}" for i in range(16)]
     for name in names:
         os.link(big, mirror / f"{name}.raw.ndjson")
     opts = ["--categories", ",".join(names), "--format", "strokes", "--source", "raw"]
@@ -221,13 +242,13 @@ def test_killed_run_resumes_without_redoing_shards(tmp_path: Path, realdata: Pat
     proc.wait()
     assert manifest is not None, "the run finished before it could be killed"
     done = [line for line in manifest.read_text().splitlines()[1:] if line.endswith("}")]
-    assert 3 <= len(done) < 24
+    assert 3 <= len(done) < 16
     assert len(list(manifest.parent.glob("strokes-*.shard"))) >= len(done)
     assert not [p for p in cache.glob("prepared/quickdraw/*.h5") if not p.name.startswith(".")]
     resumed = _fetch(cache, recipe, mirror, *opts)
     timings = last_timings()
-    assert timings["shards_resumed"] >= len(done) and timings["shards_run"] < 24
-    assert timings["shards_resumed"] + timings["shards_run"] == 24
+    assert timings["shards_resumed"] >= len(done) and timings["shards_run"] < 16
+    assert timings["shards_resumed"] + timings["shards_run"] == 16
     assert not manifest.parent.exists()  # removed once the file is complete
     fresh = _fetch(tmp_path / "fresh", recipe, mirror, *opts)
     _same(resumed, fresh)
