@@ -24,6 +24,7 @@ from test_images_import import datasets
 from test_quickdraw import encode_binary, simplified
 
 from dlprep.formats.quickdraw import Drawing, iter_binary, iter_ndjson, render_stroke3, to_stroke3
+from dlprep.pixelstats import mean_std
 from dlprep.prepare import quickdraw_shards
 from dlprep.prepare.splits import stratified_split
 from dlprep.scale import last_timings
@@ -125,9 +126,14 @@ def test_bitmaps_by_row_range_on_a_cluster_match_serial_and_the_files(
         want = stratified_split(labels, {"test": 0.1}, 0)
         for name in want:
             np.testing.assert_array_equal(f[f"splits/{name}"][()], want[name])
-        train = images[np.sort(want["train"])] / 255.0
-        np.testing.assert_allclose(f["mean"][()], [train.mean()], rtol=1e-6)
-        np.testing.assert_allclose(f["std"][()], [train.std()], rtol=1e-5)
+        # reduced from the shards' per-row sums: exactly what reading the train rows back
+        # gives (the exact integer sums of their pixels)
+        train = images[np.sort(want["train"])].astype(np.uint64)
+        mean, std = mean_std(train.sum(axis=(0, 1, 2)), (train * train).sum(axis=(0, 1, 2)),
+                             train[..., 0].size, 1)
+        np.testing.assert_array_equal(f["mean"][()], mean)
+        np.testing.assert_array_equal(f["std"][()], std)
+        np.testing.assert_allclose(f["mean"][()], [train.mean() / 255], rtol=1e-6)
     # --per-class reads only the first rows of each category: 2 shards of 16 + 4 rows each
     few = _fetch(tmp_path / "c1", recipe, mirror, "--categories", ",".join(BITMAPS),
                  "--per-class", "20", "--scheduler", scheduler)

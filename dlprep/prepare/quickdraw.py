@@ -132,7 +132,8 @@ def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
                                            f"got {header.dtype} {header.shape}")
             rows = header.shape[0] if limit is None else min(limit, header.shape[0])
             specs += [ShardSpec.make(f"bitmap-{k:04d}-{j:06d}", [path.absolute()], a, b,
-                                     {"kind": "bitmap", "label": k})
+                                     {"kind": "bitmap", "label": k,
+                                      "part_format": quickdraw_shards.PART_FORMAT})
                       for j, (a, b) in enumerate(ranges(rows, quickdraw_shards.SHARD_ROWS))]
         else:
             specs.append(ShardSpec.make(f"strokes-{k:04d}", [path.absolute()], options={
@@ -167,16 +168,19 @@ def _assemble_bitmaps(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
     writer = ImageTensorWriter(out, len(labels), (28, 28, 1))
     try:
         done = 0
+        sums = np.zeros((len(labels), 2, 1), np.uint64)
         for part, n in zip(job.parts, counts, strict=True):
             if not n:
                 continue
-            rows = quickdraw_shards.read_bitmap_part(part)
-            if len(rows) != n:
+            rows, part_sums = quickdraw_shards.read_bitmap_part(part)
+            if len(rows) != n or len(part_sums) != n:
                 raise DlprepError(f"{part}: {len(rows)} rows, the shard reported {n}")
+            sums[done:done + n] = part_sums
             for start in range(0, n, BLOCK_ROWS):
                 block = rows[start:start + BLOCK_ROWS]
                 writer.write(block.reshape(-1, 28, 28, 1), labels[done:done + len(block)])
                 done += len(block)
+        writer.set_row_sums(sums)  # the train mean/std from the shards' sums
         writer.finish(splits=_split(ctx, labels), classes=classes, **ctx.finish_kwargs())
     finally:
         writer.close()

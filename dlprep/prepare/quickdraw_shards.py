@@ -1,7 +1,8 @@
 """QuickDraw on shards (:mod:`dlprep.scale`): what one shard reads and writes.
 
 Bitmaps: a shard is a row range ``[start, end)`` of one category's ``numpy_bitmap`` .npy
-(at most :data:`SHARD_ROWS` rows); its part is those rows as a plain ``.npy``. Strokes: a shard
+(at most :data:`SHARD_ROWS` rows); its part is those rows as a plain ``.npy``, then their
+exact pixel sums and squared sums (the train mean/std are reduced from them). Strokes: a shard
 is one category's ndjson or binary file read from the start (``--per-class`` and
 ``--recognized-only`` count the drawings in file order, so a category is not cut); its part is
 five ``.npy`` arrays back to back: the stroke-3 ``values`` of its drawings, their lengths,
@@ -23,9 +24,13 @@ from ..errors import DlprepError
 from ..formats.npy import read_npy_header, read_npy_rows
 from ..formats.quickdraw import iter_binary, iter_ndjson, to_stroke3
 from ..scale.shards import ShardSpec
+from .image_shards import image_sums
 
 #: bitmap rows per shard (a multiple of the 16384-row write block; about 51 MB of pixels)
 SHARD_ROWS = 65536
+#: what a bitmap part holds (in the specs: parts of another format are not resumed)
+PART_FORMAT = 2
+SUMS_ROWS = 4096  # image_sums counts with an int64 per pixel: in blocks of 25 MB
 
 
 def run_quickdraw_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
@@ -37,13 +42,11 @@ def run_quickdraw_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
     return _strokes_shard(spec, part)
 
 
-def _write_part(part: Path, buf: io.BytesIO, *tail: memoryview) -> None:
+def _write_part(part: Path, buf: io.BytesIO) -> None:
     """Plain file writes (numpy's own lose errno: a full disk must stay ENOSPC)."""
     try:
         with open(part, "wb") as fh:
             fh.write(buf.getbuffer())
-            for chunk in tail:
-                fh.write(chunk)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DlprepError(f"{part.parent}: no space left on the device while writing "
@@ -56,15 +59,19 @@ def _bitmap_shard(spec: ShardSpec, part: Path) -> dict[str, Any]:
     path = Path(spec.paths[0])
     rows = read_npy_rows(path, spec.end - spec.start, spec.start, read_npy_header(path))
     rows = np.ascontiguousarray(rows)
-    head = io.BytesIO()
-    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(rows))
-    _write_part(part, head, memoryview(rows).cast("B"))
+    buf = io.BytesIO()
+    np.save(buf, rows, allow_pickle=False)
+    images = rows.reshape(-1, 28, 28, 1)
+    sums = [image_sums(images[i:i + SUMS_ROWS]) for i in range(0, len(images), SUMS_ROWS)]
+    np.save(buf, np.concatenate(sums) if sums else image_sums(images), allow_pickle=False)
+    _write_part(part, buf)
     return {"count": len(rows)}
 
 
-def read_bitmap_part(part: Path) -> np.ndarray:
-    """A bitmap part's rows, uint8 (n, 784) (header-checked, never unpickled)."""
-    return read_npy_rows(part)
+def read_bitmap_part(part: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A bitmap part's rows, uint8 (n, 784), and their exact pixel sums, uint64 (n, 2, 1)."""
+    with open(part, "rb") as fh:
+        return np.load(fh, allow_pickle=False), np.load(fh, allow_pickle=False)
 
 
 def _strokes_shard(spec: ShardSpec, part: Path) -> dict[str, Any]:
