@@ -161,6 +161,25 @@ def test_sharded_gutenberg_equals_serial_cluster_and_unsharded(
     assert titles[ids.index(12)] == "Alicia\u2019s Adventures in Wonderland"
 
 
+def test_plan_is_ranges_of_the_chosen_ids_whatever_the_workers(tmp_path: Path) -> None:
+    ids = [7, *range(5000, 5199), 3]  # 201 books, in collect's (not sorted) order
+    plans = []
+    for workers in ("1", "2"):
+        ctx = _context(find_recipe("gutenberg"), Cache.open(tmp_path), gutenberg,
+                       {"ids": "7", "workers": workers}, "books", FetchOptions(), None)
+        ctx.collected = gutenberg.Books(ids)
+        ctx.files.update({str(i): tmp_path / f"pg{i}.txt" for i in ids})
+        plans.append(gutenberg.plan_shards(ctx))
+    assert plans[0] == plans[1] and ctx.workers == 2
+    assert [len(s.option("ids")) for s in plans[0]] == [13] * 15 + [6]  # ceil(201 / 16) a shard
+    assert [i for s in plans[0] for i in s.option("ids")] == ids
+    assert [Path(p).name for s in plans[0] for p in s.paths] == [f"pg{i}.txt" for i in ids]
+    assert all(Path(p).is_absolute() for s in plans[0] for p in s.paths)
+    assert [(s.start, s.end) for s in plans[0][:2]] == [(0, 13), (13, 26)]
+    assert [gutenberg.books_per_shard(n) for n in (1, 16, 17, 512, 513, 10**6)] == \
+        [1, 1, 2, 32, 32, 32]
+
+
 def test_bad_book_stops_the_run_and_a_changed_book_starts_over(
         loopback, realdata: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Book 13 is not UTF-8: the run stops on its shard with one line naming the file (bad
@@ -192,7 +211,7 @@ def test_bad_book_stops_the_run_and_a_changed_book_starts_over(
 
 def test_killed_run_resumes_without_redoing_finished_shards(
         loopback, realdata: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """`dlprep fetch gutenberg` over 32 books (32 shards) killed with SIGKILL after some
+    """`dlprep fetch gutenberg` over 32 books (16 shards of 2) killed with SIGKILL after some
     shards: the rerun (books now cached) takes exactly the shards the manifest records, runs
     the others, and writes the arrays of an uninterrupted run."""
     pride = (realdata / "gutenberg/pg1342.txt").read_bytes()
@@ -221,12 +240,12 @@ def test_killed_run_resumes_without_redoing_finished_shards(
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     done = records()
-    assert 3 <= len(done) < 32 and done == [f"pg-{k:06d}" for k in range(len(done))]
+    assert 3 <= len(done) < 16 and done == [f"pg-{k:06d}" for k in range(len(done))]
     assert not [p for p in (cache / "prepared" / "many").glob("*.h5")
                 if not p.name.startswith(".tmp-")]  # no prepared file, only the dead run's temp
     resumed = _fetch_ids(cache, loopback.base_url, args)
     timings = last_timings()
-    assert timings["shards_resumed"] == len(done) and timings["shards_run"] == 32 - len(done)
+    assert timings["shards_resumed"] == len(done) and timings["shards_run"] == 16 - len(done)
     fresh = _fetch_ids(tmp_path / "fresh", loopback.base_url, args)
     assert last_timings()["shards_resumed"] == 0
     assert resumed.name == fresh.name
