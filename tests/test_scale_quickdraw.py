@@ -23,6 +23,7 @@ from conftest import REALDATA, ROOT, invoke_cli
 from test_images_import import datasets
 from test_quickdraw import encode_binary, simplified
 
+from dlprep.errors import FormatError
 from dlprep.formats.quickdraw import Drawing, iter_binary, iter_ndjson, render_stroke3, to_stroke3
 from dlprep.pixelstats import mean_std
 from dlprep.prepare import quickdraw_shards
@@ -184,6 +185,29 @@ def test_strokes_with_two_workers_and_on_a_cluster_match_serial(
         assert {c.decode() for c in f["meta/countrycode"][()]} == {"FR"}
 
 
+def test_whole_ndjson_files_by_byte_range_match_serial_and_the_files(
+        tmp_path: Path, mirror: Path, recipe: Path, scheduler: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --per-class an ndjson file is cut into byte ranges at line starts: the drawings
+    are those of the whole files, in file order, on any executor."""
+    monkeypatch.setattr(quickdraw_shards, "RANGE_BYTES", 20000)
+    args = ("--categories", "dog,cat", "--format", "strokes", "--source", "raw",
+            "--per-class", "0", "--recognized-only")
+    serial = _fetch(tmp_path / "c1", recipe, mirror, *args)
+    assert last_timings()["n_shards"] == 11  # dog: 120 kB, cat: 96 kB
+    cluster = _fetch(tmp_path / "c2", recipe, mirror, *args, "--scheduler", scheduler)
+    _same(serial, cluster)
+    kept = [[d for d in iter_ndjson(mirror / f"{c}.raw.ndjson") if d.recognized]
+            for c in ("dog", "cat")]
+    values, offsets = _strokes_of(kept[0] + kept[1])
+    with h5py.File(cluster, "r") as f:
+        np.testing.assert_array_equal(f["values"][()], values)
+        np.testing.assert_array_equal(f["offsets"][()], offsets)
+        np.testing.assert_array_equal(f["labels"][()], np.repeat([0, 1], [len(k) for k in kept]))
+        assert [k.decode() for k in f["meta/key_id"][()]] == [d.key_id for d in
+                                                              kept[0] + kept[1]]
+
+
 def test_category_without_drawings_is_one_line_and_leaves_nothing(
         tmp_path: Path, mirror: Path, recipe: Path, scheduler: str) -> None:
     cache = tmp_path / "c"
@@ -198,10 +222,13 @@ def test_category_without_drawings_is_one_line_and_leaves_nothing(
     assert not list((cache / "prepared").rglob("*.parts"))  # nothing to resume either
 
 
-def test_bad_file_read_on_a_worker_is_one_line_naming_it(tmp_path: Path, mirror: Path,
-                                                        recipe: Path, scheduler: str) -> None:
+def test_bad_file_read_on_a_worker_is_one_line_naming_it(
+        tmp_path: Path, mirror: Path, recipe: Path, scheduler: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A FormatError raised on a worker comes back as itself: one line naming the file and the
-    byte, and the unverified file is dropped from the cache, as in one process."""
+    byte (counted from the start of the file, also in a byte-range shard), and the unverified
+    file is dropped from the cache, as in one process."""
+    monkeypatch.setattr(quickdraw_shards, "RANGE_BYTES", 20000)
     bad = tmp_path / "mirror"
     bad.mkdir()
     (bad / "cat.raw.ndjson").write_bytes((mirror / "cat.raw.ndjson").read_bytes())
@@ -209,11 +236,14 @@ def test_bad_file_read_on_a_worker_is_one_line_naming_it(tmp_path: Path, mirror:
     cache = tmp_path / "c"
     proc = invoke_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", str(bad),
                       "--categories", "cat,dog", "--format", "strokes", "--source", "raw",
-                      "--scheduler", scheduler, cache_dir=cache)
+                      "--per-class", "0", "--scheduler", scheduler, cache_dir=cache)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "dog.raw.ndjson at byte " in last
-    assert "invalid JSON line" in last
+    with pytest.raises(FormatError) as serial:
+        list(iter_ndjson(bad / "dog.raw.ndjson"))
+    assert serial.value.offset > 40000  # in the third byte range
+    where = cache / "raw" / "quickdraw" / "dog.raw.ndjson"
+    assert last == f"error: {where} at byte {serial.value.offset}: {serial.value.what}"
     assert not (cache / "raw" / "quickdraw" / "dog.raw.ndjson").exists()
     assert (cache / "raw" / "quickdraw" / "cat.raw.ndjson").is_file()
     assert not list((cache / "prepared").rglob("*.h5"))

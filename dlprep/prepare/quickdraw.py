@@ -113,14 +113,17 @@ def _limit(ctx: PrepareContext) -> int | None:
     return ctx.options["per_class"] or None
 
 
-# sharded (dlprep.scale): bitmaps by category and row range, strokes one category per shard;
+# sharded (dlprep.scale): bitmaps by category and row range, strokes by category (and byte
+# range of a whole ndjson file);
 # ``prepare`` runs them in this process, on a Dask LocalCluster (--workers N) or on a cluster
 # (--scheduler). The plan depends on the inputs and options only, never on the workers.
 
 
 def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
     """Bitmaps: row ranges of :data:`~.quickdraw_shards.SHARD_ROWS` of each category (headers
-    checked here); strokes: one shard per category file."""
+    checked here); strokes: one shard per category file, or, for a whole ndjson file (no
+    ``--per-class``), byte ranges of about :data:`~.quickdraw_shards.RANGE_BYTES` cut at line
+    starts."""
     downloads = ctx.collected_as(Downloads)
     limit = _limit(ctx)
     specs = []
@@ -136,9 +139,15 @@ def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
                                       "part_format": quickdraw_shards.PART_FORMAT})
                       for j, (a, b) in enumerate(ranges(rows, quickdraw_shards.SHARD_ROWS))]
         else:
-            specs.append(ShardSpec.make(f"strokes-{k:04d}", [path.absolute()], options={
-                "kind": "strokes", "label": k, "layout": downloads.layout, "limit": limit or 0,
-                "recognized_only": bool(ctx.options["recognized_only"])}))
+            common = {"kind": "strokes", "label": k, "layout": downloads.layout,
+                      "limit": limit or 0,
+                      "recognized_only": bool(ctx.options["recognized_only"])}
+            # a whole ndjson file (no --per-class) is cut into byte ranges at line starts;
+            # otherwise the category is read from its start, counting drawings in file order
+            cuts = quickdraw_shards.line_ranges(path) \
+                if limit is None and downloads.layout != "binary" else [(0, 0)]
+            specs += [ShardSpec.make(f"strokes-{k:04d}-{j:06d}", [path.absolute()], a, b,
+                                     common) for j, (a, b) in enumerate(cuts)]
     return specs
 
 
@@ -188,8 +197,11 @@ def _assemble_bitmaps(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
 
 def _assemble_strokes(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
     paths = ctx.collected_as(Downloads).paths
-    for (category, path), st in zip(paths, job.stats, strict=True):
-        if not st["count"]:  # bad input: nothing of this run is worth resuming
+    counts = [0] * len(paths)
+    for spec, st in zip(job.specs, job.stats, strict=True):
+        counts[spec.option("label")] += int(st["count"])
+    for (category, path), count in zip(paths, counts, strict=True):
+        if not count:  # bad input: nothing of this run is worth resuming
             shutil.rmtree(job.parts_dir, ignore_errors=True)
             raise FormatError(path, 0, f"no drawings for category {category!r}")
     writer = SequenceWriter(out, features=3)

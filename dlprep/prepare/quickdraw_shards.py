@@ -4,7 +4,8 @@ Bitmaps: a shard is a row range ``[start, end)`` of one category's ``numpy_bitma
 (at most :data:`SHARD_ROWS` rows); its part is those rows as a plain ``.npy``, then their
 exact pixel sums and squared sums (the train mean/std are reduced from them). Strokes: a shard
 is one category's ndjson or binary file read from the start (``--per-class`` and
-``--recognized-only`` count the drawings in file order, so a category is not cut); its part is
+``--recognized-only`` count the drawings in file order, so such a category is not cut), or,
+without ``--per-class``, a byte range of an ndjson file cut at line starts; its part is
 five ``.npy`` arrays back to back: the stroke-3 ``values`` of its drawings, their lengths,
 ``recognized``, ``key_id`` and ``countrycode``. Parts are read back with the header-checked
 reader or ``np.load(allow_pickle=False)``: nothing is ever unpickled.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import numpy as np
 
 from ..errors import DlprepError
 from ..formats.npy import read_npy_header, read_npy_rows
-from ..formats.quickdraw import iter_binary, iter_ndjson, to_stroke3
+from ..formats.quickdraw import Drawing, iter_binary, iter_ndjson, parse_ndjson_line, to_stroke3
 from ..scale.shards import ShardSpec
 from .image_shards import image_sums
 
@@ -30,6 +32,8 @@ from .image_shards import image_sums
 SHARD_ROWS = 65536
 #: what a bitmap part holds (in the specs: parts of another format are not resumed)
 PART_FORMAT = 2
+#: ndjson bytes per strokes shard when a whole file is read (no --per-class)
+RANGE_BYTES = 64 << 20
 SUMS_ROWS = 4096  # image_sums counts with an int64 per pixel: in blocks of 25 MB
 
 
@@ -74,16 +78,62 @@ def read_bitmap_part(part: Path) -> tuple[np.ndarray, np.ndarray]:
         return np.load(fh, allow_pickle=False), np.load(fh, allow_pickle=False)
 
 
+def line_ranges(path: Path, size: int | None = None) -> list[tuple[int, int]]:
+    """``[start, end)`` byte ranges of about ``size`` (:data:`RANGE_BYTES`) covering the
+    ndjson file ``path``, each starting at a line start: the first line that starts at or
+    after each multiple of ``size`` (a pure function of the file's bytes)."""
+    size = max(1, size or RANGE_BYTES)
+    total = path.stat().st_size
+    starts = [0]
+    with open(path, "rb") as fh:
+        for cut in range(size, total, size):
+            if cut <= starts[-1]:
+                continue  # a line longer than ``size``: the next cut after its end
+            fh.seek(cut - 1)
+            pos = cut - 1
+            while True:  # the byte after the next newline at or after cut - 1
+                chunk = fh.read(1 << 16)
+                if not chunk:
+                    pos = total
+                    break
+                nl = chunk.find(b"\n")
+                if nl >= 0:
+                    pos += nl + 1
+                    break
+                pos += len(chunk)
+            if starts[-1] < pos < total:
+                starts.append(pos)
+    return list(zip(starts, [*starts[1:], total], strict=True))
+
+
+def iter_ndjson_range(path: Path, start: int, end: int) -> Iterator[Drawing]:
+    """The drawings of the lines that start in ``[start, end)`` (``start`` a line start), with
+    error offsets counted from the start of the file, as :func:`iter_ndjson` gives them."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        offset = start
+        while offset < end:
+            line = fh.readline()
+            if not line:
+                return
+            at, offset = offset, offset + len(line)
+            if line.strip():
+                yield parse_ndjson_line(line, path, at)
+
+
 def _strokes_shard(spec: ShardSpec, part: Path) -> dict[str, Any]:
     path = Path(spec.paths[0])
-    reader = iter_binary if spec.option("layout") == "binary" else iter_ndjson
+    if spec.end > spec.start:  # a byte range of an ndjson file
+        drawings = iter_ndjson_range(path, spec.start, spec.end)
+    else:
+        drawings = (iter_binary if spec.option("layout") == "binary" else iter_ndjson)(path)
     limit = spec.option("limit") or None
     recognized_only = bool(spec.option("recognized_only"))
     values: list[np.ndarray] = []
     key_id: list[str] = []
     country: list[str] = []
     recognized: list[int] = []
-    for drawing in reader(path):
+    for drawing in drawings:
         if limit is not None and len(values) >= limit:
             break
         if recognized_only and not drawing.recognized:
