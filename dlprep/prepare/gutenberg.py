@@ -52,8 +52,8 @@ RUNTIME_OPTIONS = ("workers",)
 META = {"id": "int", "title": "str", "author": "str", "language": "str", "license": "str"}
 #: about this many shards (fewer books: one a shard), at most :data:`MAX_BOOKS` books each:
 #: a book is ~0.4 MB, ~20 ms to strip and clean, while each part costs every stage (parts,
-#: counts, encoding) a file, an fsync and, on Dask, a task: measured on 64 books, 64 one-book
-#: shards took 1.6x the time of 16 four-book ones in one process, 1.8x on 2 Dask workers
+#: counts, encoding) a file, an fsync and, on Dask, a task: on 64 books (load 2.8), 64
+#: one-book shards took 1.1x the time of 16 four-book ones in one process, 1.8x on 2 workers
 TARGET_SHARDS = 16
 MAX_BOOKS = 32
 
