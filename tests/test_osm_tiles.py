@@ -155,6 +155,42 @@ def test_polygons_beyond_the_canvas_edge_leave_no_stray_pixels(tmp_path: Path) -
         spill.close()
 
 
+def test_far_off_polygon_points_change_no_pixel(realdata: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks are drawn with the points of runs beyond the canvas edge cut out
+    (``outside_runs``); drawing with every point gives the same tiles, byte for byte."""
+    from dlprep.formats import osm_draw
+
+    options = {"pbf": str(realdata / "osm" / ANDORRA), **FOREST, "meters_per_pixel": "4",
+               "min_coverage": "0"}
+    cuts = {"points": 0}
+    real_runs = osm_draw.outside_runs
+
+    def counting_runs(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
+        keep = real_runs(px, size, margin)
+        cuts["points"] += int((~keep).sum())
+        return keep
+
+    monkeypatch.setattr(osm_draw, "outside_runs", counting_runs)
+    cut = _read(_prepare(tmp_path / "cut", options))
+    assert cuts["points"] > 10_000  # many far-off points were dropped
+    monkeypatch.setattr(osm_draw, "outside_runs",
+                        lambda px, size, margin: np.ones(len(px), bool))
+    every = _read(_prepare(tmp_path / "every", options))
+    for key in cut:
+        assert np.array_equal(cut[key], every[key]), key
+
+
+def test_outside_runs_keeps_run_ends_and_everything_near_the_canvas() -> None:
+    from dlprep.formats.osm_draw import outside_runs
+
+    px = np.array([[5, 5], [5, -10], [50, -20], [90, -30], [95, 5], [95, 200], [96, 300],
+                   [5, 300], [5, 5]])
+    keep = outside_runs(px, (100, 100), 2)
+    # above: [5,-10] .. [90,-30] keeps both ends, drops [50,-20]; below: [95,200] .. [5,300]
+    assert keep.tolist() == [True, True, False, True, True, True, False, True, True]
+
+
 def test_tiles_are_chunked_deflate_written_once_and_verify(realdata: Path,
                                                            tmp_path: Path) -> None:
     from dlprep.data.prepared import PreparedFile

@@ -60,14 +60,16 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
                  width: int, height: int, channels: int,
                  cache: dict[int, list[tuple[np.ndarray, bool]]] | None = None,
                  label_dtype: Any = np.uint8, scratch: dict[Any, Any] | None = None,
-                 reach: tuple[int, int, int, int] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
+                 reach: tuple[int, int, int, int] | None = None,
+                 bounds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw ``items`` of ``spill`` into a block whose top-left pixel is (x0, y0): uint8
     (C, H, W) layer planes (0 or 255) and a (H, W) label raster of ``label_dtype`` (None: no
     label drawn); both are views into canvases :data:`CANVAS_MARGIN` pixels larger on every
     side. Areas are filled (even-odd over an area's rings: holes cut out); lines get
     their width (``round(width / mpp)`` pixels, at least 1; see :func:`cv_thickness`).
     ``cache`` keeps items' :func:`pixel_rings` for the next blocks (the caller empties it);
+    points of runs beyond the canvas are cut (:func:`outside_runs`), except for items whose
+    ``bounds`` (int (n, 4) padded pixel bounds x0, y0, x1, y1 of every item) lie inside it;
     ``scratch`` keeps the canvases for the next block (not allocated again; only the part
     the last block's items could touch, ``reach``: x0, y0, x1, y1 pixels inclusive, is
     zeroed again): the planes returned are then valid until the next call."""
@@ -80,9 +82,16 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
          min(height, reach[3] - y0 + 1))
     planes = _canvas(scratch, (channels, height, width), np.uint8, used)
     label_plane: np.ndarray | None = None
+    origin = np.array([x0, y0], np.int32)
     offset = (-x0, -y0)
     mpp = grid.meters_per_pixel
-    for i in items.tolist():
+    if bounds is None:
+        near = np.zeros(len(items), bool)  # unknown: every item is checked point by point
+    else:  # padded bounds within the canvas: no point to cut
+        b = bounds[items]
+        near = (b[:, 0] >= x0) & (b[:, 1] >= y0) & (b[:, 2] < x0 + width) & \
+            (b[:, 3] < y0 + height)
+    for i, is_near in zip(items.tolist(), near.tolist(), strict=True):
         layer, label = int(spill.layer[i]), int(spill.label[i])
         line_w = float(spill.width[i])
         rings = cache.get(i) if cache is not None else None
@@ -91,11 +100,19 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
             if cache is not None:
                 cache[i] = rings
         if line_w > 0:  # a line
-            pts = rings[0][0] - np.array([x0, y0], np.int32)
-            cv2.polylines(planes[layer], [pts], False, 255,
-                          cv_thickness(max(1, int(round(line_w / mpp)))), line8)
+            thick = cv_thickness(max(1, int(round(line_w / mpp))))
+            pts = rings[0][0] - origin
+            if not is_near:
+                pts = pts[outside_runs(pts, (width, height), thick / 2 + 2)]
+            cv2.polylines(planes[layer], [pts], False, 255, thick, line8)
             continue
-        polys = [pts for pts, _ in rings if len(pts) >= 3]
+        if is_near:
+            polys = [pts for pts, _ in rings if len(pts) >= 3]
+            shift = offset
+        else:
+            polys = [p[outside_runs(p, (width, height), 2)]
+                     for p in (pts - origin for pts, _ in rings if len(pts) >= 3)]
+            shift = (0, 0)
         if not polys:
             continue
         if all(is_outer for _, is_outer in rings):
@@ -104,11 +121,11 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
             groups = [polys]  # with holes: one even-odd fill over all its rings
         for group in groups:
             if layer >= 0:
-                cv2.fillPoly(planes[layer], group, 255, line8, 0, offset)
+                cv2.fillPoly(planes[layer], group, 255, line8, 0, shift)
             if label:
                 if label_plane is None:
                     label_plane = _canvas(scratch, (height, width), label_dtype, used)
-                cv2.fillPoly(label_plane, group, label, line8, 0, offset)
+                cv2.fillPoly(label_plane, group, label, line8, 0, shift)
     inner = (slice(m, height - m), slice(m, width - m))
     return planes[(slice(None), *inner)], None if label_plane is None else label_plane[inner]
 
@@ -141,6 +158,31 @@ def _tile_view(planes: np.ndarray, size: int) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(
         planes, (*lead, h // size, size, w // size, size),
         (*lead_strides, row * size, row, col * size, col), writeable=False)
+
+
+def outside_runs(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
+    """bool mask of the points of a path or ring (int (n, 2) pixels) worth drawing into a
+    canvas of ``size`` (W, H): all but the inner points of runs that lie beyond ``margin``
+    on one and the same side (above, below, left, right). Dropping them changes nothing
+    inside the canvas: the shortcut between a run's ends stays on that side, so it crosses
+    each canvas row as often, modulo 2, as the run did (the even-odd fill inside is the
+    same), and an edge or a line there (margin beyond half its width) draws no canvas pixel.
+    OpenCV's polygon fill spends its time on the edges, wherever they lie (a 5,000-point
+    ring around a 1024 px canvas: 1.3 ms; a 4-point one: 0.05 ms), so a large forest drawn
+    into every block it crosses costs only its nearby edges."""
+    w, h = size
+    x, y = px[:, 0], px[:, 1]
+    side = np.zeros(len(px), np.int8)  # 1 above, 2 below, 3 left, 4 right (first that holds)
+    side[x > w + margin] = 4
+    side[x < -margin] = 3
+    side[y > h + margin] = 2
+    side[y < -margin] = 1
+    keep = side == 0
+    change = side[1:] != side[:-1]
+    keep[1:] |= change
+    keep[:-1] |= change
+    keep[0] = keep[-1] = True
+    return keep
 
 
 def gather_planes(planes: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray

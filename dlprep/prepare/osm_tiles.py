@@ -201,7 +201,7 @@ class Kept:
 def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
                 tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None,
                 label_dtype: type = np.uint8, scratch: dict | None = None,
-                reach: tuple[int, int, int, int] | None = None
+                reach: tuple[int, int, int, int] | None = None, bounds: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
     (tr0, tc0)). The canvas is always the whole block, whichever tiles are dirty: OpenCV clips
@@ -216,7 +216,7 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
     if len(items):
         planes, lab = render_block(grid, spill, items, tc0 * size, tr0 * size,
                                    dirty.shape[1] * size, dirty.shape[0] * size, channels,
-                                   cache, label_dtype, scratch, reach)
+                                   cache, label_dtype, scratch, reach, bounds)
         tiles = gather_planes(planes, size, r, c)
     else:
         tiles, lab = np.zeros((channels, len(r), size, size), np.uint8), None
@@ -264,7 +264,7 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
                 items = row_items.get(tc0 // BLOCK, none)
                 rr, cc, tiles, per, uni, lab = _draw_dirty(
                     grid, spill, items, sd, tr0, tc0, channels, cache, label_dtype, scratch,
-                    index.reach(items))
+                    index.reach(items), index.px)
                 counts[rr, cc] = per
                 union[rr, cc] = uni
                 labels[rr, cc] = lab
