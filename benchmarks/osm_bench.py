@@ -21,9 +21,9 @@
    implementation can write this file with less: the 1.1 GB of pixels must be deflated. The
    tiles' time is also given against read floor + output floor (the physical floor).
 
-Every measurement runs in a fresh subprocess, timed inside it (imports excluded: osmium in the
-floor, cv2 and dlprep in the tiles run); times are the median of ``--repeat`` runs, interleaved
-(floor, tiles, output floor, floor ...), with their range. Run:
+Every measurement runs in a fresh subprocess, timed inside it (library imports excluded:
+osmium in the floor; osmium, cv2 and dlprep in the tiles run); times are the median of
+``--repeat`` runs, interleaved (floor, tiles, output floor, floor ...), with their range. Run:
 ``python benchmarks/osm_bench.py [--repeat 5] [--work DIR] [--skip-rss | --skip-time]``.
 Prints a table with PASS/MISS and the machine load, and exits 0.
 """
@@ -84,7 +84,7 @@ FLOOR = _SAMPLER + textwrap.dedent("""
 
 TILES = _SAMPLER + textwrap.dedent("""
     import functools, time
-    import cv2  # the drawing library: imported before the clock starts, like osmium in FLOOR
+    import cv2, osmium  # the libraries: imported before the clock starts, as in FLOOR
     import h5py
     from dlprep.cache import Cache
     from dlprep.fetch.options import FetchOptions
