@@ -123,7 +123,8 @@ def _ring_parity(px: np.ndarray, r_lo: int, r_hi: int, c_lo: int, c_hi: int, siz
         xc = x0[e] + (yc - y0[e]) * (x1[e] - x0[e]) / (y1[e] - y0[e])
         # the first centre strictly east of the crossing toggles
         c = np.clip(np.floor(xc / size - 0.5).astype(np.int64) + 1, c_lo, c_hi) - c_lo
-        np.add.at(toggles, (r - r_lo, c), 1)
+        toggles += np.bincount((r - r_lo) * (w + 1) + c, minlength=h * (w + 1)).reshape(
+            h, w + 1).astype(np.int32)
     return (np.cumsum(toggles[:, :w], axis=1) & 1).astype(bool)
 
 
