@@ -301,3 +301,32 @@ def test_compiled_layer_matchers_agree_with_the_layer_rules() -> None:
                                       if la.takes_area(tags)]
             matched += bool(want)
     assert matched > 100
+
+
+def test_large_tiles_are_drawn_on_bounded_canvases(realdata: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles of 256 px: a block (16 x 16 tiles) is drawn as fixed canvases of 4 x 4 tiles
+    (at most ``CANVAS_PX`` wide), not one 4096 px canvas per layer; the whole-tile shortcut
+    still gives the bytes of drawing every tile."""
+    from dlprep.formats import osm_draw
+    from dlprep.prepare import osm_tiles
+
+    options = {"pbf": str(realdata / "osm" / AGUAS), "tile_size": "256",
+               "meters_per_pixel": "0.5", "min_coverage": "0"}
+    widest = {"px": 0, "canvases": 0}
+    real_render = osm_draw.render_block
+
+    def measuring_render(grid, spill, items, x0, y0, width, height, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        widest["px"] = max(widest["px"], width, height)
+        widest["canvases"] += 1
+        return real_render(grid, spill, items, x0, y0, width, height, *args, **kwargs)
+
+    monkeypatch.setattr(osm_tiles, "render_block", measuring_render)
+    fast = _read(_prepare(tmp_path / "fast", options))
+    assert widest["px"] == osm_tiles.CANVAS_PX and widest["canvases"] > 4
+    monkeypatch.setattr(osm_tiles, "build_tiles",
+                        functools.partial(osm_tiles.build_tiles, exhaustive=True))
+    slow = _read(_prepare(tmp_path / "slow", options))
+    assert len(fast["images"]) > 100 and fast["images"].shape[1:] == (256, 256, 4)
+    for key in fast:
+        assert np.array_equal(fast[key], slow[key]), key

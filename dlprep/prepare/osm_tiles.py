@@ -43,6 +43,7 @@ from .splits import stratified_split
 log = logging.getLogger("dlprep")
 
 BLOCK = 16  # tiles per block side (drawing) and per strip (rows)
+CANVAS_PX = 1024  # the widest canvas drawn at once (a block of 64 px tiles; fewer large tiles)
 CHUNK_TILES = 16  # tiles per compressed HDF5 chunk
 LABEL_L_MAX = 255  # label ids up to this are drawn into a one-byte label raster (else two)
 NONE_CLASS = "none"
@@ -204,25 +205,57 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
                 reach: tuple[int, int, int, int] | None = None, bounds: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
-    (tr0, tc0)). The canvas is always the whole block, whichever tiles are dirty: OpenCV clips
-    lines and polygon outlines to the canvas in integer arithmetic, so a pixel near a clipped
-    edge can depend on where the canvas ends; with one fixed canvas per block a tile's pixels
-    do not depend on which of its neighbours are drawn (the same bytes as drawing every tile).
-    Returns, for the dirty tiles in row-major order: rows, cols (in the block), pixels uint8
-    (k, s, s, C), drawn pixels per channel (k, C), drawn in any channel (k,) and label ids
-    (k,)."""
+    (tr0, tc0)). The canvas is always the whole block (or, for tiles over ``CANVAS_PX / 2``
+    pixels, a fixed square of the block's tiles at most ``CANVAS_PX`` wide), whichever tiles
+    are dirty: OpenCV clips lines and polygon outlines to the canvas in integer arithmetic, so
+    a pixel near a clipped edge can depend on where the canvas ends; with fixed canvases a
+    tile's pixels do not depend on which of its neighbours are drawn (the same bytes as
+    drawing every tile). ``bounds`` (items' padded pixel bounds, :class:`BlockIndex`) let a
+    smaller canvas skip the items that miss it. Returns, for the dirty tiles in row-major
+    order: rows, cols (in the block), pixels uint8 (k, s, s, C), drawn pixels per channel
+    (k, C), drawn in any channel (k,) and label ids (k,)."""
     size = grid.tile_size
     r, c = np.nonzero(dirty)
-    if len(items):
+    sub = max(1, CANVAS_PX // size)
+    labels = np.zeros(len(r), np.int64)
+    if not len(items):
+        tiles = np.zeros((channels, len(r), size, size), np.uint8)
+    elif sub >= max(dirty.shape):  # one canvas: the whole block
         planes, lab = render_block(grid, spill, items, tc0 * size, tr0 * size,
                                    dirty.shape[1] * size, dirty.shape[0] * size, channels,
                                    cache, label_dtype, scratch, reach, bounds)
         tiles = gather_planes(planes, size, r, c)
+        if lab is not None:
+            labels = tile_labels(gather_labels(lab, size, r, c))
     else:
-        tiles, lab = np.zeros((channels, len(r), size, size), np.uint8), None
+        tiles = np.zeros((channels, len(r), size, size), np.uint8)
+        at = np.full(dirty.shape, -1, np.int64)
+        at[r, c] = np.arange(len(r))  # each dirty tile's place in row-major order
+        for sr in range(0, dirty.shape[0], sub):
+            for sc in range(0, dirty.shape[1], sub):
+                part = dirty[sr:sr + sub, sc:sc + sub]
+                if not part.any():
+                    continue
+                x0, y0 = (tc0 + sc) * size, (tr0 + sr) * size
+                w, h = part.shape[1] * size, part.shape[0] * size
+                these, near = items, None
+                if bounds is not None:
+                    b = bounds[items]
+                    these = items[(b[:, 0] < x0 + w + 2) & (b[:, 2] >= x0 - 2)
+                                  & (b[:, 1] < y0 + h + 2) & (b[:, 3] >= y0 - 2)]
+                    if not len(these):
+                        continue
+                    b = bounds[these]
+                    near = (int(b[:, 0].min()) - 2, int(b[:, 1].min()) - 2,
+                            int(b[:, 2].max()) + 2, int(b[:, 3].max()) + 2)
+                planes, lab = render_block(grid, spill, these, x0, y0, w, h, channels, cache,
+                                           label_dtype, scratch, near, bounds)
+                pr, pc = np.nonzero(part)
+                where = at[pr + sr, pc + sc]
+                tiles[:, where] = gather_planes(planes, size, pr, pc)
+                if lab is not None:
+                    labels[where] = tile_labels(gather_labels(lab, size, pr, pc))
     per, union = planar_counts(tiles)
-    labels = np.zeros(len(r), np.int64) if lab is None else \
-        tile_labels(gather_labels(lab, size, r, c))
     return r, c, interleave(tiles), per, union, labels
 
 
