@@ -205,9 +205,9 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
                 reach: tuple[int, int, int, int] | None = None, bounds: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
-    (tr0, tc0)). The canvas is always the whole block (or, for tiles over ``CANVAS_PX / 2``
-    pixels, a fixed square of the block's tiles at most ``CANVAS_PX`` wide), whichever tiles
-    are dirty: OpenCV clips lines and polygon outlines to the canvas in integer arithmetic, so
+    (tr0, tc0)). The canvas is always the whole block (or, for tiles over ``CANVAS_PX /
+    BLOCK`` pixels, fixed squares of ``CANVAS_PX // size`` tiles), whichever tiles are
+    dirty: OpenCV clips lines and polygon outlines to the canvas in integer arithmetic, so
     a pixel near a clipped edge can depend on where the canvas ends; with fixed canvases a
     tile's pixels do not depend on which of its neighbours are drawn (the same bytes as
     drawing every tile). ``bounds`` (items' padded pixel bounds, :class:`BlockIndex`) let a
