@@ -3,6 +3,8 @@ file, URL or field at fault; the CLI prints it and exits non-zero (no traceback)
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DlprepError(Exception):
     """Base class: a user-facing, one-line error."""
@@ -56,6 +58,10 @@ class FormatError(DlprepError):
         self.what = what
         where = f"{self.file} at byte {offset}" if offset >= 0 else self.file
         super().__init__(f"{where}: {what}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled when raised in a Dask worker: rebuilt from the three fields, not from args
+        return (type(self), (self.file, self.offset, self.what), self.__dict__)
 
 
 class StoreError(DlprepError):

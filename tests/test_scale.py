@@ -511,3 +511,18 @@ def test_local_cluster_is_quiet_and_closes_in_the_background(tmp_path: Path) -> 
     import dask  # this process's own settings are untouched
 
     assert dask.config.get("distributed.worker.profile.enabled") is True
+
+
+def test_format_errors_survive_pickling() -> None:
+    """A FormatError raised in a Dask worker travels pickled: it comes back whole (type, file,
+    byte, message), also for subclasses (plain pickle could not rebuild it before)."""
+    import pickle
+
+    from dlprep.errors import FormatError
+    from dlprep.formats.images import ImageDecodeError
+
+    for cls in (FormatError, ImageDecodeError):
+        err = cls("/data/x.ndjson", 46235, "invalid JSON line")
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is cls and str(back) == "/data/x.ndjson at byte 46235: invalid JSON line"
+        assert (back.file, back.offset, back.what) == (err.file, err.offset, err.what)

@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import REALDATA, ROOT, invoke_cli
+from conftest import REALDATA, ROOT, invoke_cli, run_cli
 from test_images_import import datasets
 from test_quickdraw import encode_binary, simplified
 
@@ -247,6 +247,28 @@ def test_bad_file_read_on_a_worker_is_one_line_naming_it(
     assert not (cache / "raw" / "quickdraw" / "dog.raw.ndjson").exists()
     assert (cache / "raw" / "quickdraw" / "cat.raw.ndjson").is_file()
     assert not list((cache / "prepared").rglob("*.h5"))
+
+
+def test_bad_file_with_workers_2_is_one_stderr_line(tmp_path: Path, mirror: Path,
+                                                     recipe: Path) -> None:
+    """On the LocalCluster that --workers 2 starts (a real process: the workers write to its
+    stderr), a bad-input error raised in a shard is the one `error:` line: the workers' own
+    log ('Compute Failed' with the task's arguments and a traceback) is silenced."""
+    bad = tmp_path / "mirror"
+    bad.mkdir()
+    (bad / "cat.raw.ndjson").write_bytes((mirror / "cat.raw.ndjson").read_bytes())
+    (bad / "dog.raw.ndjson").write_bytes((mirror / "dog.raw.ndjson").read_bytes()[:50000])
+    proc = run_cli("fetch", "quickdraw", "--recipe", str(recipe), "--mirror", str(bad),
+                   "--categories", "cat,dog", "--format", "strokes", "--source", "raw",
+                   "--per-class", "0", "--workers", "2", cache_dir=tmp_path / "c")
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ") and "dog.raw.ndjson at byte" in lines[-1]
+    # before it only dlprep's warnings (the recipe has no checksums for the mirror's files)
+    others = [ln for ln in lines[:-1]
+              if "has no checksum" not in ln and "removed it from the cache" not in ln]
+    assert not others, proc.stderr
+    assert "Traceback" not in proc.stderr and "Compute Failed" not in proc.stderr
 
 
 def test_killed_run_resumes_without_redoing_shards(tmp_path: Path, realdata: Path,

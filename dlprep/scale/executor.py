@@ -171,11 +171,15 @@ def start_local_cluster(workers: int) -> Any:
     import dask
     from distributed import LocalCluster
 
+    # a shard that raises is reported by dlprep as one line (after its retries); the workers'
+    # own ERROR log ("Compute Failed", the task's arguments and a traceback, on this process's
+    # stderr) would repeat it in many: kept only with -v -v (DEBUG)
+    quiet: int | bool = False if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL
     with dask.config.set(LOCAL_CLUSTER_CONFIG):  # the nannies hand it to their workers
         # the scheduler always serves HTTP; on a free port of the loopback interface
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                             host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                            silence_logs=logging.ERROR)
+                            silence_logs=quiet)
 
 
 class Executor:
