@@ -119,3 +119,14 @@ def verify_file(path: Path, spec: FileSpec, source: str, *, digest: str | None =
     got = actual or "not a readable gzip/bz2/xz stream"
     what = f"content_{alg} mismatch for {spec.name}: expected {expected}, got {got}"
     raise ChecksumError(f"{source}: {problem}; {what}" if problem else f"{source}: {what}")
+
+
+def require_sha1(path: Path, expected: str, source: str, name: str) -> None:
+    """For a file whose publisher gives only a sha1 (Wikimedia dump listings, Internet Archive
+    item files): hash ``path``; on a mismatch remove it and raise ``ChecksumError`` naming
+    ``source``, ``name``, the expected and the actual value."""
+    actual = hash_file(path, "sha1")
+    if actual != expected:
+        path.unlink(missing_ok=True)
+        raise ChecksumError(f"{source}: sha1 mismatch for {name}: expected {expected}, "
+                            f"got {actual}")

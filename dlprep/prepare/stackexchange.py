@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import ChecksumError, DlprepError
-from ..fetch.download import FileSpec, fetch_file, hash_file, local_source
+from ..errors import DlprepError
+from ..fetch.download import FileSpec, fetch_file, local_source
+from ..fetch.verify import require_sha1
 from ..formats.sevenzip import DECODERS
 from ..formats.stackexchange import (
     ANSWER,
@@ -103,11 +104,7 @@ def _download(ctx: PrepareContext, site: str) -> Path:
                     checksum_optional=True)
     path = fetch_file(spec, ctx.raw_dir / dump.item, ctx.fetch_options)
     if dump.sha1 and not dump.md5:
-        actual = hash_file(path, "sha1")
-        if actual != dump.sha1:
-            path.unlink(missing_ok=True)
-            raise ChecksumError(f"{dump.url}: sha1 mismatch for {dump.name}: expected "
-                                f"{dump.sha1}, got {actual}")
+        require_sha1(path, dump.sha1, dump.url, dump.name)
     ctx.sources.append({"name": f"{dump.item}/{dump.name}", "url": dump.url,
                         "sha256": file_sha256(path)})
     ctx.raw_files[path] = bool(dump.md5 or dump.sha1)

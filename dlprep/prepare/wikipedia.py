@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ChecksumError, DlprepError
+from ..errors import DlprepError
 from ..fetch.download import FileSpec, fetch_file, hash_file, local_source
+from ..fetch.verify import require_sha1
 from ..scale import ShardJob, ShardSpec, ranges
 from ..scale.text import TextPart, assemble_text, text_options
 from ..sources.wikipedia import (
@@ -127,11 +128,7 @@ def _fetch_set(ctx: PrepareContext, ds: DumpSet) -> list[DumpPart]:
                             checksum_optional=True)
             path = _fetch_wikimedia(ctx, spec, f"{ds.wiki}/{ds.date}")
             if f.sha1 and not f.md5:
-                actual = hash_file(path, "sha1")
-                if actual != f.sha1:
-                    path.unlink(missing_ok=True)
-                    raise ChecksumError(f"{f.url}: sha1 mismatch for {f.name}: expected "
-                                        f"{f.sha1}, got {actual}")
+                require_sha1(path, f.sha1, f.url, f.name)
             paths.append(path)
         parts.append(DumpPart(paths[0], paths[1]))  # type: ignore[arg-type]
     return parts
