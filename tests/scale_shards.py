@@ -1,12 +1,19 @@
 """Test-only shard functions for tests/test_scale*.py (module-level, so Dask workers import them
 by name; the tests put tests/ on the workers' PYTHONPATH). Each appends ``<shard id> <pid>`` to
 the ``log`` file its spec names, so a test can see which shards ran, how often and where; the
-faults they inject are switched on by their spec's options, never by patching dlprep."""
+faults they inject are switched on by their spec's options, never by patching dlprep.
+
+Also the process helpers the sharded builders' tests share: :func:`run_and_kill` (a ``kill -9``
+after some shards) and :func:`dask_imports` (which Dask modules a CLI run imports)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -95,3 +102,50 @@ def assemble(ctx: Any, out: Path, job: Any) -> None:
     from dlprep.scale.text import assemble_text
 
     assemble_text(ctx, out, job, {"n": "int", "first": "str"})
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def finished_shards(manifest: Path) -> list[str]:
+    """The ids of the shards a ``manifest.jsonl`` records (whole lines after the header)."""
+    lines = manifest.read_text().splitlines()[1:] if manifest.exists() else []
+    return [json.loads(line)["id"] for line in lines if line.endswith("}")]
+
+
+def run_and_kill(args: list[str], cache: Path, dataset: str, shards: int,
+                 timeout: float = 120) -> Path | None:
+    """Run ``python -m dlprep --cache-dir CACHE ARGS`` in a session of its own and SIGKILL
+    the whole group (Dask workers too) once the manifest of ``prepared/<dataset>`` records at
+    least ``shards`` finished shards. Returns that manifest, or None when the run ended (or
+    ``timeout`` passed) before it could be killed so."""
+    cmd = [sys.executable, "-m", "dlprep", "--cache-dir", str(cache), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    manifest: Path | None = None
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = sorted((cache / "prepared" / dataset).glob(".*.parts/manifest.jsonl"))
+            if found and len(finished_shards(found[0])) >= shards:
+                manifest = found[0]
+                break
+            time.sleep(0.005)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    return manifest if proc.returncode == -signal.SIGKILL else None
+
+
+def dask_imports(argv: list[str], *, hide_dask: bool = False,
+                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``dlprep.cli.main(argv)`` in a fresh interpreter (``hide_dask``: as if Dask were not
+    installed); it must exit 0, and its last stdout line lists the ``dask``/``distributed``
+    modules it imported."""
+    hide = "sys.modules['distributed'] = None\nsys.modules['dask'] = None\n" if hide_dask else ""
+    code = (f"import sys\n{hide}from dlprep.cli import main\nrc = main({argv!r})\n"
+            "assert rc == 0, rc\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('dask', 'distributed') and sys.modules[m] is not None))\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import pytest
 from conftest import ROOT, invoke_cli, run_cli
-from scale_shards import executions, flaky_item, write_shard
+from scale_shards import dask_imports, executions, flaky_item, run_and_kill, write_shard
 from test_wiki_dump import EXCERPT, build_multistream
 
 from dlprep.prepare.wiki_pages import Counts, DumpPart, PageOptions, iter_records
@@ -270,18 +270,8 @@ def test_wiki_killed_run_resumes(wiki_dump, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     args = ["fetch", "wikipedia", "--dump", str(big), "--index", str(big_index), "--name", "k",
             "-v"]
-    cmd = [sys.executable, "-m", "dlprep", "--cache-dir", str(cache), *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        def manifest_lines() -> int:
-            found = list((cache / "prepared" / "k").glob(f".*.parts/{MANIFEST}"))
-            return len(found[0].read_text().splitlines()) if found else 0
-        _wait_for(lambda: manifest_lines() >= 3 or proc.poll() is not None, 120, "2 shards")
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert run_and_kill(args, cache, "k", shards=2) is not None, \
+        "the run ended before it could be killed"
     assert not [p for p in (cache / "prepared" / "k").glob("*.h5")
                 if not p.name.startswith(".tmp-")]
     rerun = run_cli(*args, cache_dir=cache)
@@ -381,13 +371,8 @@ def test_two_runs_of_one_dataset_at_once(wiki_dump, cache_dir: Path) -> None:
 
 def test_one_worker_runs_here_without_dask(wiki_dump, tmp_path: Path) -> None:
     dump, index = wiki_dump
-    code = ("import sys\nfrom dlprep.cli import main\n"
-            f"rc = main(['--cache-dir', {str(tmp_path)!r}, 'fetch', 'wikipedia', '--dump', "
-            f"{str(dump)!r}, '--index', {str(index)!r}, '-q'])\n"
-            "assert rc == 0\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('dask', 'distributed')))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = dask_imports(["--cache-dir", str(tmp_path), "fetch", "wikipedia", "--dump", str(dump),
+                         "--index", str(index), "-q"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import invoke_cli
+from scale_shards import finished_shards, run_and_kill
 from test_images_import import datasets, photo_tree  # noqa: F401 (a fixture)
 from test_images_pipeline import png_bomb_header
 
@@ -165,10 +166,6 @@ def test_image_import_killed_mid_run_resumes_without_redoing_shards(tmp_path: Pa
     """kill -9 after a few shards: the rerun takes the recorded shards from the manifest (their
     parts intact), runs only the others, and gives the bytes of an uninterrupted run."""
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
     from dlprep.scale import last_timings
 
@@ -179,20 +176,9 @@ def test_image_import_killed_mid_run_resumes_without_redoing_shards(tmp_path: Pa
         os.link(photos[i % len(photos)], tree / f"c{i % 2}" / f"{i:03d}.jpg")
     args = ["import-images", str(tree), "--name", "big", "--size", "96"]
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-m", "dlprep", "--cache-dir", str(cache), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest: Path | None = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = list(cache.glob("prepared/big/.*.parts/manifest.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 4:  # header + 3 shards
-            manifest = found[0]
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    manifest = run_and_kill(args, cache, "big", shards=3)
     assert manifest is not None, "the import finished before it could be killed"
-    done = [line for line in manifest.read_text().splitlines()[1:] if line.endswith("}")]
+    done = finished_shards(manifest)
     parts = sorted(manifest.parent.glob("img-*.shard"))
     assert len(done) >= 3 and len(parts) >= len(done)
     assert not [p for p in cache.glob("prepared/big/*.h5") if not p.name.startswith(".")]

@@ -10,11 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +17,8 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, invoke_cli
+from conftest import invoke_cli
+from scale_shards import dask_imports, finished_shards, run_and_kill
 
 from dlprep.cache import Cache
 from dlprep.fetch.options import FetchOptions
@@ -222,24 +218,9 @@ def test_killed_run_resumes_without_redoing_finished_shards(
     cache = tmp_path / "cache"
     args = ["fetch", "gutenberg", "--mirror", loopback.base_url, "--base-url", "", "--ids",
             ",".join(map(str, ids)), "--name", "many", "--tokenizer", "char"]
-    proc = subprocess.Popen([sys.executable, "-m", "dlprep", "--cache-dir", str(cache), *args],
-                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-    def records() -> list[str]:
-        found = list((cache / "prepared" / "many").glob(".*.parts/manifest.jsonl"))
-        lines = found[0].read_text().splitlines()[1:] if found else []
-        return [json.loads(line)["id"] for line in lines if line.endswith("}")]
-
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and len(records()) < 3:
-            time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    done = records()
+    manifest = run_and_kill(args, cache, "many", shards=3)
+    assert manifest is not None, "the run ended before it could be killed"
+    done = finished_shards(manifest)
     assert 3 <= len(done) < 16 and done == [f"pg-{k:06d}" for k in range(len(done))]
     assert not [p for p in (cache / "prepared" / "many").glob("*.h5")
                 if not p.name.startswith(".tmp-")]  # no prepared file, only the dead run's temp
@@ -258,13 +239,8 @@ def test_one_worker_runs_here_without_dask(loopback, realdata: Path,  # type: ig
                                            tmp_path: Path) -> None:
     """`dlprep fetch gutenberg` (--workers 1, the default) never imports Dask."""
     _serve(loopback, _books(realdata))
-    code = ("import sys\nfrom dlprep.cli import main\n"
-            f"rc = main(['--cache-dir', {str(tmp_path)!r}, 'fetch', 'gutenberg', '--mirror', "
-            f"{loopback.base_url!r}, '--base-url', '', '--ids', '11,12', '-q'])\n"
-            "assert rc == 0\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('dask', 'distributed')))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = dask_imports(["--cache-dir", str(tmp_path), "fetch", "gutenberg", "--mirror",
+                         loopback.base_url, "--base-url", "", "--ids", "11,12", "-q"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert list((tmp_path / "prepared" / "gutenberg").glob("*.h5"))

@@ -9,10 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import REALDATA, ROOT, invoke_cli, run_cli
+from scale_shards import dask_imports, finished_shards, run_and_kill
 from test_images_import import datasets
 from test_quickdraw import encode_binary, simplified
 
@@ -286,20 +283,9 @@ def test_killed_run_resumes_without_redoing_shards(tmp_path: Path, realdata: Pat
     opts = ["--categories", ",".join(names), "--format", "strokes", "--source", "raw"]
     args = ["fetch", "quickdraw", "--recipe", str(recipe), "--mirror", str(mirror), *opts]
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-m", "dlprep", "--cache-dir", str(cache), *args],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest: Path | None = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = list(cache.glob("prepared/quickdraw/.*.parts/manifest.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 4:  # header + 3 shards
-            manifest = found[0]
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    manifest = run_and_kill(args, cache, "quickdraw", shards=3)
     assert manifest is not None, "the run finished before it could be killed"
-    done = [line for line in manifest.read_text().splitlines()[1:] if line.endswith("}")]
+    done = finished_shards(manifest)
     assert 3 <= len(done) < 16
     assert len(list(manifest.parent.glob("strokes-*.shard"))) >= len(done)
     assert not [p for p in cache.glob("prepared/quickdraw/*.h5") if not p.name.startswith(".")]
@@ -313,13 +299,8 @@ def test_killed_run_resumes_without_redoing_shards(tmp_path: Path, realdata: Pat
 
 
 def test_serial_fetch_never_imports_dask(tmp_path: Path, mirror: Path, recipe: Path) -> None:
-    code = ("import sys\nsys.modules['distributed'] = None  # as if not installed\n"
-            "sys.modules['dask'] = None\nfrom dlprep.cli import main\n"
-            f"rc = main(['--cache-dir', {str(tmp_path)!r}, 'fetch', 'quickdraw', '--recipe', "
-            f"{str(recipe)!r}, '--mirror', {str(mirror)!r}, '--categories', 'cat,dog', '-q'])\n"
-            "assert rc == 0, rc\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('dask', 'distributed') and sys.modules[m] is not None))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = dask_imports(["--cache-dir", str(tmp_path), "fetch", "quickdraw", "--recipe",
+                         str(recipe), "--mirror", str(mirror), "--categories", "cat,dog", "-q"],
+                        hide_dask=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
