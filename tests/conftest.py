@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,15 @@ def claim_huge_first_tar_member(data: bytes) -> bytes:
     hdr[148:156] = b" " * 8
     hdr[148:156] = b"%06o\0 " % sum(hdr)
     return bytes(hdr) + data[512:]
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """The address of a Dask LocalCluster of 2 worker processes (one thread each, Dask's own
+    settings: what ``--scheduler`` meets on a user's cluster), one per test module."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      silence_logs=logging.ERROR) as cluster:
+        yield cluster.scheduler_address

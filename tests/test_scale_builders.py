@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -28,17 +27,6 @@ pytest.importorskip("distributed")
 
 WARCS = ("iana.warc.gz", "example.warc.gz", "example-wget-1-14.warc.gz", "example-wpull.warc.gz",
          "CC-MAIN-20250804083340-20250804113340-00340.offset667474763.warc.gz")
-
-
-@pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    """A LocalCluster of 2 worker processes (one thread each) for the whole module."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                      silence_logs=logging.ERROR) as cluster:
-        yield cluster.scheduler_address
 
 
 def _import(kind: str, cache: Path, *args: str, env: dict[str, str] | None = None) -> Path:

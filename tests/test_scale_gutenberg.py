@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,16 +46,6 @@ def _serve(loopback, books: dict[int, bytes]) -> None:  # type: ignore[no-untype
     for i, data in books.items():
         loopback.serve(f"/cache/epub/{i}/pg{i}.txt", data,
                        content_type="text/plain; charset=utf-8")
-
-
-@pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    """A LocalCluster of 2 worker processes (one thread each) for the whole module."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                  silence_logs=logging.ERROR) as cluster:
-        yield cluster.scheduler_address
 
 
 def _fetch(cache: Path, base: str, *args: str) -> Path:

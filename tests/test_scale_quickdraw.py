@@ -7,9 +7,7 @@ resumes without redoing them; bad input stays one line with nothing left behind.
 from __future__ import annotations
 
 import json
-import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -30,17 +28,6 @@ from dlprep.scale import last_timings
 pytest.importorskip("distributed")
 
 BITMAPS = ("cat", "dog", "The Eiffel Tower")
-
-
-@pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    """A LocalCluster of 2 worker processes (one thread each) for the whole module."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                      silence_logs=logging.ERROR) as cluster:
-        yield cluster.scheduler_address
 
 
 def _mirrored(line: str, i: int) -> str:
