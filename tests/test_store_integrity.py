@@ -212,11 +212,11 @@ def test_latest_pointer_through_a_symlink_out_of_the_folder_is_refused(
     assert "not a file in" in capsys.readouterr().err
 
 
-def test_mean_std_reduced_from_per_image_sums(tmp_path: Path) -> None:
+def test_mean_std_reduced_from_per_image_sums(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Image shards return exact per-image sums; the writer reduces the train split's mean/std
     from them (the same float32 values as reading the pixels back) without reading rows."""
-    from dlprep.pixelstats import mean_std
-    from dlprep.prepare.image_shards import image_sums
+    from dlprep.pixelstats import image_sums, mean_std
 
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (40, 7, 5, 3), dtype=np.uint8)
@@ -226,6 +226,9 @@ def test_mean_std_reduced_from_per_image_sums(tmp_path: Path) -> None:
     assert sums.dtype == np.uint64 and sums.shape == (40, 2, 3)
     assert (sums[:, 0] == x.sum(1)).all() and (sums[:, 1] == (x * x).sum(1)).all()
     assert image_sums(images[:0]).shape == (0, 2, 3)
+    monkeypatch.setattr("dlprep.pixelstats._IMAGE_SUMS_VALUES", 100)  # blocks of 2 images
+    assert (image_sums(images) == sums).all()
+    monkeypatch.undo()
     train = np.array([0, 3, 5, 6, 11, 17, 30, 39])
 
     def build(name: str, row_sums: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

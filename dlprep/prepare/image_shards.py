@@ -6,11 +6,11 @@ consecutive index ranges (:func:`decode_plan`, at most :data:`MAX_PER_SHARD` ima
 shards for a small set so that two workers really share the work); each shard decodes its range
 and writes the images (and masks) that decoded to its part file, returning per job the reason
 it was skipped and, for dedupe, its content hash. Each part also holds every decoded image's
-exact per-channel pixel sums and squared sums (:func:`image_sums`), so the train split's
-mean/std are reduced from them, without reading the pixels back. :func:`write_decoded` then
-walks the shards in order, drops skips and duplicates exactly as one process would, and copies
-the kept pixels into the prepared file, so the bytes never depend on the number of workers or
-the cluster.
+exact per-channel pixel sums and squared sums (:func:`~dlprep.pixelstats.image_sums`), so
+the train split's mean/std are reduced from them, without reading the pixels back.
+:func:`write_decoded` then walks the shards in order, drops skips and duplicates exactly as one
+process would, and copies the kept pixels into the prepared file, so the bytes never depend on
+the number of workers or the cluster.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import DlprepError
 from ..formats.images import DecodeJob, ImageRef, ImageSpec, decode_job
+from ..pixelstats import image_sums
 from ..scale.shards import ShardSpec, ranges
 from ..store import ImageTensorWriter
 
@@ -36,8 +37,7 @@ log = logging.getLogger("dlprep")
 
 MAX_PER_SHARD = 256
 TARGET_SHARDS = 32
-PART_FORMAT = 2  # images, [masks], per-image sums (in the specs: older parts start over)
-_VALUES = np.arange(256, dtype=np.uint64)
+PART_FORMAT = 3  # images, per-image sums, [masks] (in the specs: older parts start over)
 
 
 def shard_size(n: int) -> int:
@@ -105,9 +105,9 @@ def run_decode(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
     buf = io.BytesIO()  # numpy's own file writes lose errno: ENOSPC must stay ENOSPC
     stacked = _stack(images, image_spec)
     np.save(buf, stacked, allow_pickle=False)
+    np.save(buf, image_sums(stacked), allow_pickle=False)
     if mask_spec is not None:
         np.save(buf, _stack(masks, mask_spec), allow_pickle=False)
-    np.save(buf, image_sums(stacked), allow_pickle=False)
     try:
         with open(part, "wb") as fh:
             fh.write(buf.getbuffer())
@@ -135,30 +135,12 @@ def _stack(arrays: list[np.ndarray], spec: ImageSpec) -> np.ndarray:
     return np.ascontiguousarray(np.stack(arrays), np.uint8)
 
 
-def image_sums(images: np.ndarray) -> np.ndarray:
-    """Exact per-image, per-channel sums of the pixel values and of their squares of uint8
-    (n, H, W, C): uint64 (n, 2, C). Counted as one histogram per image and channel (a single
-    ``bincount``), so the sums are integers, whatever the order they are added up in."""
-    n, channels = len(images), images.shape[-1]
-    out = np.zeros((n, 2, channels), np.uint64)
-    if not n:
-        return out
-    flat = images.reshape(n, -1, channels)
-    offset = (np.arange(n, dtype=np.int64) * 256)[:, None]
-    for c in range(channels):
-        counts = np.bincount((flat[:, :, c] + offset).ravel(), minlength=n * 256)
-        counts = counts.reshape(n, 256).astype(np.uint64)
-        out[:, 0, c] = counts @ _VALUES
-        out[:, 1, c] = counts @ (_VALUES * _VALUES)
-    return out
-
-
-def _read_part(path: Path, masks: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """A part's images, its masks (when ``masks``; else None) and its per-image sums."""
+def _read_part(path: Path, masks: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A part's images, their per-image sums and (when ``masks``; else None) their masks."""
     with open(path, "rb") as fh:
         images = np.load(fh, allow_pickle=False)
-        mask = np.load(fh, allow_pickle=False) if masks else None
-        return images, mask, np.load(fh, allow_pickle=False)
+        sums = np.load(fh, allow_pickle=False)
+        return images, sums, np.load(fh, allow_pickle=False) if masks else None
 
 
 @dataclasses.dataclass
@@ -228,10 +210,9 @@ def write_decoded(out: Path, names: Sequence[str], labels: np.ndarray, spec: Ima
     try:
         done = 0
         sums = np.zeros((len(keep), 2, spec.channels), np.uint64)
-        has_masks = mask_spec is not None
         for part, rows in zip(parts, take, strict=True):
             if len(rows):
-                images, _, part_sums = _read_part(part, has_masks)
+                images, part_sums, _ = _read_part(part, False)
                 writer.write(images[rows], labels[keep[done:done + len(rows)]])
                 sums[done:done + len(rows)] = part_sums[rows]
                 done += len(rows)
@@ -242,7 +223,7 @@ def write_decoded(out: Path, names: Sequence[str], labels: np.ndarray, spec: Ima
             done = 0
             for part, rows in zip(parts, take, strict=True):
                 if len(rows):
-                    _, masks, _ = _read_part(part, True)
+                    _, _, masks = _read_part(part, True)
                     dset[done:done + len(rows)] = masks[rows]  # type: ignore[index]
                     done += len(rows)
             for k, label in enumerate(("batch", "height", "width", "channel")):

@@ -25,8 +25,8 @@ import numpy as np
 from ..errors import DlprepError
 from ..formats.npy import read_npy_header, read_npy_rows
 from ..formats.quickdraw import Drawing, iter_binary, iter_ndjson, parse_ndjson_line, to_stroke3
+from ..pixelstats import image_sums
 from ..scale.shards import ShardSpec
-from .image_shards import image_sums
 
 #: bitmap rows per shard (a multiple of the 16384-row write block; about 51 MB of pixels)
 SHARD_ROWS = 65536
@@ -34,7 +34,6 @@ SHARD_ROWS = 65536
 PART_FORMAT = 2
 #: ndjson bytes per strokes shard when a whole file is read (no --per-class)
 RANGE_BYTES = 64 << 20
-SUMS_ROWS = 4096  # image_sums counts with an int64 per pixel: in blocks of 25 MB
 
 
 def run_quickdraw_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
@@ -66,8 +65,7 @@ def _bitmap_shard(spec: ShardSpec, part: Path) -> dict[str, Any]:
     buf = io.BytesIO()
     np.save(buf, rows, allow_pickle=False)
     images = rows.reshape(-1, 28, 28, 1)
-    sums = [image_sums(images[i:i + SUMS_ROWS]) for i in range(0, len(images), SUMS_ROWS)]
-    np.save(buf, np.concatenate(sums) if sums else image_sums(images), allow_pickle=False)
+    np.save(buf, image_sums(images), allow_pickle=False)
     _write_part(part, buf)
     return {"count": len(rows)}
 
