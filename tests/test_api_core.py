@@ -144,6 +144,20 @@ def test_5xx_forever_gives_up_with_one_line(loopback, tmp_path):
     assert not list((tmp_path / "api").rglob("*.json"))
 
 
+def test_429_forever_gives_up_with_one_line(loopback, tmp_path):
+    """A server that answers 429 (with a Retry-After) to every request: bounded waits, then
+    one line; nothing cached, no secret in the message."""
+    loopback.serve("/api/a", DOC, fail_first=99, fail_status=429, retry_after="5")
+    fake = FakeTime()
+    with pytest.raises(FetchError) as err:
+        _client(loopback, tmp_path, fake).get("a", {"q": 1})
+    msg = str(err.value)
+    assert "HTTP 429" in msg and "gave up after 4 attempts" in msg and "\n" not in msg
+    assert SECRET not in msg and "api_key" not in msg
+    assert loopback.requests("/api/a") == 4 and fake.waits == [5.0, 5.0, 5.0]
+    assert not list((tmp_path / "api").rglob("*.json"))
+
+
 def test_rate_limit_remaining_zero_waits_until_reset(loopback, tmp_path):
     fake = FakeTime()
     reset = str(int(fake.now) + 90)
