@@ -114,19 +114,22 @@ def finished_shards(manifest: Path) -> list[str]:
 
 
 def run_and_kill(args: list[str], cache: Path, dataset: str, shards: int,
-                 timeout: float = 120) -> Path | None:
+                 timeout: float = 120, stage: str = "",
+                 env: dict[str, str] | None = None) -> Path | None:
     """Run ``python -m dlprep --cache-dir CACHE ARGS`` in a session of its own and SIGKILL
-    the whole group (Dask workers too) once the manifest of ``prepared/<dataset>`` records at
-    least ``shards`` finished shards. Returns that manifest, or None when the run ended (or
-    ``timeout`` passed) before it could be killed so."""
+    the whole group (Dask workers too) once the manifest of ``prepared/<dataset>`` (of a
+    later ``stage``'s subfolder, when given) records at least ``shards`` finished shards.
+    Returns that manifest, or None when the run ended (or ``timeout`` passed) before it
+    could be killed so. ``env``: variables added to the run's environment."""
     cmd = [sys.executable, "-m", "dlprep", "--cache-dir", str(cache), *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     manifest: Path | None = None
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
-            found = sorted((cache / "prepared" / dataset).glob(".*.parts/manifest.jsonl"))
+            found = sorted((cache / "prepared" / dataset).glob(
+                f".*.parts/{stage + '/' if stage else ''}manifest.jsonl"))
             if found and len(finished_shards(found[0])) >= shards:
                 manifest = found[0]
                 break

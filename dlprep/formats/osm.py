@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,10 @@ def read_features(path: Path, keys: Sequence[str], *, areas: bool, lines: bool =
     Compressed XML must inflate within ``limits`` (:func:`check_inflated_size`). Ways
     with a node missing from the file are skipped and counted in ``stats``. Raises
     ``FormatError`` (naming the file) for a truncated or corrupt file.
+
+    Order: the ways' features (lines and areas of closed ways) in file order, then the areas of
+    multipolygon relations in the order libosmium completes them (held back until the ways
+    are read): the order blob-range shards give too (:mod:`dlprep.formats.osm_sharded`).
     """
     osmium = osmium_module()
     path = Path(path)
@@ -261,55 +265,98 @@ def read_features(path: Path, keys: Sequence[str], *, areas: bool, lines: bool =
     if not keys:
         return
     keys = list(keys)
-    kinds = osmium.osm.WAY | osmium.osm.AREA if areas else osmium.osm.WAY
     if fmt in ("osm.bz2", "osm.gz"):
         check_inflated_size(path, limits)
     try:
         source = osmium.io.File(str(path), fmt)
-        pool = osmium.io.ThreadPool()
-        proc = osmium.FileProcessor(source, thread_pool=pool)
-        proc.with_locations(location_storage(path, node_index, index_dir))
-        if areas:
-            proc.with_areas(osmium.filter.KeyFilter(*keys))
-        proc.with_filter(osmium.filter.EntityFilter(kinds))
-        proc.with_filter(osmium.filter.KeyFilter(*keys))
-        wkb = osmium.geom.WKBFactory()
-        all_nodes = _use_nodes_all()
-        pending: list[tuple[int, str, bool, dict[str, str], str]] = []
-        chars = 0
-        for obj in proc:
-            get = obj.tags.get  # one TagList per feature, not one per key
-            tags = {k: v for k in keys if (v := get(k)) is not None}
-            try:
-                if obj.is_area():
-                    hexed = wkb.create_multipolygon(obj)
-                    pending.append((obj.orig_id(), "way" if obj.from_way() else "relation",
-                                    True, tags, hexed))
-                else:
-                    hexed = wkb.create_linestring(obj, all_nodes)
-                    stats.ways += 1
-                    if not lines:
-                        continue
-                    pending.append((obj.id, "way", False, tags, hexed))
-            except Exception:  # noqa: BLE001 - osmium: a node without location, a bad area
-                if not obj.is_area():
-                    stats.skip(obj.id)
-                continue
-            chars += len(hexed)
-            if chars >= WKB_BATCH_CHARS or len(pending) >= WKB_BATCH_FEATURES:
-                yield from _decode_batch(pending, stats)
-                pending, chars = [], 0
-        yield from _decode_batch(pending, stats)
+        proc = processor(source, keys, areas=areas,
+                         storage=location_storage(path, node_index, index_dir))
+        yield from features_of(proc, keys, lines=lines, stats=stats,
+                               relations="defer" if areas else "drop")
     except RuntimeError as exc:  # libosmium: truncated PBF, bad XML, bad compression ...
-        what = " ".join(str(exc).split())
-        raise FormatError(path, -1, f"corrupt or truncated {fmt} file ({what})") from exc
+        raise corrupt(path, fmt, exc) from exc
     finally:
         if index_dir is not None:
             (index_dir / "nodes.idx").unlink(missing_ok=True)
+    warn_skipped(path, stats)
+
+
+def corrupt(path: Path, fmt: str, exc: Exception) -> FormatError:
+    """The one-line error for a file libosmium could not read."""
+    what = " ".join(str(exc).split())
+    return FormatError(path, -1, f"corrupt or truncated {fmt} file ({what})")
+
+
+def warn_skipped(path: Path, stats: ReadStats) -> None:
+    """Log the ways skipped for missing nodes (once per read)."""
     if stats.skipped_ways:
         shown = ", ".join(map(str, stats.skipped_ids[:5]))
         log.warning("%s: skipped %d way(s) with nodes missing from the file (clipped extract), "
                     "e.g. way %s", path.name, stats.skipped_ways, shown)
+
+
+def processor(source: Any, keys: Sequence[str], *, areas: bool, storage: Any) -> Any:
+    """A pyosmium ``FileProcessor`` over ``source`` (a path, ``osmium.io.File``) with node
+    locations from ``storage`` (an index spec or a ``LocationTable``), areas of the
+    features carrying ``keys`` (when ``areas``), and the entity and key filters."""
+    osmium = osmium_module()
+    kinds = osmium.osm.WAY | osmium.osm.AREA if areas else osmium.osm.WAY
+    proc = osmium.FileProcessor(source, thread_pool=osmium.io.ThreadPool())
+    proc.with_locations(storage)
+    if areas:
+        proc.with_areas(osmium.filter.KeyFilter(*keys))
+    proc.with_filter(osmium.filter.EntityFilter(kinds))
+    proc.with_filter(osmium.filter.KeyFilter(*keys))
+    return proc
+
+
+def features_of(objects: Iterable[Any], keys: Sequence[str], *, lines: bool, stats: ReadStats,
+                relations: str = "defer") -> Iterator[Feature]:
+    """:class:`Feature` records of the ways and areas pyosmium yields, in their order.
+
+    ``relations``: what becomes of the areas of multipolygon relations: ``defer`` (after
+    everything else, in the order they came), ``drop`` or ``only`` (nothing else is
+    kept). Ways whose geometry fails (a node without location) are skipped and counted.
+    """
+    wkb = osmium_module().geom.WKBFactory()
+    all_nodes = _use_nodes_all()
+    pending: list[tuple[int, str, bool, dict[str, str], str]] = []
+    held: list[tuple[int, str, bool, dict[str, str], str]] = []
+    only = relations == "only"
+    chars = 0
+    for obj in objects:
+        get = obj.tags.get  # one TagList per feature, not one per key
+        tags = {k: v for k in keys if (v := get(k)) is not None}
+        try:
+            if obj.is_area():
+                from_way = obj.from_way()
+                if (from_way and only) or (not from_way and relations == "drop"):
+                    continue
+                hexed = wkb.create_multipolygon(obj)
+                record = (obj.orig_id(), "way" if from_way else "relation", True, tags, hexed)
+                if not from_way and relations == "defer":
+                    held.append(record)
+                    continue
+                pending.append(record)
+            else:
+                if only:
+                    continue
+                hexed = wkb.create_linestring(obj, all_nodes)
+                stats.ways += 1
+                if not lines:
+                    continue
+                pending.append((obj.id, "way", False, tags, hexed))
+        except Exception:  # noqa: BLE001 - osmium: a node without location, a bad area
+            if not obj.is_area():
+                stats.skip(obj.id)
+            continue
+        chars += len(hexed)
+        if chars >= WKB_BATCH_CHARS or len(pending) >= WKB_BATCH_FEATURES:
+            yield from _decode_batch(pending, stats)
+            pending, chars = [], 0
+    yield from _decode_batch(pending, stats)
+    for at in range(0, len(held), WKB_BATCH_FEATURES):
+        yield from _decode_batch(held[at:at + WKB_BATCH_FEATURES], stats)
 
 
 def release_freed_memory() -> None:

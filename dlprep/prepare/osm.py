@@ -20,7 +20,14 @@ from ..errors import DlprepError, FetchError
 from ..fetch.download import FileSpec, fetch_file, hash_file, local_source
 from ..fetch.http import RetryPolicy
 from ..fetch.options import DEFAULT_MAX_BYTES
-from ..formats.osm import Feature, ReadStats, header_box, read_features, sniff_osm
+from ..formats.osm import (
+    Feature,
+    ReadStats,
+    header_box,
+    read_features,
+    sniff_osm,
+    warn_skipped,
+)
 from ..formats.osm_layers import load_layers
 from ..redact import redact_url
 from ..sources.osm import (
@@ -64,17 +71,24 @@ PARAMS: tuple[Param, ...] = (
     Param("seed", "int", 0, "seed of the stratified split"),
     Param("node_index", "str", "auto", "node locations: memory, disk (sparse file), or auto "
                                        "(disk from 64 MiB)", ("auto", "memory", "disk")),
+    Param("workers", "int", 1, "processes reading a sorted PBF extract in blob-range shards: "
+                               "a Dask LocalCluster when > 1 (output bytes do not depend on "
+                               "it)"),
 )
+RUNTIME_OPTIONS = ("workers",)
 
 
 @dataclass(frozen=True)
 class OsmCollected:
     """What ``collect`` hands to ``build``: the OSM file or cached Overpass reply, and how to
-    keep node locations (a runtime choice, taken out of the config hash)."""
+    keep node locations (a runtime choice, taken out of the config hash); after blob-range
+    shards ran, their feature parts and stats (read instead of the file)."""
 
     path: Path
     overpass: bool
     node_index: str = "auto"
+    parts: tuple[str, ...] = ()  # feature parts of blob-range shards (dlprep.prepare.osm_shards)
+    part_stats: tuple[dict[str, Any], ...] = ()
 
 
 def _bbox(ctx: PrepareContext) -> tuple[float, float, float, float] | None:
@@ -181,11 +195,20 @@ def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: b
     got = ctx.collected_as(OsmCollected)
     path = got.path
     bbox = _bbox(ctx)
-    if got.overpass:
+    if got.parts:
+        from .osm_shards import iter_parts, merged_stats
+
+        done = merged_stats(list(got.part_stats))
+        for name in ("ways", "areas", "skipped_ways"):
+            setattr(stats, name, getattr(stats, name) + getattr(done, name))
+        stats.skipped_ids.extend(done.skipped_ids[:20 - len(stats.skipped_ids)])
+        warn_skipped(path, stats)
+        source: Iterator[Feature] = iter_parts(got.parts)
+    elif got.overpass:
         from ..formats.osm_overpass import read_overpass
 
         wanted = set(keys)
-        source: Iterator[Feature] = (
+        source = (
             f for f in read_overpass(path, stats)
             if (f.area and areas or not f.area and lines) and wanted & f.tags.keys())
     else:
@@ -206,6 +229,25 @@ def osm_attrs(ctx: PrepareContext, stats: ReadStats, **more: Any) -> dict[str, A
     """Root attributes every OSM dataset carries (attribution, source, skipped ways)."""
     return {"attribution": ATTRIBUTION, "osm_skipped_ways": int(stats.skipped_ways),
             "osm_bbox": json.dumps(_bbox(ctx)), **more}
+
+
+# sharded (dlprep.scale): a sorted PBF extract is read in blob-range shards
+def plan_shards(ctx: PrepareContext) -> list[Any]:
+    from .osm_shards import plan_shards as plan
+
+    return plan(ctx)
+
+
+def run_shard(spec: Any, part: Path | None) -> dict[str, Any]:
+    from .osm_shards import run_shard as run
+
+    return run(spec, part)
+
+
+def assemble(ctx: PrepareContext, out: Path, job: Any) -> None:
+    from .osm_shards import assemble as join
+
+    join(ctx, out, job)
 
 
 def build(ctx: PrepareContext, out: Path) -> None:

@@ -35,8 +35,9 @@ def last_timings() -> dict[str, Any]:
     """Where the last :func:`build_sharded` in this process spent its time: ``plan``,
     ``startup`` (starting or joining Dask), ``shards`` (the first map), ``maps`` (later
     maps, e.g. counting and encoding), ``assembly`` (the rest of ``assemble``: reading
-    parts, writing the file), ``total``; plus ``executor``, ``shards_run``,
-    ``shards_resumed``. For benchmarks; empty before the first build."""
+    parts, writing the file), ``total``; plus ``executor``, ``n_shards``, ``shards_run``,
+    ``shards_resumed`` (the plan's shards) and ``maps_run``, ``maps_resumed`` (the later
+    stages' shards). For benchmarks and tests; empty before the first build."""
     return dict(_LAST)
 
 
@@ -61,6 +62,8 @@ class ShardJob:
     results: list[ShardResult] = field(default_factory=list)
     map_seconds: float = 0.0  # wall time of the further maps, their Dask startup included
     map_startup: float = 0.0
+    map_ran: int = 0  # shards of the further maps run, and resumed from their manifests
+    map_resumed: int = 0
 
     @property
     def parts(self) -> list[Path]:
@@ -81,6 +84,8 @@ class ShardJob:
                                 desc=desc or f"{self.ctx.name} {stage or 'map'}")
         self.map_seconds += run.seconds + run.startup
         self.map_startup += run.startup
+        self.map_ran += run.ran
+        self.map_resumed += run.resumed
         return run
 
 
@@ -126,7 +131,8 @@ def build_sharded(module: ModuleType, ctx: PrepareContext, out: Path) -> None:
     _LAST.update({"plan": t_plan, "startup": startup, "shards": t_shards,
                   "maps": job.map_seconds - job.map_startup, "assembly": t_assembly,
                   "total": time.perf_counter() - t0, "executor": executor, "shards_run": ran,
-                  "shards_resumed": resumed, "n_shards": len(specs)})
+                  "shards_resumed": resumed, "n_shards": len(specs), "maps_run": job.map_ran,
+                  "maps_resumed": job.map_resumed})
     log.info("%s: %d shards (%d run, %d resumed) on %s; plan %.2f s, Dask start %.2f s, "
              "shards %.2f s, later maps %.2f s, assembly %.2f s", ctx.name, len(job.specs),
              ran, resumed, executor, t_plan, startup, t_shards, _LAST["maps"], t_assembly)
