@@ -133,14 +133,17 @@ def relation_features(pbf: Path, index: Path, keys: Sequence[str],
             members.update(m.ref for m in rel.members if m.type == "w")
 
     manager = osmium.area.AreaManager()
-    areas = osmium.BufferIterator(osmium.filter.KeyFilter(*keys))
+    area_filter = osmium.filter.KeyFilter(*keys)  # referenced as long as ``areas`` is read
+    areas = osmium.BufferIterator(area_filter)
     try:
         with osmium.io.Reader(str(pbf), osmium.osm.RELATION) as reader:
             osmium.apply(reader, osmium.filter.KeyFilter(*keys), manager.first_pass_handler(),
                          Members())
-        locations = osmium.NodeLocationsForWays(_index(index))
+        # the index and every handler stay referenced while libosmium runs: it keeps plain
+        # pointers to them (a handler or index collected early crashes the process)
+        table = _index(index)
+        locations = osmium.NodeLocationsForWays(table)
         locations.ignore_errors()
-        # every handler stays referenced while libosmium runs (it keeps plain pointers)
         handlers = [locations,
                     osmium.filter.IdFilter(members).enable_for(osmium.osm.WAY),
                     manager.second_pass_to_buffer(areas),
@@ -150,7 +153,7 @@ def relation_features(pbf: Path, index: Path, keys: Sequence[str],
             for _ in it:  # nothing reaches Python here; the areas collect in ``areas``
                 pass
             yield from features_of(areas, keys, lines=False, stats=stats, relations="only")
-            del it
+            del it, handlers, locations, table, areas, area_filter
     except RuntimeError as exc:
         raise corrupt(pbf, "pbf", exc) from exc
 
