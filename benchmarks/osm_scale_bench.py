@@ -94,12 +94,11 @@ def main() -> None:
     one = runs["shards, 1 process"]
     node_s = statistics.median(g["shards"] for g in one)
     way_s = statistics.median(g["maps"] for g in one)
+    mib_s = pbf.stat().st_size / 2**20 / (node_s + way_s)
     print(f"per core (shards in 1 process): node stage {node_s:.2f} s for "
           f"{a.copies * 211_100:,} nodes = {a.copies * 211_100 / node_s / 1e6:.1f} M nodes/s; "
           f"way stage + relation pass {way_s:.2f} s for {a.copies * 10_315:,} ways = "
-          f"{a.copies * 10_315 / way_s / 1e3:.0f} k ways/s ({pbf.stat().st_size / 2**20 / "
-          f"(node_s + way_s):.1f} MiB of PBF/s)")
-
+          f"{a.copies * 10_315 / way_s / 1e3:.0f} k ways/s ({mib_s:.1f} MiB of PBF/s)")
 
 if __name__ == "__main__":
     main()
