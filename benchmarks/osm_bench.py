@@ -5,7 +5,10 @@
    with the same reader set-up (node locations, area assembly, the same entity and key filters)
    that only iterates. Target: at most 2.5x. Beside it, where dlprep's time goes (wall time of
    its phases, measured in the same run): reading the features into the spill, finding the
-   dirty tiles and the clean tiles' values, drawing the dirty tiles, compressing and writing.
+   dirty tiles, drawing them (the calling thread), and on the writing stage's thread (``*``;
+   it overlaps the drawing) the clean tiles' values, counting, interleaving, compressing and
+   writing; the process's CPU time; and the same run with the writing stage inline (one
+   thread), to show what the second core adds.
 2. Peak RSS (``ru_maxrss`` of the process; and the peaks of its anonymous and file-backed
    memory sampled from /proc) with the on-disk node index (``--node-index disk``) for the file
    and for a file 8x larger: the sample merged with 7 copies shifted east/north (ids offset, so
@@ -103,27 +106,31 @@ TILES = _SAMPLER + textwrap.dedent("""
             finally:
                 phases[label] = phases.get(label, 0.0) + time.perf_counter() - t
         setattr(owner, name, run)
-    for name, label in (("_spill_features", "read"), ("dirty_tiles", "classify"),
-                        ("clean_state", "classify"), ("_draw_dirty", "draw"),
-                        ("_finish", "finish")):
+    for name, label in (("_spill_features", "read"), ("dirty_tiles", "dirty"),
+                        ("clean_state", "clean*"), ("_draw_dirty", "draw"),
+                        ("_render", "render wall"), ("_finish", "finish")):
         timed(osm_tiles, name, label)
+    for name in ("feed", "end"):
+        timed(osm_tiles._Keeper, name, "keep+write*")
     for name in ("_write_chunk", "_flush"):
-        timed(TileWriter, name, "compress+write")
+        timed(TileWriter, name, "compress+write*")
     path, index, cache, mpp = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-    t0 = time.perf_counter()
+    keep, threads = (sys.argv[5:6] or [""])[0], int((sys.argv[6:7] or ["2"])[0])
+    osm_tiles.STAGE_THREAD = threads > 1
+    t0, c0 = time.perf_counter(), time.process_time()
     out = prepare(find_recipe("osm"), Cache.open(cache),
                   options={"pbf": path, "node_index": index, "meters_per_pixel": mpp},
                   fetch=FetchOptions(force=True, progress=False))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     with h5py.File(out) as f:
         tiles = int(f["images"].shape[0])
         raw = int(f["images"].size)
     size = os.path.getsize(out)
-    if len(sys.argv) > 5:  # keep the pixels for the output floor
-        os.replace(out, sys.argv[5])
+    if keep:  # keep the pixels for the output floor
+        os.replace(out, keep)
     else:
         os.unlink(out)
-    report(seconds, tiles=tiles, bytes=size, raw_bytes=raw, phases=phases)
+    report(seconds, cpu=cpu, tiles=tiles, bytes=size, raw_bytes=raw, phases=phases)
 """)
 
 # The output floor: compress and write the SAME tile bytes through the same path (HDF5
@@ -217,14 +224,15 @@ def _median(runs: list[dict], key: str = "seconds") -> tuple[float, float, float
 
 
 def time_to_tiles(repeat: int, cache: str, work: Path) -> None:
-    floors, tiles, outs = [], [], []
+    floors, tiles, outs, inline = [], [], [], []
     kept = work / "tiles.h5"
     for _ in range(max(1, repeat)):  # interleaved, so load changes hit all alike
         floors.append(run(FLOOR, str(SAMPLE), "memory"))
-        tiles.append(run(TILES, str(SAMPLE), "memory", cache, "2", str(kept)))
+        tiles.append(run(TILES, str(SAMPLE), "memory", cache, "2", str(kept), "2"))
         outs.append(run(OUTPUT, str(kept), str(work / "output-floor.h5")))
         kept.unlink()
-    f, t, o = _median(floors), _median(tiles), _median(outs)
+        inline.append(run(TILES, str(SAMPLE), "memory", cache, "2", "", "1"))
+    f, t, o, t1 = _median(floors), _median(tiles), _median(outs), _median(inline)
     ratios = sorted(b["seconds"] / a["seconds"] for a, b in zip(floors, tiles, strict=True))
     ratio = t[0] / f[0]
     both = sorted(b["seconds"] / (a["seconds"] + c["seconds"])
@@ -236,12 +244,16 @@ def time_to_tiles(repeat: int, cache: str, work: Path) -> None:
     print(f"   read floor (pyosmium, same filters, areas): {f[0]:.2f} s ({f[1]:.2f}-{f[2]:.2f}; "
           f"{floors[0]['objects']:,} ways/areas)")
     print(f"   dlprep tiles (64 px, 2 m/px, HDF5 written):  {t[0]:.2f} s ({t[1]:.2f}-{t[2]:.2f}; "
-          f"{last['tiles']:,} tiles, {last['raw_bytes'] / 1e6:,.0f} MB of pixels in a "
-          f"{last['bytes'] / 1e6:.1f} MB file)")
-    phases = {k: statistics.median(r["phases"].get(k, 0.0) for r in tiles)
-              for k in tiles[0]["phases"]}
-    print("   where dlprep's time goes (medians): " + ", ".join(
-        f"{k} {v:.2f} s" for k, v in phases.items()))
+          f"CPU {_median(tiles, 'cpu')[0]:.2f} s on 2 threads; {last['tiles']:,} tiles, "
+          f"{last['raw_bytes'] / 1e6:,.0f} MB of pixels in a {last['bytes'] / 1e6:.1f} MB file)")
+    print(f"   the same on one thread (writing stage inline): {t1[0]:.2f} s "
+          f"({t1[1]:.2f}-{t1[2]:.2f}; CPU {_median(inline, 'cpu')[0]:.2f} s)")
+    for name, runs in (("2 threads", tiles), ("1 thread", inline)):
+        phases = {k: statistics.median(r["phases"].get(k, 0.0) for r in runs)
+                  for k in runs[0]["phases"]}
+        print(f"   where dlprep's time goes, {name} (medians; * on the writing stage, which "
+              f"overlaps the drawing with 2 threads): " + ", ".join(
+                  f"{k} {v:.2f} s" for k, v in phases.items()))
     print(f"   output floor (compress + write the same tile bytes: same HDF5 chunks, ISA-L level, "
           f"write_direct_chunk; each distinct chunk compressed once): {o[0]:.2f} s "
           f"({o[1]:.2f}-{o[2]:.2f}; {outs[-1]['distinct']:,} distinct of {outs[-1]['chunks']:,} "
@@ -250,7 +262,7 @@ def time_to_tiles(repeat: int, cache: str, work: Path) -> None:
           f"target <= 2.5x): {'PASS' if ratio <= 2.5 else 'MISS'}")
     print(f"   ratio to the physical floor, read + output ({f[0] + o[0]:.2f} s): {phys:.1f}x "
           f"(per round {both[0]:.1f}-{both[-1]:.1f}x; target <= 2.5x): "
-          f"{'PASS' if phys <= 2.5 else 'MISS'}")
+          f"{'PASS' if phys <= 2.5 else 'MISS'}; one thread: {t1[0] / (f[0] + o[0]):.1f}x")
 
 
 def peak_rss(files: list[tuple[str, Path]], cache: str, mpp: float) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import lzma
+import threading
 from pathlib import Path
 
 import h5py
@@ -330,3 +331,90 @@ def test_large_tiles_are_drawn_on_bounded_canvases(realdata: Path, tmp_path: Pat
     assert len(fast["images"]) > 100 and fast["images"].shape[1:] == (256, 256, 4)
     for key in fast:
         assert np.array_equal(fast[key], slow[key]), key
+
+
+def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
+        realdata: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Block canvases are reused without zeroing: each is drawn with the next value of a
+    cycle (its pixels are those equal to it; the canvas is zeroed when the cycle starts
+    again), and only the tile rows read back of the label raster are zeroed. The default
+    cycle, a cycle of 2 (every other canvas zeroed, stale values in the others) with the
+    writing stage inline (one thread), and a cycle of 1 (every canvas zeroed) give the same
+    bytes."""
+    from dlprep.formats import osm_draw
+    from dlprep.prepare import osm_tiles
+
+    options = {"pbf": str(realdata / "osm" / ANDORRA), **FOREST, "meters_per_pixel": "4",
+               "tile_size": "16", "min_coverage": "0"}
+    default = _read(_prepare(tmp_path / "default", options))
+    values: list[int] = []
+    real_binarise = osm_tiles.binarise
+
+    def spying_binarise(tiles: np.ndarray, value: int) -> np.ndarray:
+        values.append(value)
+        return real_binarise(tiles, value)
+
+    monkeypatch.setattr(osm_tiles, "binarise", spying_binarise)
+    monkeypatch.setattr(osm_tiles, "STAGE_THREAD", False)
+    monkeypatch.setattr(osm_draw, "LAYER_CYCLE", 2)
+    short = _read(_prepare(tmp_path / "short", options))
+    assert values[:4] == [1, 2, 1, 2] and len(values) > 20  # many canvases, reused
+    monkeypatch.setattr(osm_draw, "LAYER_CYCLE", 1)
+    zeroed = _read(_prepare(tmp_path / "zeroed", options))
+    assert len(default["images"]) > 1000
+    for key in default:
+        assert np.array_equal(default[key], short[key]), key
+        assert np.array_equal(default[key], zeroed[key]), key
+
+
+def test_crc_append_is_the_crc_of_the_concatenation() -> None:
+    import os
+    import zlib
+
+    from dlprep.prepare.osm_store import CrcAppend
+
+    for length in (1, 7, 4096, 16 * 64 * 64 * 4):
+        append = CrcAppend(length)
+        for head in (b"", os.urandom(1000)):
+            block = os.urandom(length)
+            assert append(zlib.crc32(head), zlib.crc32(block)) == zlib.crc32(head + block)
+
+
+@pytest.mark.parametrize("fail_in", ["writing stage", "drawing"])
+def test_a_failure_on_either_thread_ends_the_run_in_one_line_leaving_nothing(
+        realdata: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, fail_in: str) -> None:
+    """The writing stage runs on its own thread: an error there (a full disk while chunks are
+    written) reaches the command as one line, the drawing stops, and no file is left; an
+    error while drawing stops the writing stage too."""
+    from dlprep.prepare import osm_tiles
+    from dlprep.prepare.osm_store import TileWriter
+
+    calls = {"n": 0}
+    if fail_in == "writing stage":
+        real = TileWriter._write_chunk
+
+        def failing(self: TileWriter, *args: object) -> None:
+            calls["n"] += 1
+            if calls["n"] == 40:
+                raise OSError(28, "No space left on device")
+            real(self, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(TileWriter, "_write_chunk", failing)
+    else:
+        real_draw = osm_tiles._draw_dirty
+
+        def failing_draw(*args: object, **kwargs: object) -> tuple:
+            calls["n"] += 1
+            if calls["n"] == 10:
+                raise MemoryError("drawing failed")
+            return real_draw(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(osm_tiles, "_draw_dirty", failing_draw)
+    proc = invoke_cli("fetch", "osm", "--pbf", str(realdata / "osm" / ANDORRA), "--bbox",
+                      FOREST["bbox"], cache_dir=cache_dir)
+    err = proc.stderr.strip()
+    assert proc.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ("disk full" if fail_in == "writing stage" else "drawing failed") in err
+    assert calls["n"] == (40 if fail_in == "writing stage" else 10)  # stopped there
+    assert not list(cache_dir.rglob("*.h5"))
+    assert not [t for t in threading.enumerate() if t.name == "dlprep-osm-tiles"]

@@ -13,6 +13,7 @@ in every block it crosses, whatever the block's offset.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,13 +21,19 @@ import numpy as np
 from ..errors import MissingDependencyError
 from .osm_raster import GeometrySpill, Grid
 
-LANES = np.uint64(0x0101010101010101)  # one bit per byte: 0/255 bytes -> 0/1 lanes
 # Pixels drawn around a block and dropped: without them OpenCV's polygon fill puts stray
 # pixels on the canvas border (spans that lie beyond the canvas are clamped onto its first or
 # last column, measured up to 37 px from any outline); with 2 pixels every pixel that differs
 # from the same polygon drawn on a larger canvas lies within 1.5 px of its outline (random
 # polygons, docs/OSM.md), inside the dirty-tile margin (osm_cover.EDGE_PAD_PX).
 CANVAS_MARGIN = 2
+# Rings and lines with more points than this lose the points of their runs beyond the canvas
+# before OpenCV draws them (:func:`outside_runs`; the same pixels either way): for shorter
+# ones the cut costs more than the edges it saves.
+CUT_MIN_POINTS = 32
+# Kept canvases are drawn with the values 1 .. LAYER_CYCLE in turn and zeroed when the cycle
+# starts again, instead of zeroing what the last block drew (:func:`next_layer_value`).
+LAYER_CYCLE = 254
 
 
 def cv2_module() -> Any:
@@ -60,27 +67,34 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
                  width: int, height: int, channels: int,
                  cache: dict[int, list[tuple[np.ndarray, bool]]] | None = None,
                  label_dtype: Any = np.uint8, scratch: dict[Any, Any] | None = None,
-                 reach: tuple[int, int, int, int] | None = None,
-                 bounds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                 read: Sequence[tuple[int, int]] | None = None,
+                 bounds: np.ndarray | None = None, value: int = 255
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw ``items`` of ``spill`` into a block whose top-left pixel is (x0, y0): uint8
     (C, H, W) layer planes (0 or 255) and a (H, W) label raster of ``label_dtype`` (None: no
     label drawn); both are views into canvases :data:`CANVAS_MARGIN` pixels larger on every
     side. Areas are filled (even-odd over an area's rings: holes cut out); lines get
     their width (``round(width / mpp)`` pixels, at least 1; see :func:`cv_thickness`).
     ``cache`` keeps items' :func:`pixel_rings` for the next blocks (the caller empties it);
-    points of runs beyond the canvas are cut (:func:`outside_runs`), except for items whose
-    ``bounds`` (int (n, 4) padded pixel bounds x0, y0, x1, y1 of every item) lie inside it;
-    ``scratch`` keeps the canvases for the next block (not allocated again; only the part
-    the last block's items could touch, ``reach``: x0, y0, x1, y1 pixels inclusive, is
-    zeroed again): the planes returned are then valid until the next call."""
+    points of runs beyond the canvas are cut from long rings and lines
+    (:func:`outside_runs`), except for items whose ``bounds`` (int (n, 4) padded pixel
+    bounds x0, y0, x1, y1 of every item) lie inside it. ``scratch`` keeps the canvases for
+    the next block (not allocated again): the planes returned are then valid until the next
+    call, and only their rows in ``read`` (ranges of rows y0, y1 of the block, end-exclusive;
+    None: all) are zeroed first and may be read; drawing only sets pixels, so the other rows
+    may keep an earlier block's pixels. With ``value`` below 255 the layers are drawn with
+    that value and their kept canvases are not zeroed at all (only entirely when ``value``
+    is 1): this block's pixels are those equal to ``value`` (the caller takes the values
+    from :func:`next_layer_value` and turns them into 0/255 with :func:`binarise`)."""
     cv2 = cv2_module()
     line8 = cv2.LINE_8
     m = CANVAS_MARGIN
     x0, y0, width, height = x0 - m, y0 - m, width + 2 * m, height + 2 * m
-    used = (0, 0, width, height) if reach is None else \
-        (max(0, reach[0] - x0), max(0, reach[1] - y0), min(width, reach[2] - x0 + 1),
-         min(height, reach[3] - y0 + 1))
-    planes = _canvas(scratch, (channels, height, width), np.uint8, used)
+    rows = None if read is None else [(a + m, b + m) for a, b in read]
+    if value == 255:
+        planes = _canvas(scratch, (channels, height, width), np.uint8, rows)
+    else:
+        planes = _canvas(scratch, (channels, height, width), np.uint8, None if value == 1 else [])
     label_plane: np.ndarray | None = None
     origin = np.array([x0, y0], np.int32)
     offset = (-x0, -y0)
@@ -91,73 +105,91 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
         b = bounds[items]
         near = (b[:, 0] >= x0) & (b[:, 1] >= y0) & (b[:, 2] < x0 + width) & \
             (b[:, 3] < y0 + height)
+    layers, labels, widths = spill.item_lists()
+    lines: dict[tuple[int, int], list[np.ndarray]] = {}  # (layer, thickness) -> paths
+    thickness: dict[float, int] = {}
     for i, is_near in zip(items.tolist(), near.tolist(), strict=True):
-        layer, label = int(spill.layer[i]), int(spill.label[i])
-        line_w = float(spill.width[i])
+        layer, label, line_w = layers[i], labels[i], widths[i]
         rings = cache.get(i) if cache is not None else None
         if rings is None:
             rings = pixel_rings(grid, spill, i)
             if cache is not None:
                 cache[i] = rings
-        if line_w > 0:  # a line
-            thick = cv_thickness(max(1, int(round(line_w / mpp))))
+        if line_w > 0:  # a line: drawn below, with the block's others of its layer and width
+            thick = thickness.get(line_w)
+            if thick is None:
+                thick = thickness[line_w] = cv_thickness(max(1, int(round(line_w / mpp))))
             pts = rings[0][0] - origin
-            if not is_near:
+            if not is_near and len(pts) > CUT_MIN_POINTS:
                 pts = pts[outside_runs(pts, (width, height), thick / 2 + 2)]
-            cv2.polylines(planes[layer], [pts], False, 255, thick, line8)
+            lines.setdefault((layer, thick), []).append(pts)
             continue
         if is_near:
             polys = [pts for pts, _ in rings if len(pts) >= 3]
             shift = offset
         else:
-            polys = [p[outside_runs(p, (width, height), 2)]
+            polys = [p[outside_runs(p, (width, height), 2)] if len(p) > CUT_MIN_POINTS else p
                      for p in (pts - origin for pts, _ in rings if len(pts) >= 3)]
             shift = (0, 0)
         if not polys:
             continue
-        if all(is_outer for _, is_outer in rings):
+        if len(rings) == 1 or all(is_outer for _, is_outer in rings):
             groups = [[p] for p in polys]  # outer rings only: each filled on its own (union)
         else:
             groups = [polys]  # with holes: one even-odd fill over all its rings
         for group in groups:
             if layer >= 0:
-                cv2.fillPoly(planes[layer], group, 255, line8, 0, shift)
+                cv2.fillPoly(planes[layer], group, value, line8, 0, shift)
             if label:
                 if label_plane is None:
-                    label_plane = _canvas(scratch, (height, width), label_dtype, used)
+                    label_plane = _canvas(scratch, (height, width), label_dtype, rows)
                 cv2.fillPoly(label_plane, group, label, line8, 0, shift)
+    for (layer, thick), paths in lines.items():  # one value per layer: order does not matter
+        cv2.polylines(planes[layer], paths, False, value, thick, line8)
     inner = (slice(m, height - m), slice(m, width - m))
     return planes[(slice(None), *inner)], None if label_plane is None else label_plane[inner]
 
 
 def _canvas(scratch: dict[Any, Any] | None, shape: tuple[int, ...], dtype: Any,
-            used: tuple[int, int, int, int]) -> np.ndarray:
-    """A zeroed (..., H, W) array: a new one, or the one kept in ``scratch`` with the part the
-    previous block marked as used zeroed again; ``used`` (x0, y0, x1, y1, end-exclusive) is
-    recorded as what this block may draw on."""
+            rows: Sequence[tuple[int, int]] | None) -> np.ndarray:
+    """A (..., H, W) array, zeroed in ``rows`` (ranges y0, y1; None: everywhere): a new one,
+    or the one kept in ``scratch``."""
     if scratch is None:
         return np.zeros(shape, dtype)
     key = (shape, np.dtype(dtype).str)
     got = scratch.get(key)
     if got is None:
-        got = np.zeros(shape, dtype)
+        got = scratch[key] = np.zeros(shape, dtype)
+    elif rows is None:
+        got[...] = 0
     else:
-        x0, y0, x1, y1 = got[1]
-        if x1 > x0 and y1 > y0:
-            got[0][..., y0:y1, x0:x1] = 0
-        got = got[0]
-    scratch[key] = (got, used)
+        for a, b in rows:
+            got[..., a:b, :] = 0
     return got
 
 
-def _tile_view(planes: np.ndarray, size: int) -> np.ndarray:
-    """(..., rows, size, cols, size) view of (..., H, W) planes whose rows may be longer
-    than W (a view into a larger canvas): no copy."""
-    *lead, h, w = planes.shape
-    *lead_strides, row, col = planes.strides
-    return np.lib.stride_tricks.as_strided(
-        planes, (*lead, h // size, size, w // size, size),
-        (*lead_strides, row * size, row, col * size, col), writeable=False)
+def next_layer_value(scratch: dict[Any, Any] | None, channels: int, width: int,
+                     height: int) -> int:
+    """The value to draw the layers of the next block of this size with on the canvas kept
+    in ``scratch`` (:func:`render_block`): 1, 2, ..., :data:`LAYER_CYCLE` in turn, counted
+    per canvas (blocks at the grid's edges have canvases of their own), the canvas zeroed
+    whenever 1 comes round again; 255 without ``scratch`` (a new zeroed canvas)."""
+    if scratch is None:
+        return 255
+    key = ("value", channels, width, height)
+    n = scratch.get(key, 0)
+    scratch[key] = n + 1
+    return 1 + n % LAYER_CYCLE
+
+
+def binarise(tiles: np.ndarray, value: int) -> np.ndarray:
+    """uint8 ``tiles`` (any shape, C-contiguous) with 255 where they equal ``value``, else
+    0, in place (one SIMD pass): the pixels a block drew with ``value``."""
+    if value != 255:
+        cv2 = cv2_module()
+        flat = tiles.reshape(-1, tiles.shape[-1]) if tiles.ndim > 1 else tiles.reshape(1, -1)
+        cv2.compare(flat, value, cv2.CMP_EQ, dst=flat)
+    return tiles
 
 
 def outside_runs(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
@@ -211,36 +243,37 @@ def interleave(tiles: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(tiles.transpose(1, 2, 3, 0))
 
 
-def _count_255(tiles: np.ndarray) -> np.ndarray:
-    """Per tile, the 255 bytes of uint8 (k, ...) 0/255 tiles: int64 (k,). Counted eight at
-    a time as the set bits of uint64 words (NumPy >= 2), or as one-bit byte lanes of them."""
-    k = len(tiles)
-    flat = tiles.reshape(k, -1)
-    n = flat.shape[1]
-    if n % 8:
-        return np.count_nonzero(flat, axis=1).astype(np.int64)
-    words = flat.view(np.uint64)
-    popcount = getattr(np, "bitwise_count", None)
-    if popcount is not None and n < 1 << 28:
-        return (popcount(words).sum(axis=1, dtype=np.uint32) >> 3).astype(np.int64)
-    group = next(g for g in range(min(255, n // 8), 0, -1) if n % (8 * g) == 0)
-    lanes = (words & LANES).reshape(k, -1, group).sum(axis=2, dtype=np.uint64)
-    return lanes.view(np.uint8).reshape(k, -1).sum(axis=1, dtype=np.int64)
+def _row_sums_255(rows: np.ndarray) -> np.ndarray:
+    """The 255 bytes in each row of a uint8 (n, m) array of 0/255 bytes: int64 (n,), from
+    OpenCV's row sums (one SIMD pass; exact in int32 for m < 2**23)."""
+    n, m = rows.shape
+    if not n or not m:
+        return np.zeros(n, np.int64)
+    if m >= 1 << 23:  # pragma: no cover - tiles are at most 1024 px (2**20 per channel)
+        return np.count_nonzero(rows, axis=1).astype(np.int64)
+    cv2 = cv2_module()
+    sums = cv2.reduce(np.ascontiguousarray(rows), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)
+    return sums.reshape(n).astype(np.int64) // 255
 
 
 def planar_counts(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drawn pixels of planar uint8 (C, k, s, s) 0/255 tiles: per tile and channel, int64
     (k, C), and in any channel, int64 (k,)."""
     c, k = tiles.shape[:2]
-    per = _count_255(tiles.reshape(c * k, -1)).reshape(c, k).T
-    union = tiles[0] if c == 1 else np.bitwise_or.reduce(tiles, axis=0)
-    return np.ascontiguousarray(per), _count_255(union)
+    per = _row_sums_255(tiles.reshape(c * k, -1)).reshape(c, k).T
+    union = tiles[0]
+    if c > 1:
+        union = np.bitwise_or(tiles[0], tiles[1])
+        for plane in tiles[2:]:
+            np.bitwise_or(union, plane, out=union)
+    return np.ascontiguousarray(per), _row_sums_255(union.reshape(k, -1))
 
 
 def gather_labels(label: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray
                   ) -> np.ndarray:
-    """(k, size, size) label tiles at (rows[i], cols[i]) of a (H, W) label raster."""
-    return _tile_view(label, size)[rows, :, cols, :]
+    """(k, size, size) label tiles at (rows[i], cols[i]) of a (H, W) label raster (a view
+    whose rows may be longer than W)."""
+    return gather_planes(label[None], size, rows, cols)[0]
 
 
 def tile_labels(labels: np.ndarray) -> np.ndarray:

@@ -117,6 +117,7 @@ class GeometrySpill:
         self.ring_start = np.zeros(1, np.int64)  # item i's rings: ring_lens[ring_start[i]:...]
         self.layer, self.label = empty.astype(np.int8), empty.astype(np.uint16)
         self.width = empty.astype(np.float32)
+        self._lists: tuple[list[int], list[int], list[float]] | None = None
 
     def __len__(self) -> int:
         return self.n
@@ -179,6 +180,14 @@ class GeometrySpill:
             os.close(fd)
         self._items_fd = self._rings_fd = -1
 
+    def item_lists(self) -> tuple[list[int], list[int], list[float]]:
+        """Every item's layer, label and width as Python lists (made once, after
+        :meth:`finish`): the drawing loop reads them per item."""
+        got = self._lists
+        if got is None or len(got[0]) != len(self.layer):
+            got = self._lists = (self.layer.tolist(), self.label.tolist(), self.width.tolist())
+        return got
+
     def bounds_array(self) -> np.ndarray:
         """int64 (n, 4): min lon, min lat, max lon, max lat (1e-7 degrees) of each item."""
         return np.frombuffer(self.bounds, np.int32).reshape(-1, 4).astype(np.int64)
@@ -202,14 +211,14 @@ class GeometrySpill:
     def rings(self, i: int, pixels: bool = False) -> list[tuple[np.ndarray, bool]]:
         """Item ``i``'s rings as int32 (n, 2) fixed-point (lon, lat), with outer flags; or
         with ``pixels`` their whole-pixel (x, y) from :meth:`project`."""
-        lens = self.ring_lens[self.ring_start[i]:self.ring_start[i + 1]].tolist()
-        if pixels:
-            a, b = int(self.start[i]), int(self.start[i + 1])
-            pts = np.frombuffer(os.pread(self.px_fd, b - a, a), np.int32).reshape(-1, 2)
-        else:
-            pts = self.points(i, i + 1)
+        r0, r1 = self.ring_start[i:i + 2].tolist()
+        a, b = self.start[i:i + 2].tolist()
+        pts = np.frombuffer(os.pread(self.px_fd if pixels else self.fd, b - a, a),
+                            np.int32).reshape(-1, 2)
+        if r1 - r0 == 1:  # one ring (most items)
+            return [(pts, bool(self.ring_lens[r0] > 0))]
         out, at = [], 0
-        for n in lens:
+        for n in self.ring_lens[r0:r1].tolist():
             k = abs(int(n))
             out.append((pts[at:at + k], bool(n > 0)))
             at += k

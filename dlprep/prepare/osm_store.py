@@ -11,7 +11,9 @@ file layout is docs/FORMAT.md's "chunked + gzip" one; loaders read it chunk-wise
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,47 @@ from isal import isal_zlib
 
 from ..errors import StoreError
 from ..pixelstats import mean_std
-from ..store.checksum import combine_blocks, crc32, seal
+from ..store.checksum import crc32, seal
 from ..store.h5file import abandon_file, create_file
 from ..store.layout import label_axes, write_common, write_provenance
 
 LEVEL = 1  # ISA-L level 1: deflate at several GB/s; 0/255 tiles still shrink 20-50x
+
+
+def _times(op: list[int], vec: int) -> int:
+    """A 32 x 32 matrix over GF(2) (its columns: the images of the 32 unit vectors) times
+    ``vec``."""
+    out, i = 0, 0
+    while vec:
+        if vec & 1:
+            out ^= op[i]
+        vec >>= 1
+        i += 1
+    return out
+
+
+class CrcAppend:
+    """``crc32(A + B)`` from ``crc32(A)`` and ``crc32(B)`` for blocks B of a fixed ``length``:
+    CRC-32 is affine in its start value, ``crc32(B, c) == shift(c) ^ crc32(B)``, where
+    ``shift`` (appending ``length`` zero bytes to the state) is linear; it is built once by
+    squaring the one-byte step and applied with four 256-entry tables (a few table look-ups
+    per block instead of zlib's ``crc32_combine`` loop, or a CRC pass over the block)."""
+
+    def __init__(self, length: int) -> None:
+        step = [crc32(b"\0", 1 << i) ^ crc32(b"\0") for i in range(32)]
+        shift = [1 << i for i in range(32)]
+        n = int(length)
+        while n:
+            if n & 1:
+                shift = [_times(step, v) for v in shift]
+            step = [_times(step, v) for v in step]
+            n >>= 1
+        self.tables = [[_times(shift, b << (8 * j)) for b in range(256)] for j in range(4)]
+
+    def __call__(self, crc_a: int, crc_b: int) -> int:
+        t0, t1, t2, t3 = self.tables
+        return (t0[crc_a & 255] ^ t1[(crc_a >> 8) & 255] ^ t2[(crc_a >> 16) & 255]
+                ^ t3[crc_a >> 24] ^ crc_b)
 
 
 class TileWriter:
@@ -51,9 +89,10 @@ class TileWriter:
         self.capacity = 0
         self.buf = np.zeros((self.k, *self.shape), np.uint8)
         self.fill = 0  # tiles in buf
-        self.crcs: list[tuple[int, int, int]] = []
+        self.crc = 0  # CRC-32 of the pixels written so far (chunks are written in order)
         self._protos: dict[int, np.ndarray] = {}
-        self._chunks: dict[int, tuple[bytes, int]] = {}
+        self._chunks: dict[int, tuple[bytes, int]] = {}  # bits -> deflated chunk, its CRC
+        self._append = CrcAppend(self.k * self.tile_bytes)
 
     def proto(self, bits: int) -> np.ndarray:
         """The tile whose channel k is 255 where bit k of ``bits`` is set, else 0."""
@@ -71,7 +110,8 @@ class TileWriter:
         while at < len(tiles):
             if not self.fill and len(tiles) - at >= self.k and tiles.flags.c_contiguous:
                 raw = memoryview(tiles[at:at + self.k]).cast("B")
-                self._write_chunk(isal_zlib.compress(raw, LEVEL), crc32(raw), self.k)
+                self.crc = crc32(raw, self.crc)
+                self._write_chunk(isal_zlib.compress(raw, LEVEL), self.k)
                 at += self.k
                 continue
             take = min(self.k - self.fill, len(tiles) - at)
@@ -95,10 +135,10 @@ class TileWriter:
             got = self._chunks.get(bits)
             if got is None:
                 self.buf[:] = tile
-                raw = self.buf.tobytes()
-                got = (isal_zlib.compress(raw, LEVEL), crc32(raw))
-                self._chunks[bits] = got
-            self._write_chunk(got[0], got[1], self.k)
+                raw = memoryview(self.buf).cast("B")
+                got = self._chunks[bits] = (isal_zlib.compress(raw, LEVEL), crc32(raw))
+            self.crc = self._append(self.crc, got[1])
+            self._write_chunk(got[0], self.k)
             count -= self.k
         if count:
             self.buf[:count] = tile
@@ -110,17 +150,16 @@ class TileWriter:
         if self.fill < self.k:  # the last chunk: rows past the end are stored but unused
             self.buf[self.fill:] = 0
         raw = memoryview(self.buf).cast("B")
-        self._write_chunk(isal_zlib.compress(raw, LEVEL),
-                          crc32(raw[:self.fill * self.tile_bytes]), self.fill)
+        self.crc = crc32(raw[:self.fill * self.tile_bytes], self.crc)
+        self._write_chunk(isal_zlib.compress(raw, LEVEL), self.fill)
         self.fill = 0
 
-    def _write_chunk(self, data: bytes, crc: int, rows: int) -> None:
+    def _write_chunk(self, data: bytes, rows: int) -> None:
         start = self.n
         if start + self.k > self.capacity:
             self.capacity = max(2 * self.capacity, start + self.k, 64 * self.k)
             self.images.resize((self.capacity, *self.shape))
         self.images.id.write_direct_chunk((start, 0, 0, 0), data, 0)
-        self.crcs.append((start * self.tile_bytes, rows * self.tile_bytes, crc))
         self.n += rows
 
     def __len__(self) -> int:
@@ -152,11 +191,80 @@ class TileWriter:
                 f"{over}, pixels in [0, 1]"
         write_provenance(self.f, "image", recipe, recipe_version, sources, license, citation,
                          config or {}, extra_attrs)
-        crc = combine_blocks(self.crcs, n * self.tile_bytes)
-        seal(self.f, {} if crc is None else {"images": crc})
+        seal(self.f, {"images": self.crc})
         self.f.flush()
         self.f.close()
 
     def close(self) -> None:
         """Abandon an unfinished file (see :func:`dlprep.store.h5file.abandon_file`)."""
         abandon_file(self.f, self.path)
+
+
+_END = object()
+
+
+class Stage:
+    """Work handed to a thread of its own, in order: ``start()`` there first, then
+    ``feed(item)`` for each item :meth:`put` here (through a queue of at most ``depth``
+    items, so memory stays bounded), then ``end()`` at :meth:`close`, which waits and raises
+    what the thread raised. A producer that fails itself calls :meth:`abort` instead (the
+    thread stops at its next item). An error on the thread is also raised by the next
+    :meth:`put`, so the producer does not work on for nothing. ``thread=False`` runs the
+    same calls inline (for measurements and tests)."""
+
+    def __init__(self, feed: Callable[[Any], None], *, start: Callable[[], None] | None = None,
+                 end: Callable[[], None] | None = None, depth: int = 2, thread: bool = True,
+                 name: str = "dlprep-stage") -> None:
+        self._feed, self._end = feed, end
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not thread:
+            if start is not None:
+                start()
+            return
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, args=(start,), name=name,
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, start: Callable[[], None] | None) -> None:
+        stopped = False
+        try:
+            if start is not None:
+                start()
+            while (item := self._queue.get()) is not _END:
+                self._feed(item)
+            stopped = True
+            if self._end is not None and not self._aborted:
+                self._end()
+        except BaseException as exc:  # handed to the producer
+            self.error = exc
+            if not stopped:
+                while self._queue.get() is not _END:  # drain: the producer never blocks
+                    pass
+
+    _aborted = False
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        if self._thread is None:
+            self._feed(item)
+        else:
+            self._queue.put(item)
+
+    def close(self) -> None:
+        if self._thread is None:
+            if self._end is not None:
+                self._end()
+            return
+        self._queue.put(_END)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        if self._thread is not None:
+            self._aborted = True
+            self._queue.put(_END)
+            self._thread.join()

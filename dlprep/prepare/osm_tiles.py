@@ -16,6 +16,7 @@ import logging
 import math
 import tempfile
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +26,12 @@ from ..errors import DlprepError
 from ..formats.osm import ReadStats, release_freed_memory
 from ..formats.osm_cover import clean_state, dirty_tiles
 from ..formats.osm_draw import (
+    binarise,
     cv2_module,
     gather_labels,
     gather_planes,
     interleave,
+    next_layer_value,
     planar_counts,
     render_block,
     tile_labels,
@@ -37,7 +40,7 @@ from ..formats.osm_layers import load_layers
 from ..formats.osm_raster import GeometrySpill, Grid
 from .core import PrepareContext
 from .osm import _bbox, iter_features, osm_attrs
-from .osm_store import TileWriter
+from .osm_store import Stage, TileWriter
 from .splits import stratified_split
 
 log = logging.getLogger("dlprep")
@@ -49,6 +52,8 @@ LABEL_L_MAX = 255  # label ids up to this are drawn into a one-byte label raster
 NONE_CLASS = "none"
 OTHER_CLASS = "other"
 MAX_TILES = 20_000_000
+STAGE_DEPTH = 4  # drawn blocks waiting for the writing stage (memory: a few blocks of pixels)
+STAGE_THREAD = True  # False: the writing stage runs inline (one thread; for measurements)
 
 
 def _spill_features(ctx: PrepareContext, spill: GeometrySpill, stats: ReadStats,
@@ -124,15 +129,6 @@ class BlockIndex:
         self.px = np.clip(np.stack([np.floor(x0), np.floor(y0), np.ceil(x1), np.ceil(y1)],
                                    axis=1), -lim, lim).astype(np.int32)
 
-    def reach(self, items: np.ndarray) -> tuple[int, int, int, int] | None:
-        """The pixels (x0, y0, x1, y1, inclusive) that drawing ``items`` can touch (their
-        padded bounds, 2 more pixels to spare)."""
-        if not len(items):
-            return None
-        b = self.px[items]
-        lo, hi = b[:, :2].min(axis=0), b[:, 2:].max(axis=0)
-        return int(lo[0]) - 2, int(lo[1]) - 2, int(hi[0]) + 2, int(hi[1]) + 2
-
     def row(self, br: int) -> dict[int, np.ndarray]:
         """Block column -> the items (in file order) of the blocks in block row ``br``."""
         sel = np.flatnonzero((self.r0 <= br) & (self.r1 >= br) & (self.c1 >= self.c0))
@@ -202,8 +198,8 @@ class Kept:
 def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
                 tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None,
                 label_dtype: type = np.uint8, scratch: dict | None = None,
-                reach: tuple[int, int, int, int] | None = None, bounds: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                bounds: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
     (tr0, tc0)). The canvas is always the whole block (or, for tiles over ``CANVAS_PX /
     BLOCK`` pixels, fixed squares of ``CANVAS_PX // size`` tiles), whichever tiles are
@@ -212,123 +208,209 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
     tile's pixels do not depend on which of its neighbours are drawn (the same bytes as
     drawing every tile). ``bounds`` (items' padded pixel bounds, :class:`BlockIndex`) let a
     smaller canvas skip the items that miss it. Returns, for the dirty tiles in row-major
-    order: rows, cols (in the block), pixels uint8 (k, s, s, C), drawn pixels per channel
-    (k, C), drawn in any channel (k,) and label ids (k,)."""
+    order: rows, cols (in the block), planar pixels uint8 (C, k, s, s) and the label
+    raster's tiles (k, s, s) (None: no label drawn); :func:`_tile_stats` turns them into
+    what is written."""
     size = grid.tile_size
     r, c = np.nonzero(dirty)
     sub = max(1, CANVAS_PX // size)
-    labels = np.zeros(len(r), np.int64)
     if not len(items):
-        tiles = np.zeros((channels, len(r), size, size), np.uint8)
-    elif sub >= max(dirty.shape):  # one canvas: the whole block
+        return r, c, np.zeros((channels, len(r), size, size), np.uint8), None
+    if sub >= max(dirty.shape):  # one canvas: the whole block
+        value = next_layer_value(scratch, channels, dirty.shape[1] * size,
+                                 dirty.shape[0] * size)
         planes, lab = render_block(grid, spill, items, tc0 * size, tr0 * size,
                                    dirty.shape[1] * size, dirty.shape[0] * size, channels,
-                                   cache, label_dtype, scratch, reach, bounds)
-        tiles = gather_planes(planes, size, r, c)
-        if lab is not None:
-            labels = tile_labels(gather_labels(lab, size, r, c))
-    else:
-        tiles = np.zeros((channels, len(r), size, size), np.uint8)
-        at = np.full(dirty.shape, -1, np.int64)
-        at[r, c] = np.arange(len(r))  # each dirty tile's place in row-major order
-        for sr in range(0, dirty.shape[0], sub):
-            for sc in range(0, dirty.shape[1], sub):
-                part = dirty[sr:sr + sub, sc:sc + sub]
-                if not part.any():
+                                   cache, label_dtype, scratch, _tile_rows(dirty, size), bounds,
+                                   value)
+        return (r, c, binarise(gather_planes(planes, size, r, c), value),
+                None if lab is None else gather_labels(lab, size, r, c))
+    tiles = np.zeros((channels, len(r), size, size), np.uint8)
+    labels: np.ndarray | None = None
+    at = np.full(dirty.shape, -1, np.int64)
+    at[r, c] = np.arange(len(r))  # each dirty tile's place in row-major order
+    for sr in range(0, dirty.shape[0], sub):
+        for sc in range(0, dirty.shape[1], sub):
+            part = dirty[sr:sr + sub, sc:sc + sub]
+            if not part.any():
+                continue
+            x0, y0 = (tc0 + sc) * size, (tr0 + sr) * size
+            w, h = part.shape[1] * size, part.shape[0] * size
+            these = items
+            if bounds is not None:
+                b = bounds[items]
+                these = items[(b[:, 0] < x0 + w + 2) & (b[:, 2] >= x0 - 2)
+                              & (b[:, 1] < y0 + h + 2) & (b[:, 3] >= y0 - 2)]
+                if not len(these):
                     continue
-                x0, y0 = (tc0 + sc) * size, (tr0 + sr) * size
-                w, h = part.shape[1] * size, part.shape[0] * size
-                these, near = items, None
-                if bounds is not None:
-                    b = bounds[items]
-                    these = items[(b[:, 0] < x0 + w + 2) & (b[:, 2] >= x0 - 2)
-                                  & (b[:, 1] < y0 + h + 2) & (b[:, 3] >= y0 - 2)]
-                    if not len(these):
-                        continue
-                    b = bounds[these]
-                    near = (int(b[:, 0].min()) - 2, int(b[:, 1].min()) - 2,
-                            int(b[:, 2].max()) + 2, int(b[:, 3].max()) + 2)
-                planes, lab = render_block(grid, spill, these, x0, y0, w, h, channels, cache,
-                                           label_dtype, scratch, near, bounds)
-                pr, pc = np.nonzero(part)
-                where = at[pr + sr, pc + sc]
-                tiles[:, where] = gather_planes(planes, size, pr, pc)
-                if lab is not None:
-                    labels[where] = tile_labels(gather_labels(lab, size, pr, pc))
+            value = next_layer_value(scratch, channels, w, h)
+            planes, lab = render_block(grid, spill, these, x0, y0, w, h, channels, cache,
+                                       label_dtype, scratch, _tile_rows(part, size), bounds,
+                                       value)
+            pr, pc = np.nonzero(part)
+            where = at[pr + sr, pc + sc]
+            tiles[:, where] = binarise(gather_planes(planes, size, pr, pc), value)
+            if lab is not None:
+                if labels is None:
+                    labels = np.zeros((len(r), size, size), lab.dtype)
+                labels[where] = gather_labels(lab, size, pr, pc)
+    return r, c, tiles, labels
+
+
+def _tile_rows(dirty: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """The pixel rows (ranges y0, y1) of the tile rows of ``dirty`` (bool (rows, cols)) that
+    hold a dirty tile: what is read back from the canvas."""
+    has = np.zeros(len(dirty) + 2, bool)
+    has[1:-1] = dirty.any(axis=1)
+    edges = np.flatnonzero(has[1:] != has[:-1]) * size
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _tile_stats(tiles: np.ndarray, labels: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Of drawn tiles (planar uint8 (C, k, s, s), label tiles (k, s, s) or None): pixels
+    channels last (k, s, s, C), drawn pixels per channel (k, C), drawn in any channel (k,)
+    and the label ids (k,)."""
     per, union = planar_counts(tiles)
-    return r, c, interleave(tiles), per, union, labels
+    ids = np.zeros(tiles.shape[1], np.int64) if labels is None else tile_labels(labels)
+    return interleave(tiles), per, union, ids
+
+
+def _blocks(grid: Grid) -> Iterator[tuple[int, int]]:
+    """The top-left tiles (row, col) of the blocks, row-major: the order tiles are kept in."""
+    for tr0 in range(0, grid.rows, BLOCK):
+        for tc0 in range(0, grid.cols, BLOCK):
+            yield tr0, tc0
 
 
 def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             min_cov: float, exhaustive: bool) -> Kept:
     """Pass 2: block by block (row-major), draw the dirty tiles and write every kept tile
-    (row-major within the block); memory stays within one block of pixels."""
+    (row-major within the block); memory stays within a few blocks of pixels. Two stages
+    on two threads (both spend most of their time in OpenCV, NumPy and deflate, which
+    release the GIL): this one draws (:func:`_draw_dirty`); a :class:`Stage` finds the
+    clean tiles' values, then counts, labels and writes each block in the same order
+    (:class:`_Keeper`), at most ``STAGE_DEPTH`` drawn blocks behind."""
     size = grid.tile_size
     need = max(1, math.ceil(min_cov * size * size)) if min_cov > 0 else 0
     dirty = np.ones((grid.rows, grid.cols), bool) if exhaustive else dirty_tiles(grid, spill)
-    clean = clean_state(grid, spill)
-    index = BlockIndex(grid, spill)
-    spill.project(grid)
-    release_freed_memory()
-    labels_used = np.frombuffer(spill.label, np.uint16)
-    label_dtype = np.uint8 if not len(labels_used) or int(labels_used.max()) <= LABEL_L_MAX \
-        else np.uint16
-    kept = Kept()
-    scratch: dict = {}  # the block canvases, reused
-    full = size * size
-    shifts = np.arange(channels, dtype=np.uint32)
-    none = np.zeros(0, np.int64)
-    for tr0 in range(0, grid.rows, BLOCK):
-        row_items = index.row(tr0 // BLOCK)
+    keeper = _Keeper(grid, spill, writer, dirty, need, channels)
+    stage = Stage(keeper.feed, start=keeper.start, end=keeper.end, depth=STAGE_DEPTH,
+                  thread=STAGE_THREAD, name="dlprep-osm-tiles")
+    try:
+        index = BlockIndex(grid, spill)
+        spill.project(grid)
+        release_freed_memory()
+        labels_used = np.frombuffer(spill.label, np.uint16)
+        label_dtype = np.uint8 if not len(labels_used) or \
+            int(labels_used.max()) <= LABEL_L_MAX else np.uint16
+        scratch: dict = {}  # the block canvases, reused
+        none = np.zeros(0, np.int64)
+        row_items: dict[int, np.ndarray] = {}
         cache: dict[int, list] = {}  # items' pixel rings, kept while later blocks need them
-        for tc0 in range(0, grid.cols, BLOCK):
+        for tr0, tc0 in _blocks(grid):
+            if tc0 == 0:
+                row_items = index.row(tr0 // BLOCK)
+                cache = {}
+            sd = dirty[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK]
+            if not sd.any():
+                continue
             for i in [i for i in cache if index.c1[i] < tc0 // BLOCK]:
                 del cache[i]
-            sd = dirty[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK]
-            bits = clean.layers[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK]
-            if need and not sd.any() and not bits.any():
-                continue  # nothing drawn here
-            labels = clean.label[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK].astype(np.int64)
-            union = np.where(bits != 0, full, 0).astype(np.int64)
-            counts = ((bits[..., None] >> shifts) & 1).astype(np.int64) * full
-            where = np.full(sd.shape, -1, np.int64)
+            items = row_items.get(tc0 // BLOCK, none)
+            stage.put(_draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
+                                  label_dtype, scratch, index.px))
+    except BaseException:
+        stage.abort()
+        raise
+    stage.close()  # waits for the writing stage; raises what it raised
+    return keeper.kept
+
+
+class _Keeper:
+    """The writing stage of :func:`_render`: :meth:`start` finds the clean tiles' values;
+    each :meth:`feed` (the next drawn block) keeps the blocks up to that one, :meth:`end`
+    the rest: their kept tiles into ``writer`` and :class:`Kept`."""
+
+    def __init__(self, grid: Grid, spill: GeometrySpill, writer: TileWriter,
+                 dirty: np.ndarray, need: int, channels: int) -> None:
+        self.grid, self.spill, self.writer, self.dirty = grid, spill, writer, dirty
+        self.need, self.full = need, grid.tile_size ** 2
+        self.shifts = np.arange(channels, dtype=np.uint32)
+        self.kept = Kept()
+        self.blocks = _blocks(grid)
+
+    def start(self) -> None:
+        self.clean = clean_state(self.grid, self.spill)
+
+    def feed(self, drawn: tuple) -> None:
+        for tr0, tc0 in self.blocks:
+            if self.dirty[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK].any():
+                self._keep(tr0, tc0, drawn)
+                return
+            self._keep(tr0, tc0, None)
+        raise RuntimeError("osm tiles: more drawn blocks than blocks with dirty tiles")
+
+    def end(self) -> None:
+        for tr0, tc0 in self.blocks:
+            if self.dirty[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK].any():
+                raise RuntimeError("osm tiles: a block with dirty tiles was not drawn")
+            self._keep(tr0, tc0, None)
+
+    def _keep(self, tr0: int, tc0: int, drawn: tuple | None) -> None:
+        block = (slice(tr0, tr0 + BLOCK), slice(tc0, tc0 + BLOCK))
+        bits = self.clean.layers[block]
+        need, full = self.need, self.full
+        if drawn is None:  # clean tiles only: each layer is 0 or ``full`` pixels
+            if need > full or (need and not bits.any()):
+                return  # nothing drawn here
+            kr, kc = np.nonzero(bits) if need else np.indices(bits.shape).reshape(2, -1)
+            code = bits[kr, kc].astype(np.int64)
+            at = np.full(len(kr), -1, np.int64)
             tiles = None
-            if sd.any():
-                items = row_items.get(tc0 // BLOCK, none)
-                rr, cc, tiles, per, uni, lab = _draw_dirty(
-                    grid, spill, items, sd, tr0, tc0, channels, cache, label_dtype, scratch,
-                    index.reach(items), index.px)
-                counts[rr, cc] = per
-                union[rr, cc] = uni
-                labels[rr, cc] = lab
-                where[rr, cc] = np.arange(len(rr))
+            counts = ((code[:, None] >> self.shifts) & 1) * full
+            labels = self.clean.label[block][kr, kc]
+        else:
+            rr, cc, planar, label_tiles = drawn
+            tiles, per, uni, lab = _tile_stats(planar, label_tiles)
+            union = np.where(bits != 0, full, 0)
+            union[rr, cc] = uni
+            where = np.full(bits.shape, -1, np.int64)
+            where[rr, cc] = np.arange(len(rr))
             kr, kc = np.nonzero(union >= need)
             if not len(kr):
-                continue
-            _emit(writer, kr, kc, sd, bits, where, tiles)
-            kept.cols.frombytes((kc + tc0).astype(np.int32).tobytes())
-            kept.rows.frombytes((kr + tr0).astype(np.int32).tobytes())
-            kept.labels.frombytes(labels[kr, kc].astype(np.int32).tobytes())
-            kept.counts.frombytes(counts[kr, kc].astype(np.int32).tobytes())
-    return kept
+                return
+            at = where[kr, kc]
+            drawn_k = at >= 0
+            code = np.where(drawn_k, -1, bits[kr, kc].astype(np.int64))
+            counts = ((np.maximum(code, 0)[:, None] >> self.shifts) & 1) * full
+            counts[drawn_k] = per[at[drawn_k]]
+            labels = self.clean.label[block][kr, kc]
+            labels[drawn_k] = lab[at[drawn_k]]
+        if not len(kr):
+            return
+        _emit(self.writer, code, at, tiles)
+        kept = self.kept
+        kept.cols.frombytes((kc + tc0).astype(np.int32).tobytes())
+        kept.rows.frombytes((kr + tr0).astype(np.int32).tobytes())
+        kept.labels.frombytes(labels.astype(np.int32).tobytes())
+        kept.counts.frombytes(counts.astype(np.int32).tobytes())
 
 
-def _emit(writer: TileWriter, kr: np.ndarray, kc: np.ndarray, sd: np.ndarray,
-          bits: np.ndarray, where: np.ndarray, tiles: np.ndarray | None) -> None:
-    """Write the kept tiles (kr, kc) of a block in row-major order: runs of clean tiles with
-    the same layers as uniform runs, drawn tiles as pixels (``where``: int (rows, cols) index
-    of a drawn tile in ``tiles``, in row-major order too)."""
-    is_dirty = sd[kr, kc]
-    code = np.where(is_dirty, -1, bits[kr, kc].astype(np.int64))
-    at = where[kr, kc]
+def _emit(writer: TileWriter, code: np.ndarray, at: np.ndarray, tiles: np.ndarray | None
+          ) -> None:
+    """Write a block's kept tiles in row-major order: ``code`` per tile, the layer bits of a
+    clean tile (runs of one value are written as uniform runs) or -1 for a drawn one, whose
+    pixels are ``tiles[at]`` (row-major too)."""
     # a run ends where the code changes, or between drawn tiles that are not neighbours in
     # ``tiles`` (a dropped one between them)
-    cut = np.flatnonzero((code[1:] != code[:-1]) | (is_dirty[1:] & (at[1:] != at[:-1] + 1))) + 1
-    for a, b in zip(np.r_[0, cut].tolist(), np.r_[cut, len(code)].tolist(), strict=True):
-        c = int(code[a])
+    cut = np.flatnonzero((code[1:] != code[:-1]) | ((code[1:] < 0) & (at[1:] != at[:-1] + 1)))
+    ends = (cut + 1).tolist()
+    codes, ats = code[[0, *ends]].tolist(), at[[0, *ends]].tolist()
+    for a, b, c, t in zip([0, *ends], [*ends, len(code)], codes, ats, strict=True):
         if c < 0:
             assert tiles is not None
-            writer.add(tiles[int(at[a]):int(at[a]) + b - a])
+            writer.add(tiles[t:t + b - a])
         else:
             writer.add_uniform(c, b - a)
 
