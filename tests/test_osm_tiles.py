@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import lzma
+import sys
 import threading
 from pathlib import Path
 
@@ -389,6 +390,7 @@ def test_a_failure_on_either_thread_ends_the_run_in_one_line_leaving_nothing(
     from dlprep.prepare import osm_tiles
     from dlprep.prepare.osm_store import TileWriter
 
+    switch = sys.getswitchinterval()
     calls = {"n": 0}
     if fail_in == "writing stage":
         real = TileWriter._write_chunk
@@ -418,3 +420,23 @@ def test_a_failure_on_either_thread_ends_the_run_in_one_line_leaving_nothing(
     assert calls["n"] == (40 if fail_in == "writing stage" else 10)  # stopped there
     assert not list(cache_dir.rglob("*.h5"))
     assert not [t for t in threading.enumerate() if t.name == "dlprep-osm-tiles"]
+    assert sys.getswitchinterval() == switch  # the GIL switch interval is restored
+
+
+def test_planar_counts_are_exact_where_the_threshold_needs_them() -> None:
+    from dlprep.formats.osm_draw import planar_counts
+
+    rng = np.random.default_rng(7)
+    tiles = ((rng.random((3, 60, 8, 8)) < rng.random((3, 60, 1, 1)) * 0.6) * 255).astype(
+        np.uint8)
+    truth_per = (tiles > 0).sum(axis=(2, 3)).T
+    truth_union = (tiles > 0).any(axis=0).sum(axis=(1, 2))
+    per, union = planar_counts(tiles)
+    assert np.array_equal(per, truth_per) and np.array_equal(union, truth_union)
+    need = 20
+    per, union = planar_counts(tiles, need)
+    assert np.array_equal(per, truth_per)
+    assert np.array_equal(union >= need, truth_union >= need)
+    below = truth_per.max(axis=1) < need
+    assert below.any() and (~below).any()
+    assert np.array_equal(union[below], truth_union[below])

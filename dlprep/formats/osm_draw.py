@@ -106,13 +106,17 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
         near = (b[:, 0] >= x0) & (b[:, 1] >= y0) & (b[:, 2] < x0 + width) & \
             (b[:, 3] < y0 + height)
     layers, labels, widths = spill.item_lists()
+    if spill.px_fd < 0:
+        spill.project(grid)
+    rings_of = spill.rings
+    layer_planes = list(planes)
     lines: dict[tuple[int, int], list[np.ndarray]] = {}  # (layer, thickness) -> paths
     thickness: dict[float, int] = {}
     for i, is_near in zip(items.tolist(), near.tolist(), strict=True):
         layer, label, line_w = layers[i], labels[i], widths[i]
         rings = cache.get(i) if cache is not None else None
         if rings is None:
-            rings = pixel_rings(grid, spill, i)
+            rings = rings_of(i, True)  # :func:`pixel_rings`
             if cache is not None:
                 cache[i] = rings
         if line_w > 0:  # a line: drawn below, with the block's others of its layer and width
@@ -139,13 +143,13 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
             groups = [polys]  # with holes: one even-odd fill over all its rings
         for group in groups:
             if layer >= 0:
-                cv2.fillPoly(planes[layer], group, value, line8, 0, shift)
+                cv2.fillPoly(layer_planes[layer], group, value, line8, 0, shift)
             if label:
                 if label_plane is None:
                     label_plane = _canvas(scratch, (height, width), label_dtype, rows)
                 cv2.fillPoly(label_plane, group, label, line8, 0, shift)
     for (layer, thick), paths in lines.items():  # one value per layer: order does not matter
-        cv2.polylines(planes[layer], paths, False, value, thick, line8)
+        cv2.polylines(layer_planes[layer], paths, False, value, thick, line8)
     inner = (slice(m, height - m), slice(m, width - m))
     return planes[(slice(None), *inner)], None if label_plane is None else label_plane[inner]
 
@@ -256,17 +260,24 @@ def _row_sums_255(rows: np.ndarray) -> np.ndarray:
     return sums.reshape(n).astype(np.int64) // 255
 
 
-def planar_counts(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def planar_counts(tiles: np.ndarray, need: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Drawn pixels of planar uint8 (C, k, s, s) 0/255 tiles: per tile and channel, int64
-    (k, C), and in any channel, int64 (k,)."""
+    (k, C), and in any channel, int64 (k,). With ``need`` the latter is only exact where
+    every channel has fewer than ``need`` drawn pixels; elsewhere it is the largest channel's
+    count (at least ``need``: enough to tell whether a tile has ``need`` pixels drawn)."""
     c, k = tiles.shape[:2]
     per = _row_sums_255(tiles.reshape(c * k, -1)).reshape(c, k).T
-    union = tiles[0]
-    if c > 1:
-        union = np.bitwise_or(tiles[0], tiles[1])
-        for plane in tiles[2:]:
-            np.bitwise_or(union, plane, out=union)
-    return np.ascontiguousarray(per), _row_sums_255(union.reshape(k, -1))
+    if c == 1:
+        return np.ascontiguousarray(per), per[:, 0].copy()
+    union = per.max(axis=1)
+    todo = np.arange(k) if need is None else np.flatnonzero(union < need)
+    if len(todo):
+        part = tiles[:, todo] if len(todo) < k else tiles
+        u = np.bitwise_or(part[0], part[1])
+        for plane in part[2:]:
+            np.bitwise_or(u, plane, out=u)
+        union[todo] = _row_sums_255(u.reshape(len(todo), -1))
+    return np.ascontiguousarray(per), union
 
 
 def gather_labels(label: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray

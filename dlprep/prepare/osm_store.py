@@ -12,6 +12,7 @@ file layout is docs/FORMAT.md's "chunked + gzip" one; loaders read it chunk-wise
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -214,14 +215,18 @@ class Stage:
 
     def __init__(self, feed: Callable[[Any], None], *, start: Callable[[], None] | None = None,
                  end: Callable[[], None] | None = None, depth: int = 2, thread: bool = True,
-                 name: str = "dlprep-stage") -> None:
+                 name: str = "dlprep-stage", switch_interval: float | None = None) -> None:
         self._feed, self._end = feed, end
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._switch: float | None = None
         if not thread:
             if start is not None:
                 start()
             return
+        if switch_interval is not None:  # restored by close/abort
+            self._switch = sys.getswitchinterval()
+            sys.setswitchinterval(switch_interval)
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, args=(start,), name=name,
                                         daemon=True)
@@ -260,6 +265,7 @@ class Stage:
             return
         self._queue.put(_END)
         self._thread.join()
+        self._restore()
         if self.error is not None:
             raise self.error
 
@@ -268,3 +274,9 @@ class Stage:
             self._aborted = True
             self._queue.put(_END)
             self._thread.join()
+            self._restore()
+
+    def _restore(self) -> None:
+        if self._switch is not None:
+            sys.setswitchinterval(self._switch)
+            self._switch = None

@@ -54,6 +54,10 @@ OTHER_CLASS = "other"
 MAX_TILES = 20_000_000
 STAGE_DEPTH = 4  # drawn blocks waiting for the writing stage (memory: a few blocks of pixels)
 STAGE_THREAD = True  # False: the writing stage runs inline (one thread; for measurements)
+# The GIL switch interval while both threads run (Python's default 5 ms): a thread back from
+# OpenCV or deflate waits for the GIL until the other one's Python stretch ends or this
+# interval passes, so the default let each thread stall the other by milliseconds at a time.
+SWITCH_INTERVAL = 0.0002
 
 
 def _spill_features(ctx: PrepareContext, spill: GeometrySpill, stats: ReadStats,
@@ -266,12 +270,12 @@ def _tile_rows(dirty: np.ndarray, size: int) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
-def _tile_stats(tiles: np.ndarray, labels: np.ndarray | None
+def _tile_stats(tiles: np.ndarray, labels: np.ndarray | None, need: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Of drawn tiles (planar uint8 (C, k, s, s), label tiles (k, s, s) or None): pixels
-    channels last (k, s, s, C), drawn pixels per channel (k, C), drawn in any channel (k,)
-    and the label ids (k,)."""
-    per, union = planar_counts(tiles)
+    channels last (k, s, s, C), drawn pixels per channel (k, C), drawn in any channel (k,;
+    exact below ``need``, see :func:`planar_counts`) and the label ids (k,)."""
+    per, union = planar_counts(tiles, need)
     ids = np.zeros(tiles.shape[1], np.int64) if labels is None else tile_labels(labels)
     return interleave(tiles), per, union, ids
 
@@ -296,7 +300,7 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     dirty = np.ones((grid.rows, grid.cols), bool) if exhaustive else dirty_tiles(grid, spill)
     keeper = _Keeper(grid, spill, writer, dirty, need, channels)
     stage = Stage(keeper.feed, start=keeper.start, end=keeper.end, depth=STAGE_DEPTH,
-                  thread=STAGE_THREAD, name="dlprep-osm-tiles")
+                  thread=STAGE_THREAD, name="dlprep-osm-tiles", switch_interval=SWITCH_INTERVAL)
     try:
         index = BlockIndex(grid, spill)
         spill.project(grid)
@@ -372,7 +376,7 @@ class _Keeper:
             labels = self.clean.label[block][kr, kc]
         else:
             rr, cc, planar, label_tiles = drawn
-            tiles, per, uni, lab = _tile_stats(planar, label_tiles)
+            tiles, per, uni, lab = _tile_stats(planar, label_tiles, need)
             union = np.where(bits != 0, full, 0)
             union[rr, cc] = uni
             where = np.full(bits.shape, -1, np.int64)
