@@ -42,7 +42,7 @@ print(json.dumps({"wall": wall, **last_timings()}))
 
 def run(pbf: Path, cache: Path, fmt: str, mpp: str, *, shards: bool, workers: int) -> dict:
     env = dict(os.environ)
-    env["DLPREP_OSM_SHARD_MIN_BYTES"] = "0" if shards else str(1 << 62)
+    env["DLPREP_OSM_SHARDS"] = "always" if shards else "never"
     args = ["--cache-dir", str(cache), "fetch", "osm", "--pbf", str(pbf), "--format", fmt,
             "--meters-per-pixel", mpp, "--force", "-q", "--workers", str(workers)]
     proc = subprocess.run([sys.executable, "-c", DRIVER, *args], cwd=ROOT, env=env,

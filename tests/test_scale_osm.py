@@ -6,7 +6,6 @@ a one-pass read; a ``kill -9`` run resumes without redoing finished shards."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -18,8 +17,13 @@ from test_images_import import datasets
 
 from dlprep.errors import FormatError
 from dlprep.formats.osm_pbf import blob_index, iter_blob_data, node_locations, shardable
-from dlprep.formats.osm_sharded import NODE_RECORD, node_part, write_node_index
-from dlprep.prepare.osm_shards import SHARD_MIN_ENV
+from dlprep.formats.osm_sharded import (
+    MIN_INDEX_RECORDS,
+    NODE_RECORD,
+    node_part,
+    write_node_index,
+)
+from dlprep.prepare.osm_shards import SHARDS_ENV
 from dlprep.scale import last_timings
 
 osmium = pytest.importorskip("osmium")
@@ -27,7 +31,7 @@ pytest.importorskip("cv2")
 
 ANDORRA = "example-test.pbf"
 AGUAS = "aguascalientes.osm.pbf"
-SHARDED = {SHARD_MIN_ENV: "0"}  # the samples are small: shard them anyway
+SHARDED = {SHARDS_ENV: "always"}  # the samples are small: shard them anyway
 TILES = ("--meters-per-pixel", "8", "--min-coverage", "0.01")
 
 
@@ -75,6 +79,10 @@ def test_node_blobs_decoded_with_numpy_equal_libosmium(realdata: Path, tmp_path:
     theirs = _libosmium_nodes(path, tmp_path)
     assert n == len(theirs) > 1000
     assert np.array_equal(ours[:n], theirs)
+    assert len(ours) == max(n, MIN_INDEX_RECORDS)
+    if len(parts) > 1:  # parts out of id order (an unsorted file) are merged by a sort
+        assert write_node_index(parts[::-1], tmp_path / "merged.idx") == n
+        assert np.array_equal(np.fromfile(tmp_path / "merged.idx", NODE_RECORD), ours)
     assert (ours["id"][n:] == np.iinfo(np.uint64).max).all()  # padding sorts last
     _, first = next(iter_blob_data(path, nodes[0].offset, nodes[0].offset + nodes[0].length))
     ids, lon, lat = node_locations(first)
@@ -102,8 +110,10 @@ def test_shards_in_process_on_workers_and_on_a_cluster_match_one_pass(
     shards then 2 way shards and the relation pass in this process, on ``--workers 2``, and
     on a scheduler: the same bytes."""
     pbf = str(realdata / "osm" / ANDORRA)
-    one = _fetch(tmp_path / "one", "--pbf", pbf, *TILES)
-    assert last_timings()["n_shards"] == 0  # under the size threshold: one pass
+    one = _fetch(tmp_path / "one", "--pbf", pbf, *TILES, "--workers", "2")
+    assert last_timings()["n_shards"] == 0  # under 32 MiB: one pass (and no Dask started)
+    assert last_timings()["executor"] == "a Dask LocalCluster of 2 processes"
+    assert last_timings()["startup"] == 0
     here = _fetch(tmp_path / "here", "--pbf", pbf, *TILES, env=SHARDED)
     t = last_timings()
     assert t["executor"] == "this process" and t["n_shards"] == 13 and t["shards_run"] == 13
@@ -149,7 +159,6 @@ def test_killed_run_resumes_without_redoing_finished_shards(realdata: Path,
     assert 1 <= len(done) < 3 and done[0] == "w000000"
     first = manifest.parent.parent / "manifest.jsonl"
     assert len(finished_shards(first)) == 13
-    os.environ.pop(SHARD_MIN_ENV, None)
     resumed = _fetch(cache, *args[2:], env=SHARDED)
     t = last_timings()
     assert t["shards_resumed"] == 13 and t["shards_run"] == 0

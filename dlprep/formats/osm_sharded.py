@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -79,27 +81,52 @@ def node_part(pbf: Path, start: int, end: int, dest: Path) -> int:
     return len(rec)
 
 
+def _id_at(path: Path, record: int) -> int:
+    with open(path, "rb") as fh:
+        fh.seek(record * NODE_RECORD.itemsize)
+        return int.from_bytes(fh.read(8), "little")
+
+
 def write_node_index(parts: Sequence[Path], dest: Path) -> int:
     """Join the node parts (each sorted) into one sorted index at ``dest``, padded to
     :data:`MIN_INDEX_RECORDS` with records that sort last; returns the number of nodes.
-    Parts whose id ranges overlap (a file not sorted by id) are merged by a stable sort: for
-    an id present twice the later one wins, as when libosmium reads the file in one pass."""
-    recs = [np.fromfile(p, NODE_RECORD) for p in parts]
-    rec = np.concatenate(recs) if recs else np.zeros(0, NODE_RECORD)
-    if len(rec) > 1 and not bool(np.all(rec["id"][1:] > rec["id"][:-1])):
-        order = np.argsort(rec["id"], kind="stable")
-        rec = rec[order]
-        last = np.r_[rec["id"][1:] != rec["id"][:-1], True]  # the last of equal ids
-        rec = rec[last]
-    n = len(rec)
-    pad = np.zeros(max(0, MIN_INDEX_RECORDS - n), NODE_RECORD)
-    pad["id"], pad["x"], pad["y"] = PAD_ID, UNDEFINED, UNDEFINED
+    Parts in id order (a file sorted by id, the usual case) are copied as they are, by the
+    kernel; parts whose id ranges overlap are merged by a stable sort: for an id present
+    twice the later one wins, as when libosmium reads the file in one pass."""
+    sizes = [p.stat().st_size // NODE_RECORD.itemsize for p in parts]
+    kept = [(p, n) for p, n in zip(parts, sizes, strict=True) if n]
+    ordered = all(_id_at(a, na - 1) < _id_at(b, 0)
+                  for (a, na), (b, _) in zip(kept, kept[1:], strict=False))
     tmp = dest.with_name(dest.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(rec.tobytes())
-        fh.write(pad.tobytes())
+    with open(tmp, "wb") as out:
+        if ordered:
+            n = sum(sizes)
+            for p, _ in kept:
+                with open(p, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22) if not hasattr(os, "copy_file_range") \
+                        else _copy_range(fh, out)
+        else:
+            rec = np.concatenate([np.fromfile(p, NODE_RECORD) for p, _ in kept])
+            rec = rec[np.argsort(rec["id"], kind="stable")]
+            rec = rec[np.r_[rec["id"][1:] != rec["id"][:-1], True]]  # the last of equal ids
+            n = len(rec)
+            out.write(rec.tobytes())
+        pad = np.zeros(max(0, MIN_INDEX_RECORDS - n), NODE_RECORD)
+        pad["id"], pad["x"], pad["y"] = PAD_ID, UNDEFINED, UNDEFINED
+        out.write(pad.tobytes())
     tmp.replace(dest)
     return n
+
+
+def _copy_range(src: Any, dst: Any) -> None:
+    """All of ``src`` appended to ``dst`` by ``copy_file_range`` (no user-space copy)."""
+    dst.flush()
+    left = os.fstat(src.fileno()).st_size
+    while left > 0:
+        done = os.copy_file_range(src.fileno(), dst.fileno(), min(left, 1 << 30))
+        if done <= 0:
+            raise OSError("copy_file_range copied nothing")
+        left -= done
 
 
 def _index(path: Path) -> Any:

@@ -8,8 +8,9 @@ blobs in consecutive byte ranges (about :data:`TARGET_SHARDS`, at most
 in byte ranges, and for tiles one pass over the relations; :mod:`dlprep.formats.osm_sharded`),
 and hands their features, in plan order, to the tile or way builder as if they had been read in
 one pass. Other inputs (``.osm``/``.osm.bz2``, Overpass replies, PBF files not laid out as
-sorted nodes, ways, relations, PBF files under :data:`SHARD_MIN_BYTES`) plan no shards and are
-read in one pass by ``build``: the same features in the same order.
+sorted nodes, ways, relations) and, by default, PBF files under :data:`SHARD_MIN_BYTES` or
+outside Dask (:func:`wants_shards`) plan no shards and are read in one pass by ``build``: the
+same features in the same order.
 """
 
 from __future__ import annotations
@@ -39,21 +40,30 @@ log = logging.getLogger("dlprep")
 TARGET_SHARDS = 16  # shards per stage, about (a pure function of the file: never the workers)
 MAX_SHARD_BYTES = 64 << 20  # compressed blob bytes per shard, at most (one blob at least)
 INDEX_NAME = "nodes.idx"
-#: extracts smaller than this are read in one pass, whatever ``--workers`` says: shards cost
-#: more than they save there (docs/SCALING.md); ``$DLPREP_OSM_SHARD_MIN_BYTES`` overrides it
+#: when a sorted PBF extract is read in shards (``$DLPREP_OSM_SHARDS``): ``auto`` (default)
+#: from :data:`SHARD_MIN_BYTES` on and only on Dask (``--workers N > 1`` or ``--scheduler``);
+#: ``always`` (any sorted PBF, in this process too); ``never``. In one process the one-pass read
+#: is faster (libosmium decodes nodes on its own threads, and nothing goes through parts;
+#: docs/SCALING.md has the figures), so ``auto`` keeps it there.
+SHARDS_ENV = "DLPREP_OSM_SHARDS"
 SHARD_MIN_BYTES = 32 << 20
-SHARD_MIN_ENV = "DLPREP_OSM_SHARD_MIN_BYTES"
 
 
-def shard_min_bytes() -> int:
-    """:data:`SHARD_MIN_BYTES`, or ``$DLPREP_OSM_SHARD_MIN_BYTES`` when set."""
-    value = os.environ.get(SHARD_MIN_ENV, "").strip()
-    if not value:
-        return SHARD_MIN_BYTES
-    try:
-        return max(0, int(value))
-    except ValueError:
-        raise DlprepError(f"${SHARD_MIN_ENV}={value!r}: expected a number of bytes") from None
+def shard_policy() -> str:
+    """``$DLPREP_OSM_SHARDS``: ``auto`` (unset), ``always`` or ``never``."""
+    value = os.environ.get(SHARDS_ENV, "").strip().lower() or "auto"
+    if value not in ("auto", "always", "never"):
+        raise DlprepError(f"${SHARDS_ENV}={value!r}: expected auto, always or never")
+    return value
+
+
+def wants_shards(ctx: PrepareContext, path: Path) -> bool:
+    """Whether ``path`` (a PBF file) is read in shards under :func:`shard_policy`."""
+    policy = shard_policy()
+    if policy != "auto":
+        return policy == "always"
+    return (ctx.workers > 1 or ctx.scheduler is not None) and \
+        path.stat().st_size >= SHARD_MIN_BYTES
 
 
 def _runs(blobs: list[BlobInfo]) -> list[tuple[int, int]]:
@@ -78,14 +88,14 @@ def _span(blobs: list[BlobInfo]) -> list[int]:
 
 
 def plan_shards(ctx: PrepareContext) -> list[ShardSpec]:
-    """Node shards of a sorted PBF extract of :func:`shard_min_bytes` or more; none for any
-    other input (read in one pass)."""
+    """Node shards of a sorted PBF extract when :func:`wants_shards`; none otherwise (read
+    in one pass: the same features in the same order)."""
     from .osm import OsmCollected
 
     got = ctx.collected_as(OsmCollected)
     if got.overpass or sniff_osm(got.path) != "pbf":
         return []
-    if got.path.stat().st_size < shard_min_bytes():
+    if not wants_shards(ctx, got.path):
         return []
     blobs = blob_index(got.path)
     if not shardable(blobs):
