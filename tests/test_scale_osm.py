@@ -235,3 +235,28 @@ def test_a_truncated_extract_is_one_line_and_no_file(realdata: Path, tmp_path: P
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert "andorra-cut.osm.pbf" in lines[0] and "truncated PBF" in lines[0]
     assert not list((tmp_path / "c").rglob("*.h5"))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_way_records_in_batches_equal_a_way_at_a_time(realdata: Path, normalize: bool) -> None:
+    """The batch computation the shards and the one pass use gives the bytes of the
+    way-at-a-time formula (offsets, and with --normalize the per-way scale)."""
+    from dlprep.formats.osm import read_features
+    from dlprep.prepare.osm_ways import way_offsets, way_records
+
+    feats = list(read_features(realdata / "osm" / ANDORRA, ["highway"], areas=False))
+    rec = way_records(feats, "highway", normalize)
+    seqs, scales = [], []
+    for f in feats:
+        if len(f.rings[0]) < 2:
+            continue
+        seq = way_offsets(f.rings[0])
+        if normalize:
+            scale = float(np.abs(seq).max()) or 1.0
+            seq = (seq / scale).astype(np.float32)
+            scales.append(scale)
+        seqs.append(seq)
+    assert len(seqs) == len(rec.lengths) > 4000
+    assert rec.data.tobytes() == np.concatenate(seqs).tobytes()
+    assert rec.lengths.tolist() == [len(s) for s in seqs]
+    assert rec.scales.tobytes() == np.asarray(scales, np.float32).tobytes()

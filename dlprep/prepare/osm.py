@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,13 +196,9 @@ def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: b
     path = got.path
     bbox = _bbox(ctx)
     if got.parts:
-        from .osm_shards import iter_parts, merged_stats
+        from .osm_shards import iter_parts
 
-        done = merged_stats(list(got.part_stats))
-        for name in ("ways", "areas", "skipped_ways"):
-            setattr(stats, name, getattr(stats, name) + getattr(done, name))
-        stats.skipped_ids.extend(done.skipped_ids[:20 - len(stats.skipped_ids)])
-        warn_skipped(path, stats)
+        add_part_stats(ctx, stats)
         source: Iterator[Feature] = iter_parts(got.parts)
     elif got.overpass:
         from ..formats.osm_overpass import read_overpass
@@ -215,6 +211,12 @@ def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: b
         source = read_features(path, keys, areas=areas, lines=lines,
                                node_index=got.node_index,
                                index_dir=index_dir, stats=stats)
+    yield from within(source, bbox)
+
+
+def within(source: Iterable[Feature], bbox: tuple[float, float, float, float] | None
+           ) -> Iterator[Feature]:
+    """The features of ``source`` whose bounds meet ``bbox`` (S, W, N, E degrees; None: all)."""
     if bbox is None:
         yield from source
         return
@@ -223,6 +225,19 @@ def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: b
         x0, y0, x1, y1 = feat.bounds()
         if x1 >= w and x0 <= e and y1 >= s and y0 <= n:
             yield feat
+
+
+def add_part_stats(ctx: PrepareContext, stats: ReadStats) -> None:
+    """Add what the shards of the collected source read (their stats) to ``stats``, and
+    warn once about skipped ways."""
+    from .osm_shards import merged_stats
+
+    got = ctx.collected_as(OsmCollected)
+    done = merged_stats(list(got.part_stats))
+    for name in ("ways", "areas", "skipped_ways"):
+        setattr(stats, name, getattr(stats, name) + getattr(done, name))
+    stats.skipped_ids.extend(done.skipped_ids[:20 - len(stats.skipped_ids)])
+    warn_skipped(got.path, stats)
 
 
 def osm_attrs(ctx: PrepareContext, stats: ReadStats, **more: Any) -> dict[str, Any]:

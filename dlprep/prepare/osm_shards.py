@@ -15,13 +15,17 @@ same features in the same order.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import DlprepError
+import numpy as np
+
+from ..errors import DlprepError, FormatError
 from ..formats.osm import ReadStats, sniff_osm
 from ..formats.osm_pbf import BlobInfo, blob_index, shardable, write_subset
 from ..formats.osm_sharded import (
@@ -115,8 +119,13 @@ def _feature_specs(ctx: PrepareContext, index: Path, keys: list[str], areas: boo
     head = [blobs[0].offset, blobs[0].length]
     ways = [b for b in blobs if b.kind == "ways"]
     rels = _span([b for b in blobs if b.kind == "relations"]) if areas else [0, 0]
-    common = {"header": head, "relations": rels, "index": str(index), "keys": keys,
-              "areas": areas, "lines": True}
+    common: dict[str, Any] = {"header": head, "relations": rels, "index": str(index),
+                              "keys": keys, "areas": areas, "lines": True}
+    if ctx.options["format"] == "ways":
+        from .osm import _bbox
+
+        common.update(sequences=True, normalize=bool(ctx.options["normalize"]),
+                      bbox=list(_bbox(ctx) or ()))
     specs = [ShardSpec.make(f"w{i:06d}", [path], a, b, {**common, "stage": "ways"})
              for i, (a, b) in enumerate(_runs(ways))]
     if areas and rels[1] > rels[0]:
@@ -155,7 +164,16 @@ def run_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
                                  lines=bool(spec.option("lines")), stats=stats)
         else:
             feats = relation_features(pbf, index, keys, stats)
-        n = write_features(feats, part)
+        if spec.option("sequences"):  # --format ways: the sequences themselves
+            from .osm import within
+            from .osm_ways import way_records
+
+            bbox = spec.option("bbox")
+            rec = way_records(within(feats, tuple(bbox) if bbox else None), keys[0],
+                              bool(spec.option("normalize")))
+            n = write_way_records(rec, part)
+        else:
+            n = write_features(feats, part)
         return {"features": n, "ways": stats.ways, "areas": stats.areas,
                 "skipped_ways": stats.skipped_ways, "skipped_ids": stats.skipped_ids}
     finally:
@@ -188,6 +206,11 @@ def assemble(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
         parts = tuple(str(p) for p in run_parts(job, specs))
         got = ctx.collected_as(OsmCollected)
         ctx.collected = replace(got, parts=parts, part_stats=tuple(run.stats))
+        if ctx.options["format"] == "ways":
+            from .osm_ways import build_ways
+
+            build_ways(ctx, out, (read_way_records(Path(p)) for p in parts))
+            return
     build(ctx, out)
 
 
@@ -195,6 +218,29 @@ def run_parts(job: ShardJob, specs: list[ShardSpec]) -> list[Path]:
     from ..scale.manifest import part_path
 
     return [part_path(job.parts_dir / "features", s.id) for s in specs]
+
+
+def write_way_records(rec: Any, dest: Path) -> int:
+    """A ways shard's part: its :class:`~.osm_ways.WayRecords` as plain arrays (``.npz``,
+    label values as JSON); returns the number of ways."""
+    buf = io.BytesIO()
+    np.savez(buf, data=rec.data, lengths=rec.lengths, ids=rec.ids, scales=rec.scales,
+             values=np.frombuffer(json.dumps(rec.values).encode(), np.uint8))
+    with open(dest, "wb") as fh:  # plain I/O: a full disk is ENOSPC here
+        fh.write(buf.getbuffer())
+    return len(rec.lengths)
+
+
+def read_way_records(path: Path) -> Any:
+    """The :class:`~.osm_ways.WayRecords` of a ways shard's part (no pickle)."""
+    from .osm_ways import WayRecords
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return WayRecords(z["data"], z["lengths"], json.loads(z["values"].tobytes()),
+                              z["ids"], z["scales"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise FormatError(path, -1, f"unreadable shard part ({exc})") from None
 
 
 def iter_parts(parts: tuple[str, ...]) -> Any:
