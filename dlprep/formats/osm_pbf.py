@@ -110,10 +110,23 @@ def _block_kind(data: bytes, whole: bool) -> str:
     return kinds.pop() if len(kinds) == 1 else "other"
 
 
+_INDEXED: dict[tuple[str, int, int], list[BlobInfo]] = {}
+
+
 def blob_index(path: Path) -> list[BlobInfo]:
-    """Every blob of the PBF file at ``path`` with its kind. Raises ``FormatError`` naming
-    the file and the byte offset for a truncated file or a damaged blob header."""
+    """Every blob of the PBF file at ``path`` with its kind (kept for the file's size and
+    mtime: the plan and the later stages of one build read it once). Raises ``FormatError``
+    naming the file and the byte offset for a truncated file or a damaged blob header."""
     path = Path(path)
+    st = path.stat()
+    key = (str(path.absolute()), st.st_size, st.st_mtime_ns)
+    if key not in _INDEXED:
+        _INDEXED.clear()
+        _INDEXED[key] = _blob_index(path)
+    return list(_INDEXED[key])
+
+
+def _blob_index(path: Path) -> list[BlobInfo]:
     out: list[BlobInfo] = []
     with open(path, "rb") as fh:
         size = fh.seek(0, 2)
