@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import lzma
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -341,7 +343,8 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
     again), and only the tile rows read back of the label raster are zeroed. The default
     cycle, a cycle of 2 (every other canvas zeroed, stale values in the others) with the
     writing stage inline (one thread), and a cycle of 1 (every canvas zeroed) give the same
-    bytes."""
+    bytes; so do the writing stage's three places (a child process by default on Linux, the
+    cycle of 2 inline, the cycle of 1 on a thread)."""
     from dlprep.formats import osm_draw
     from dlprep.prepare import osm_tiles
 
@@ -356,11 +359,12 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
         return real_binarise(tiles, value)
 
     monkeypatch.setattr(osm_tiles, "binarise", spying_binarise)
-    monkeypatch.setattr(osm_tiles, "STAGE_THREAD", False)
+    monkeypatch.setattr(osm_tiles, "STAGE", "inline")
     monkeypatch.setattr(osm_draw, "LAYER_CYCLE", 2)
     short = _read(_prepare(tmp_path / "short", options))
     assert values[:4] == [1, 2, 1, 2] and len(values) > 20  # many canvases, reused
     monkeypatch.setattr(osm_draw, "LAYER_CYCLE", 1)
+    monkeypatch.setattr(osm_tiles, "STAGE", "thread")
     zeroed = _read(_prepare(tmp_path / "zeroed", options))
     assert len(default["images"]) > 1000
     for key in default:
@@ -381,19 +385,28 @@ def test_crc_append_is_the_crc_of_the_concatenation() -> None:
             assert append(zlib.crc32(head), zlib.crc32(block)) == zlib.crc32(head + block)
 
 
-@pytest.mark.parametrize("fail_in", ["writing stage", "drawing"])
-def test_a_failure_on_either_thread_ends_the_run_in_one_line_leaving_nothing(
+@pytest.mark.parametrize("fail_in", ["writing", "counting", "killed", "drawing"])
+def test_a_failure_on_either_side_ends_the_run_in_one_line_leaving_nothing(
         realdata: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, fail_in: str) -> None:
-    """The writing stage runs on its own thread: an error there (a full disk while chunks are
-    written) reaches the command as one line, the drawing stops, and no file is left; an
-    error while drawing stops the writing stage too."""
-    from dlprep.prepare import osm_tiles
+    """The writing stage runs beside the drawing (a child process on Linux): an error while
+    chunks are written (a full disk), while a block is counted (in the child), the child
+    killed, or an error while drawing: the command ends with one line, nothing is left (no
+    file, no child process, no thread) and the GIL switch interval is restored."""
+    from dlprep.prepare import osm_stage, osm_tiles
     from dlprep.prepare.osm_store import TileWriter
 
     switch = sys.getswitchinterval()
     calls = {"n": 0}
-    if fail_in == "writing stage":
-        real = TileWriter._write_chunk
+    pids: list[int] = []
+    real_init = osm_stage.ProcessStage.__init__
+
+    def spying_init(self: osm_stage.ProcessStage, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        pids.append(self.pid)
+
+    monkeypatch.setattr(osm_stage.ProcessStage, "__init__", spying_init)
+    if fail_in == "writing":
+        real = TileWriter.store_chunk
 
         def failing(self: TileWriter, *args: object) -> None:
             calls["n"] += 1
@@ -401,7 +414,19 @@ def test_a_failure_on_either_thread_ends_the_run_in_one_line_leaving_nothing(
                 raise OSError(28, "No space left on device")
             real(self, *args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(TileWriter, "_write_chunk", failing)
+        monkeypatch.setattr(TileWriter, "store_chunk", failing)
+    elif fail_in in ("counting", "killed"):
+        real_stats = osm_tiles._tile_stats
+
+        def failing_stats(*args: object) -> tuple:  # runs in the child: counts there
+            calls["n"] += 1
+            if calls["n"] == 5:
+                if fail_in == "killed":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise RuntimeError("counting failed")
+            return real_stats(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(osm_tiles, "_tile_stats", failing_stats)
     else:
         real_draw = osm_tiles._draw_dirty
 
@@ -416,11 +441,17 @@ def test_a_failure_on_either_thread_ends_the_run_in_one_line_leaving_nothing(
                       FOREST["bbox"], cache_dir=cache_dir)
     err = proc.stderr.strip()
     assert proc.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err
-    assert ("disk full" if fail_in == "writing stage" else "drawing failed") in err
-    assert calls["n"] == (40 if fail_in == "writing stage" else 10)  # stopped there
+    assert {"writing": "disk full", "counting": "counting failed", "killed": "signal 9",
+            "drawing": "drawing failed"}[fail_in] in err
+    if fail_in in ("writing", "drawing"):
+        assert calls["n"] == (40 if fail_in == "writing" else 10)  # stopped there
     assert not list(cache_dir.rglob("*.h5"))
     assert not [t for t in threading.enumerate() if t.name == "dlprep-osm-tiles"]
     assert sys.getswitchinterval() == switch  # the GIL switch interval is restored
+    if osm_stage.can_fork():
+        assert len(pids) == 1
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pids[0], os.WNOHANG)  # the child was reaped
 
 
 def test_planar_counts_are_exact_where_the_threshold_needs_them() -> None:

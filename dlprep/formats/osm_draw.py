@@ -221,16 +221,18 @@ def outside_runs(px: np.ndarray, size: tuple[int, int], margin: float) -> np.nda
     return keep
 
 
-def gather_planes(planes: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray
-                  ) -> np.ndarray:
+def gather_planes(planes: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """C-contiguous (C, k, size, size): the tiles at (rows[i], cols[i]) of (C, H, W) planes
-    (a view whose rows may be longer than W: no copy before the gather)."""
+    (a view whose rows may be longer than W: no copy before the gather), in ``out`` if
+    given."""
     c, h, w = planes.shape
     st = planes.strides
     view = np.lib.stride_tricks.as_strided(
         planes, (c, h // size, w // size, size, size), (st[0], st[1] * size, st[2] * size,
                                                          st[1], st[2]), writeable=False)
-    out = np.empty((c, len(rows), size, size), planes.dtype)
+    if out is None:
+        out = np.empty((c, len(rows), size, size), planes.dtype)
     for j in range(c):  # plane by plane: one strided copy each, into planar order
         out[j] = view[j][rows, cols]
     return out
@@ -280,11 +282,12 @@ def planar_counts(tiles: np.ndarray, need: int | None = None) -> tuple[np.ndarra
     return np.ascontiguousarray(per), union
 
 
-def gather_labels(label: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray
-                  ) -> np.ndarray:
+def gather_labels(label: np.ndarray, size: int, rows: np.ndarray, cols: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """(k, size, size) label tiles at (rows[i], cols[i]) of a (H, W) label raster (a view
-    whose rows may be longer than W)."""
-    return gather_planes(label[None], size, rows, cols)[0]
+    whose rows may be longer than W), in ``out`` if given."""
+    return gather_planes(label[None], size, rows, cols,
+                         None if out is None else out[None])[0]
 
 
 def tile_labels(labels: np.ndarray) -> np.ndarray:

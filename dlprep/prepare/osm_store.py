@@ -11,10 +11,7 @@ file layout is docs/FORMAT.md's "chunked + gzip" one; loaders read it chunk-wise
 
 from __future__ import annotations
 
-import queue
-import sys
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,34 +63,26 @@ class CrcAppend:
                 ^ t3[crc_a >> 24] ^ crc_b)
 
 
-class TileWriter:
-    """Append uint8 (size, size, C) tiles: :meth:`add` for drawn tiles, :meth:`add_uniform`
-    for runs of tiles where every layer is 0 or 255 over the whole tile; then :meth:`finish`
-    (inside the builder's atomic output) with labels, splits and per-channel sums."""
+class ChunkEncoder:
+    """Tiles into deflated chunks of ``chunk_rows``: uint8 (size, size, C) tiles appended with
+    :meth:`add` (drawn tiles) and :meth:`add_uniform` (runs of tiles where every layer is 0
+    or 255 over the whole tile), handed on in order to :meth:`_write_chunk`, with the CRC-32
+    of all pixels so far (``crc``); :meth:`flush` hands on a last partial chunk."""
 
-    def __init__(self, path: Path, shape: tuple[int, int, int], chunk_rows: int = 16) -> None:
-        self.path = Path(path)
+    def __init__(self, shape: tuple[int, int, int], chunk_rows: int = 16) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.k = int(chunk_rows)
         self.tile_bytes = int(np.prod(self.shape))
-        self.f = create_file(self.path)
-        try:
-            self.images = self.f.create_dataset(
-                "images", shape=(0, *self.shape), maxshape=(None, *self.shape),
-                chunks=(self.k, *self.shape), dtype=np.uint8, compression="gzip",
-                compression_opts=LEVEL)
-            label_axes(self.images, ("batch", "height", "width", "channel"))
-        except BaseException:
-            abandon_file(self.f, self.path)
-            raise
-        self.n = 0  # tiles written or pending
-        self.capacity = 0
+        self.n = 0  # tiles handed on
         self.buf = np.zeros((self.k, *self.shape), np.uint8)
         self.fill = 0  # tiles in buf
         self.crc = 0  # CRC-32 of the pixels written so far (chunks are written in order)
         self._protos: dict[int, np.ndarray] = {}
         self._chunks: dict[int, tuple[bytes, int]] = {}  # bits -> deflated chunk, its CRC
         self._append = CrcAppend(self.k * self.tile_bytes)
+
+    def _write_chunk(self, data: bytes, rows: int) -> None:
+        raise NotImplementedError
 
     def proto(self, bits: int) -> np.ndarray:
         """The tile whose channel k is 255 where bit k of ``bits`` is set, else 0."""
@@ -155,16 +144,47 @@ class TileWriter:
         self._write_chunk(isal_zlib.compress(raw, LEVEL), self.fill)
         self.fill = 0
 
+    def flush(self) -> None:
+        """Hand on the tiles of a last, partial chunk."""
+        self._flush()
+
+    def __len__(self) -> int:
+        return self.n + self.fill
+
+
+class TileWriter(ChunkEncoder):
+    """The ``images`` of a tile file, appended with :meth:`add` and :meth:`add_uniform` (or
+    chunks deflated elsewhere, :meth:`store_chunk`); then :meth:`finish` (inside the
+    builder's atomic output) with labels, splits and per-channel sums."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int], chunk_rows: int = 16) -> None:
+        super().__init__(shape, chunk_rows)
+        self.path = Path(path)
+        self.f = create_file(self.path)
+        try:
+            self.images = self.f.create_dataset(
+                "images", shape=(0, *self.shape), maxshape=(None, *self.shape),
+                chunks=(self.k, *self.shape), dtype=np.uint8, compression="gzip",
+                compression_opts=LEVEL)
+            label_axes(self.images, ("batch", "height", "width", "channel"))
+        except BaseException:
+            abandon_file(self.f, self.path)
+            raise
+        self.capacity = 0
+
     def _write_chunk(self, data: bytes, rows: int) -> None:
+        self.store_chunk(data, rows)
+
+    def store_chunk(self, data: bytes, rows: int) -> None:
+        """Write the next chunk, deflated (``rows`` tiles; fewer than ``chunk_rows`` only for
+        the last one). Chunks deflated by a :class:`ChunkEncoder` elsewhere leave ``crc`` to
+        the caller."""
         start = self.n
         if start + self.k > self.capacity:
             self.capacity = max(2 * self.capacity, start + self.k, 64 * self.k)
             self.images.resize((self.capacity, *self.shape))
         self.images.id.write_direct_chunk((start, 0, 0, 0), data, 0)
         self.n += rows
-
-    def __len__(self) -> int:
-        return self.n + self.fill
 
     def finish(self, *, labels: np.ndarray, channel_counts: np.ndarray, train: np.ndarray,
                splits: Mapping[str, np.ndarray], classes: Sequence[str] | None,
@@ -199,84 +219,3 @@ class TileWriter:
     def close(self) -> None:
         """Abandon an unfinished file (see :func:`dlprep.store.h5file.abandon_file`)."""
         abandon_file(self.f, self.path)
-
-
-_END = object()
-
-
-class Stage:
-    """Work handed to a thread of its own, in order: ``start()`` there first, then
-    ``feed(item)`` for each item :meth:`put` here (through a queue of at most ``depth``
-    items, so memory stays bounded), then ``end()`` at :meth:`close`, which waits and raises
-    what the thread raised. A producer that fails itself calls :meth:`abort` instead (the
-    thread stops at its next item). An error on the thread is also raised by the next
-    :meth:`put`, so the producer does not work on for nothing. ``thread=False`` runs the
-    same calls inline (for measurements and tests)."""
-
-    def __init__(self, feed: Callable[[Any], None], *, start: Callable[[], None] | None = None,
-                 end: Callable[[], None] | None = None, depth: int = 2, thread: bool = True,
-                 name: str = "dlprep-stage", switch_interval: float | None = None) -> None:
-        self._feed, self._end = feed, end
-        self.error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._switch: float | None = None
-        if not thread:
-            if start is not None:
-                start()
-            return
-        if switch_interval is not None:  # restored by close/abort
-            self._switch = sys.getswitchinterval()
-            sys.setswitchinterval(switch_interval)
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._run, args=(start,), name=name,
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, start: Callable[[], None] | None) -> None:
-        stopped = False
-        try:
-            if start is not None:
-                start()
-            while (item := self._queue.get()) is not _END:
-                self._feed(item)
-            stopped = True
-            if self._end is not None and not self._aborted:
-                self._end()
-        except BaseException as exc:  # handed to the producer
-            self.error = exc
-            if not stopped:
-                while self._queue.get() is not _END:  # drain: the producer never blocks
-                    pass
-
-    _aborted = False
-
-    def put(self, item: Any) -> None:
-        if self.error is not None:
-            raise self.error
-        if self._thread is None:
-            self._feed(item)
-        else:
-            self._queue.put(item)
-
-    def close(self) -> None:
-        if self._thread is None:
-            if self._end is not None:
-                self._end()
-            return
-        self._queue.put(_END)
-        self._thread.join()
-        self._restore()
-        if self.error is not None:
-            raise self.error
-
-    def abort(self) -> None:
-        if self._thread is not None:
-            self._aborted = True
-            self._queue.put(_END)
-            self._thread.join()
-            self._restore()
-
-    def _restore(self) -> None:
-        if self._switch is not None:
-            sys.setswitchinterval(self._switch)
-            self._switch = None

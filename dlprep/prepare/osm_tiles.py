@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import struct
 import tempfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,8 @@ from ..formats.osm_layers import load_layers
 from ..formats.osm_raster import GeometrySpill, Grid
 from .core import PrepareContext
 from .osm import _bbox, iter_features, osm_attrs
-from .osm_store import Stage, TileWriter
+from .osm_stage import ProcessStage, Stage, can_fork
+from .osm_store import ChunkEncoder, TileWriter
 from .splits import stratified_split
 
 log = logging.getLogger("dlprep")
@@ -53,7 +55,11 @@ NONE_CLASS = "none"
 OTHER_CLASS = "other"
 MAX_TILES = 20_000_000
 STAGE_DEPTH = 4  # drawn blocks waiting for the writing stage (memory: a few blocks of pixels)
-STAGE_THREAD = True  # False: the writing stage runs inline (one thread; for measurements)
+# Where the writing stage runs: "process" (a forked child, Linux; else a thread), "thread",
+# or "inline" (one thread; for measurements and tests)
+STAGE = "process"
+PROCESS_SLOTS = 3  # drawn blocks in flight to the child process (shared memory)
+MAX_SLOT_BYTES = 16 << 20  # larger blocks (tiles over 64 px) use the thread
 # The GIL switch interval while both threads run (Python's default 5 ms): a thread back from
 # OpenCV or deflate waits for the GIL until the other one's Python stretch ends or this
 # interval passes, so the default let each thread stall the other by milliseconds at a time.
@@ -202,7 +208,8 @@ class Kept:
 def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
                 tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None,
                 label_dtype: type = np.uint8, scratch: dict | None = None,
-                bounds: np.ndarray | None = None
+                bounds: np.ndarray | None = None,
+                out: tuple[np.ndarray, np.ndarray] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
     (tr0, tc0)). The canvas is always the whole block (or, for tiles over ``CANVAS_PX /
@@ -214,12 +221,17 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
     smaller canvas skip the items that miss it. Returns, for the dirty tiles in row-major
     order: rows, cols (in the block), planar pixels uint8 (C, k, s, s) and the label
     raster's tiles (k, s, s) (None: no label drawn); :func:`_tile_stats` turns them into
-    what is written."""
+    what is written. ``out``: arrays of those two shapes to fill (and return) instead of new
+    ones (shared memory, :class:`ProcessStage`)."""
     size = grid.tile_size
     r, c = np.nonzero(dirty)
     sub = max(1, CANVAS_PX // size)
+    out_tiles, out_labels = (None, None) if out is None else out
     if not len(items):
-        return r, c, np.zeros((channels, len(r), size, size), np.uint8), None
+        if out_tiles is None:
+            return r, c, np.zeros((channels, len(r), size, size), np.uint8), None
+        out_tiles[...] = 0
+        return r, c, out_tiles, None
     if sub >= max(dirty.shape):  # one canvas: the whole block
         value = next_layer_value(scratch, channels, dirty.shape[1] * size,
                                  dirty.shape[0] * size)
@@ -227,9 +239,13 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
                                    dirty.shape[1] * size, dirty.shape[0] * size, channels,
                                    cache, label_dtype, scratch, _tile_rows(dirty, size), bounds,
                                    value)
-        return (r, c, binarise(gather_planes(planes, size, r, c), value),
-                None if lab is None else gather_labels(lab, size, r, c))
-    tiles = np.zeros((channels, len(r), size, size), np.uint8)
+        return (r, c, binarise(gather_planes(planes, size, r, c, out_tiles), value),
+                None if lab is None else gather_labels(lab, size, r, c, out_labels))
+    if out_tiles is None:
+        tiles = np.zeros((channels, len(r), size, size), np.uint8)
+    else:
+        tiles = out_tiles
+        tiles[...] = 0
     labels: np.ndarray | None = None
     at = np.full(dirty.shape, -1, np.int64)
     at[r, c] = np.arange(len(r))  # each dirty tile's place in row-major order
@@ -256,7 +272,9 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
             tiles[:, where] = binarise(gather_planes(planes, size, pr, pc), value)
             if lab is not None:
                 if labels is None:
-                    labels = np.zeros((len(r), size, size), lab.dtype)
+                    labels = np.zeros((len(r), size, size), lab.dtype) if out_labels is None \
+                        else out_labels
+                    labels[...] = 0
                 labels[where] = gather_labels(lab, size, pr, pc)
     return r, c, tiles, labels
 
@@ -298,9 +316,18 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     size = grid.tile_size
     need = max(1, math.ceil(min_cov * size * size)) if min_cov > 0 else 0
     dirty = np.ones((grid.rows, grid.cols), bool) if exhaustive else dirty_tiles(grid, spill)
-    keeper = _Keeper(grid, spill, writer, dirty, need, channels)
-    stage = Stage(keeper.feed, start=keeper.start, end=keeper.end, depth=STAGE_DEPTH,
-                  thread=STAGE_THREAD, name="dlprep-osm-tiles", switch_interval=SWITCH_INTERVAL)
+    kept = Kept()
+    mode, slot = STAGE, _slot_bytes(grid, channels)
+    if mode == "process" and (not can_fork() or slot > MAX_SLOT_BYTES):
+        mode = "thread"
+    stage: Stage | ProcessStage
+    if mode == "process":
+        stage = _fork_keeper(grid, spill, writer, kept, dirty, need, channels, slot)
+    else:
+        keeper = _Keeper(grid, spill, writer, dirty, need, channels, kept)
+        stage = Stage(keeper.feed, start=keeper.start, end=keeper.end, depth=STAGE_DEPTH,
+                      thread=mode == "thread", name="dlprep-osm-tiles",
+                      switch_interval=SWITCH_INTERVAL)
     try:
         index = BlockIndex(grid, spill)
         spill.project(grid)
@@ -322,13 +349,96 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             for i in [i for i in cache if index.c1[i] < tc0 // BLOCK]:
                 del cache[i]
             items = row_items.get(tc0 // BLOCK, none)
-            stage.put(_draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
-                                  label_dtype, scratch, index.px))
+            if isinstance(stage, ProcessStage):  # drawn straight into shared memory
+                k, s = int(np.count_nonzero(sd)), grid.tile_size
+                rr, cc, tiles, labels = stage.reserve([
+                    ((k,), np.int64), ((k,), np.int64), ((channels, k, s, s), np.uint8),
+                    ((k, s, s), label_dtype)])
+                drawn = _draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
+                                    label_dtype, scratch, index.px, (tiles, labels))
+                rr[:], cc[:] = drawn[0], drawn[1]
+                stage.submit([rr, cc, tiles] + ([labels] if drawn[3] is not None else []))
+            else:
+                stage.put(_draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
+                                      label_dtype, scratch, index.px))
+        if isinstance(stage, ProcessStage):
+            crc, n = struct.unpack("<QQ", stage.close())
+            if n != writer.n:
+                raise DlprepError(f"osm tiles: {writer.n} tiles written of {n}")
+            writer.crc = crc
+        else:
+            stage.close()  # waits for the writing stage; raises what it raised
     except BaseException:
         stage.abort()
         raise
-    stage.close()  # waits for the writing stage; raises what it raised
-    return keeper.kept
+    return kept
+
+
+def _slot_bytes(grid: Grid, channels: int) -> int:
+    """The most bytes one drawn block hands over (rows, cols, planar tiles, label tiles)."""
+    k, px = BLOCK * BLOCK, grid.tile_size ** 2
+    return 2 * 8 * k + channels * k * px + 2 * k * px + 4 * 64
+
+
+class _SendingEncoder(ChunkEncoder):
+    """Deflated chunks collected for the parent process, which writes them
+    (:meth:`take`: rows and length, 4 bytes each, then the bytes, per chunk)."""
+
+    def __init__(self, shape: tuple[int, int, int], chunk_rows: int) -> None:
+        super().__init__(shape, chunk_rows)
+        self._parts: list[bytes] = []
+
+    def _write_chunk(self, data: bytes, rows: int) -> None:
+        self._parts += [struct.pack("<II", rows, len(data)), data]
+        self.n += rows
+
+    def take(self) -> bytes:
+        parts, self._parts = self._parts, []
+        return b"".join(parts)
+
+
+def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kept,
+                 dirty: np.ndarray, need: int, channels: int, slot: int) -> ProcessStage:
+    """The writing stage in a child process: it counts, labels, interleaves and deflates
+    (a :class:`_Keeper` over a :class:`_SendingEncoder`) and sends back, per drawn block,
+    the kept tiles' records and the chunks completed; this process writes the chunks."""
+
+    def child(get: Callable[[], list[np.ndarray] | None], send: Callable[[bytes], None]
+              ) -> bytes:
+        encoder = _SendingEncoder(writer.shape, writer.k)
+        keeper = _Keeper(grid, spill, encoder, dirty, need, channels)  # type: ignore[arg-type]
+        keeper.start()
+        shipped = 0
+
+        def ship() -> None:
+            nonlocal shipped
+            got, n = keeper.kept, len(keeper.kept)
+            parts = [memoryview(a)[shipped * w:n * w].tobytes() for a, w in
+                     ((got.cols, 1), (got.rows, 1), (got.labels, 1), (got.counts, channels))]
+            send(b"B" + struct.pack("<I", n - shipped) + b"".join(parts) + encoder.take())
+            shipped = n
+
+        while (item := get()) is not None:
+            keeper.feed((item[0], item[1], item[2], item[3] if len(item) > 3 else None))
+            ship()
+        keeper.end()
+        encoder.flush()
+        ship()
+        return struct.pack("<QQ", encoder.crc, encoder.n)
+
+    def on_message(msg: bytes) -> None:
+        body = memoryview(msg)[1:]
+        m = int.from_bytes(body[:4], "little") * 4
+        at = 4
+        for a, w in ((kept.cols, 1), (kept.rows, 1), (kept.labels, 1), (kept.counts, channels)):
+            a.frombytes(body[at:at + m * w])
+            at += m * w
+        while at < len(body):
+            rows, size = struct.unpack_from("<II", body, at)
+            writer.store_chunk(body[at + 8:at + 8 + size].tobytes(), rows)
+            at += 8 + size
+
+    return ProcessStage(child, on_message, slot, slots=PROCESS_SLOTS, name="writing stage")
 
 
 class _Keeper:
@@ -337,11 +447,12 @@ class _Keeper:
     the rest: their kept tiles into ``writer`` and :class:`Kept`."""
 
     def __init__(self, grid: Grid, spill: GeometrySpill, writer: TileWriter,
-                 dirty: np.ndarray, need: int, channels: int) -> None:
+                 dirty: np.ndarray, need: int, channels: int, kept: Kept | None = None
+                 ) -> None:
         self.grid, self.spill, self.writer, self.dirty = grid, spill, writer, dirty
         self.need, self.full = need, grid.tile_size ** 2
         self.shifts = np.arange(channels, dtype=np.uint32)
-        self.kept = Kept()
+        self.kept = Kept() if kept is None else kept
         self.blocks = _blocks(grid)
 
     def start(self) -> None:
