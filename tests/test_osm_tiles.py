@@ -471,3 +471,27 @@ def test_planar_counts_are_exact_where_the_threshold_needs_them() -> None:
     below = truth_per.max(axis=1) < need
     assert below.any() and (~below).any()
     assert np.array_equal(union[below], truth_union[below])
+
+
+def test_without_fork_the_writing_stage_is_a_thread_and_the_bytes_are_the_same(
+        realdata: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlprep.prepare import osm_stage, osm_tiles
+
+    options = {"pbf": str(realdata / "osm" / ANDORRA), **FOREST, "meters_per_pixel": "4"}
+    default = _read(_prepare(tmp_path / "default", options))
+    modes: list[str] = []
+    real_stage = osm_tiles.Stage
+
+    def spying_stage(*args: object, **kwargs: object) -> object:
+        modes.append("thread" if kwargs.get("thread") else "inline")
+        return real_stage(*args, **kwargs)  # type: ignore[arg-type]
+
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(osm_tiles, "Stage", spying_stage)
+    monkeypatch.setattr(osm_stage.os, "fork", no_fork)
+    threaded = _read(_prepare(tmp_path / "threaded", options))
+    assert modes == ["thread"]
+    for key in default:
+        assert np.array_equal(default[key], threaded[key]), key

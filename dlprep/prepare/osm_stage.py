@@ -15,6 +15,7 @@ import queue
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from multiprocessing import Pipe
 from typing import Any
@@ -121,12 +122,21 @@ class ProcessStage:
                  on_message: Callable[[bytes], None], slot_bytes: int, slots: int = 3,
                  name: str = "stage") -> None:
         self.name, self.slot_bytes = name, int(slot_bytes)
+        self.pid = -1
         self._on_message = on_message
         self._mem = mmap.mmap(-1, self.slot_bytes * slots)
         self._buf = np.frombuffer(self._mem, np.uint8)
         jobs_r, jobs_w = Pipe(False)
         res_r, res_w = Pipe(False)
-        self.pid = os.fork()
+        collecting = gc.isenabled()
+        gc.disable()  # the child starts without: no finaliser of an inherited object runs there
+        try:
+            with warnings.catch_warnings():  # Python >= 3.12 warns of fork() beside other
+                warnings.simplefilter("ignore", DeprecationWarning)  # threads; the child
+                self.pid = os.fork()  # runs NumPy, OpenCV and ISA-L on its data, then exits
+        finally:
+            if collecting and self.pid != 0:
+                gc.enable()
         if self.pid == 0:  # the child: never returns
             jobs_w.close()
             res_r.close()
@@ -142,7 +152,6 @@ class ProcessStage:
     def _child_main(self, child: Callable, jobs: Any, res: Any) -> None:
         code = 1
         try:
-            gc.disable()  # no finaliser of an object inherited from the parent runs here
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the child
             held: list[int] = []
 

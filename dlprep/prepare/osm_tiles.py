@@ -322,8 +322,12 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
         mode = "thread"
     stage: Stage | ProcessStage
     if mode == "process":
-        stage = _fork_keeper(grid, spill, writer, kept, dirty, need, channels, slot)
-    else:
+        try:
+            stage = _fork_keeper(grid, spill, writer, kept, dirty, need, channels, slot)
+        except OSError as exc:  # no fork here (memory, process limits): the thread instead
+            log.debug("osm tiles: no writing stage process (%s); a thread instead", exc)
+            mode = "thread"
+    if mode != "process":
         keeper = _Keeper(grid, spill, writer, dirty, need, channels, kept)
         stage = Stage(keeper.feed, start=keeper.start, end=keeper.end, depth=STAGE_DEPTH,
                       thread=mode == "thread", name="dlprep-osm-tiles",
