@@ -260,3 +260,22 @@ def test_way_records_in_batches_equal_a_way_at_a_time(realdata: Path, normalize:
     assert rec.data.tobytes() == np.concatenate(seqs).tobytes()
     assert rec.lengths.tolist() == [len(s) for s in seqs]
     assert rec.scales.tobytes() == np.asarray(scales, np.float32).tobytes()
+
+
+def test_a_damaged_way_blob_names_the_extract_and_its_byte_range(realdata: Path,
+                                                                  tmp_path: Path) -> None:
+    """Bytes flipped inside a way blob's zlib data: libosmium's error from the shard, as one
+    line naming the user's file (not the shard's scratch copy) and where the range starts."""
+    src = realdata / "osm" / ANDORRA
+    way = [b for b in blob_index(src) if b.kind == "ways"][0]
+    data = bytearray(src.read_bytes())
+    mid = way.offset + way.length // 2
+    data[mid:mid + 64] = bytes(64)
+    bad = tmp_path / "andorra-bad.osm.pbf"
+    bad.write_bytes(bytes(data))
+    proc = invoke_cli("fetch", "osm", "--pbf", str(bad), cache_dir=tmp_path / "c", env=SHARDED)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert f"andorra-bad.osm.pbf at byte {way.offset}" in lines[0]
+    assert ".tmp" not in lines[0] and not list((tmp_path / "c").rglob("*.h5"))

@@ -176,6 +176,11 @@ def run_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
             n = write_features(feats, part)
         return {"features": n, "ways": stats.ways, "areas": stats.areas,
                 "skipped_ways": stats.skipped_ways, "skipped_ids": stats.skipped_ids}
+    except FormatError as exc:  # name the user's file and the blob range, not the subset
+        if exc.file != str(pbf):
+            raise
+        raise FormatError(spec.paths[0], spec.start,
+                          f"in the blobs up to byte {spec.end}: {exc.what}") from None
     finally:
         pbf.unlink(missing_ok=True)
 
