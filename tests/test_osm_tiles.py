@@ -495,3 +495,40 @@ def test_without_fork_the_writing_stage_is_a_thread_and_the_bytes_are_the_same(
     assert modes == ["thread"]
     for key in default:
         assert np.array_equal(default[key], threaded[key]), key
+
+
+def test_process_stage_hands_back_messages_in_order_and_the_last_after_the_child_exited(
+        ) -> None:
+    """The child's messages reach ``on_message`` in order and its last one reaches
+    ``close``, also when the child has already exited by then (its end of the pipe is
+    closed: the end-of-file after the last message is not an error)."""
+    import time
+
+    from dlprep.prepare.osm_stage import ProcessStage, can_fork
+
+    if not can_fork():
+        pytest.skip("no fork on this platform (the thread is used)")
+    got: list[bytes] = []
+
+    def child(get, send):  # noqa: ANN001, ANN202
+        total = 0
+        while (item := get()) is not None:
+            total += int(item[0].sum())
+            send(b"M" + str(total).encode())
+        return b"%d" % total
+
+    stage = ProcessStage(child, got.append, slot_bytes=4096, slots=2)
+    real_send = stage._send
+
+    def send_then_wait(msg: bytes) -> None:
+        real_send(msg)
+        if not msg:  # the end: let the child send its last message and exit first
+            time.sleep(0.3)
+
+    stage._send = send_then_wait  # type: ignore[method-assign]
+    for i in range(6):
+        stage.put([np.arange(10, dtype=np.int64) * i])
+    assert stage.close() == b"675"
+    assert got == [b"M%d" % (45 * sum(range(i + 1))) for i in range(6)]
+    with pytest.raises(ChildProcessError):
+        os.waitpid(stage.pid, os.WNOHANG)

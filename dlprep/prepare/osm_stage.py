@@ -180,7 +180,7 @@ class ProcessStage:
 
     def _pump(self, wait: Callable[[], bool] | None = None) -> None:
         """Handle the child's messages: those waiting, and more while ``wait()`` holds."""
-        while (wait is not None and wait()) or self._res.poll():
+        while self._final is None and ((wait is not None and wait()) or self._res.poll()):
             try:
                 msg = self._res.recv_bytes()
             except EOFError:
