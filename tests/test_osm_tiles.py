@@ -532,3 +532,30 @@ def test_process_stage_hands_back_messages_in_order_and_the_last_after_the_child
     assert got == [b"M%d" % (45 * sum(range(i + 1))) for i in range(6)]
     with pytest.raises(ChildProcessError):
         os.waitpid(stage.pid, os.WNOHANG)
+
+
+def test_large_tiles_of_one_layer_go_through_the_process_stage_with_the_same_bytes(
+        realdata: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """128 px tiles of one layer: small enough for a shared-memory slot (so the child process
+    takes them), drawn on fixed canvases of 8 x 8 tiles: the same bytes as inline."""
+    from dlprep.prepare import osm_stage, osm_tiles
+
+    layers = tmp_path / "roads.toml"
+    layers.write_text('[roads]\nlines = ["highway"]\n')
+    options = {"pbf": str(realdata / "osm" / ANDORRA), **FOREST, "tile_size": "128",
+               "layers": str(layers), "min_coverage": "0"}
+    forks: list[int] = []
+    real_init = osm_stage.ProcessStage.__init__
+
+    def spying_init(self: osm_stage.ProcessStage, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        forks.append(self.pid)
+
+    monkeypatch.setattr(osm_stage.ProcessStage, "__init__", spying_init)
+    child = _read(_prepare(tmp_path / "child", options))
+    assert len(forks) == (1 if osm_stage.can_fork() else 0)
+    monkeypatch.setattr(osm_tiles, "STAGE", "inline")
+    inline = _read(_prepare(tmp_path / "inline", options))
+    assert child["images"].shape[1:] == (128, 128, 1) and len(child["images"]) > 500
+    for key in child:
+        assert np.array_equal(child[key], inline[key]), key

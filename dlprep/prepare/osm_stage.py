@@ -263,7 +263,11 @@ class ProcessStage:
     def _reap(self) -> str:
         if self._reaped:
             return self._status
-        _, status = os.waitpid(self.pid, 0)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped already (SIGCHLD ignored by the application)
+            self._reaped, self._status = True, "an unknown status"
+            return self._status
         self._reaped = True
         if os.WIFSIGNALED(status):
             self._status = f"signal {os.WTERMSIG(status)}"
