@@ -3,8 +3,9 @@ by name; the tests put tests/ on the workers' PYTHONPATH). Each appends ``<shard
 the ``log`` file its spec names, so a test can see which shards ran, how often and where; the
 faults they inject are switched on by their spec's options, never by patching dlprep.
 
-Also the process helpers the sharded builders' tests share: :func:`run_and_kill` (a ``kill -9``
-after some shards) and :func:`dask_imports` (which Dask modules a CLI run imports)."""
+Also the helpers the sharded builders' tests share: :func:`run_and_kill` (a ``kill -9`` after
+some shards), :func:`dask_imports` (which Dask modules a CLI run imports) and
+:func:`same_prepared` (two prepared files with the same bytes)."""
 
 from __future__ import annotations
 
@@ -105,6 +106,23 @@ def assemble(ctx: Any, out: Path, job: Any) -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def same_prepared(a: Path, b: Path, attrs: tuple[str, ...] | None = None) -> None:
+    """Two prepared files hold the same bytes in every dataset, and the same root
+    attributes: those named in ``attrs``, or (None) all but ``created`` and ``command``."""
+    import h5py
+    from test_images_import import datasets
+
+    da, db = datasets(a), datasets(b)
+    assert da.keys() == db.keys()
+    for key in da:
+        assert da[key] == db[key], key
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        keys = attrs if attrs is not None else \
+            sorted((set(fa.attrs) | set(fb.attrs)) - {"created", "command"})
+        for key in keys:
+            assert str(fa.attrs.get(key)) == str(fb.attrs.get(key)), key
 
 
 def finished_shards(manifest: Path) -> list[str]:

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import invoke_cli
-from scale_shards import finished_shards, run_and_kill
+from scale_shards import finished_shards, run_and_kill, same_prepared
 from test_images_import import datasets, photo_tree  # noqa: F401 (a fixture)
 from test_images_pipeline import png_bomb_header
 
@@ -36,13 +36,7 @@ def _import(kind: str, cache: Path, *args: str, env: dict[str, str] | None = Non
 
 
 def _same(a: Path, b: Path) -> None:
-    da, db = datasets(a), datasets(b)
-    assert da.keys() == db.keys()
-    for key in da:
-        assert da[key] == db[key], key
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        for key in ("skipped", "duplicates", "tokenizer", "config"):
-            assert fa.attrs.get(key) == fb.attrs.get(key), key
+    same_prepared(a, b, ("skipped", "duplicates", "tokenizer", "config"))
 
 
 def _executor() -> str:

@@ -12,8 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import invoke_cli
-from scale_shards import finished_shards, run_and_kill
-from test_images_import import datasets
+from scale_shards import finished_shards, run_and_kill, same_prepared
 
 from dlprep.errors import FormatError
 from dlprep.formats.osm_pbf import blob_index, iter_blob_data, node_locations, shardable
@@ -42,13 +41,7 @@ def _fetch(cache: Path, *args: str, env: dict[str, str] | None = None) -> Path:
 
 
 def _same(a: Path, b: Path) -> None:
-    da, db = datasets(a), datasets(b)
-    assert da.keys() == db.keys()
-    for key in da:
-        assert da[key] == db[key], key
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        for key in ("osm_skipped_ways", "osm_grid", "osm_layers", "osm_bbox"):
-            assert str(fa.attrs.get(key)) == str(fb.attrs.get(key)), key
+    same_prepared(a, b, ("osm_skipped_ways", "osm_grid", "osm_layers", "osm_bbox"))
 
 
 def _libosmium_nodes(path: Path, tmp: Path) -> np.ndarray:

@@ -14,8 +14,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import REALDATA, ROOT, invoke_cli, run_cli
-from scale_shards import dask_imports, finished_shards, run_and_kill
-from test_images_import import datasets
+from scale_shards import dask_imports, finished_shards, run_and_kill, same_prepared
 from test_quickdraw import encode_binary, simplified
 
 from dlprep.errors import FormatError
@@ -78,14 +77,7 @@ def _fetch(cache: Path, recipe: Path, mirror: Path, *args: str,
 
 def _same(a: Path, b: Path) -> None:
     """Every dataset's bytes, and the attributes that describe the data, are equal."""
-    da, db = datasets(a), datasets(b)
-    assert da.keys() == db.keys()
-    for key in da:
-        assert da[key] == db[key], key
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        for key in set(fa.attrs) | set(fb.attrs):
-            if key not in ("created", "command"):
-                assert str(fa.attrs.get(key)) == str(fb.attrs.get(key)), key
+    same_prepared(a, b)
 
 
 def test_bitmaps_by_row_range_on_a_cluster_match_serial_and_the_files(
