@@ -71,9 +71,9 @@ PARAMS: tuple[Param, ...] = (
     Param("seed", "int", 0, "seed of the stratified split"),
     Param("node_index", "str", "auto", "node locations: memory, disk (sparse file), or auto "
                                        "(disk from 64 MiB)", ("auto", "memory", "disk")),
-    Param("workers", "int", 1, "processes reading a sorted PBF extract in blob-range shards: "
-                               "a Dask LocalCluster when > 1 (output bytes do not depend on "
-                               "it)"),
+    Param("workers", "int", 1, "> 1: a Dask LocalCluster reading a sorted PBF extract of "
+                               "32 MiB or more in blob-range shards ($DLPREP_OSM_SHARDS; "
+                               "output bytes do not depend on it)"),
 )
 RUNTIME_OPTIONS = ("workers",)
 
