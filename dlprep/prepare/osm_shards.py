@@ -208,6 +208,7 @@ def assemble(ctx: PrepareContext, out: Path, job: ShardJob) -> None:
         specs = _feature_specs(ctx, index, filter_keys(ctx), areas)
         run = job.map(specs, run_shard, stage="features", key=f"nodes={nodes}",
                       desc=f"{ctx.name} ways")
+        job.executor.close_soon()  # no more shards: the workers stop while the file is made
         parts = tuple(str(p) for p in run_parts(job, specs))
         got = ctx.collected_as(OsmCollected)
         ctx.collected = replace(got, parts=parts, part_stats=tuple(run.stats))
