@@ -372,19 +372,6 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
         assert np.array_equal(default[key], zeroed[key]), key
 
 
-def test_crc_append_is_the_crc_of_the_concatenation() -> None:
-    import os
-    import zlib
-
-    from dlprep.prepare.osm_store import CrcAppend
-
-    for length in (1, 7, 4096, 16 * 64 * 64 * 4):
-        append = CrcAppend(length)
-        for head in (b"", os.urandom(1000)):
-            block = os.urandom(length)
-            assert append(zlib.crc32(head), zlib.crc32(block)) == zlib.crc32(head + block)
-
-
 @pytest.mark.parametrize("fail_in", ["writing", "counting", "killed", "drawing"])
 def test_a_failure_on_either_side_ends_the_run_in_one_line_leaving_nothing(
         realdata: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, fail_in: str) -> None:

@@ -255,3 +255,17 @@ def test_mean_std_reduced_from_per_image_sums(tmp_path: Path,
         with pytest.raises(StoreError, match=r"row sums must be uint64 \(40, 2, 3\)"):
             w.set_row_sums(np.zeros((40, 3), np.uint64))
         w.close()
+
+
+def test_crc_append_is_the_crc_of_the_concatenation() -> None:
+    import os
+    import zlib
+
+    from dlprep.store.checksum import CrcAppend, crc32_combine
+
+    for length in (1, 7, 4096, 16 * 64 * 64 * 4):
+        append = CrcAppend(length)
+        assert append(0x12345678, 0x9ABCDEF0) == crc32_combine(0x12345678, 0x9ABCDEF0, length)
+        for head in (b"", os.urandom(1000)):
+            block = os.urandom(length)
+            assert append(zlib.crc32(head), zlib.crc32(block)) == zlib.crc32(head + block)

@@ -20,47 +20,11 @@ from isal import isal_zlib
 
 from ..errors import StoreError
 from ..pixelstats import mean_std
-from ..store.checksum import crc32, seal
+from ..store.checksum import CrcAppend, crc32, seal
 from ..store.h5file import abandon_file, create_file
 from ..store.layout import label_axes, write_common, write_provenance
 
 LEVEL = 1  # ISA-L level 1: deflate at several GB/s; 0/255 tiles still shrink 20-50x
-
-
-def _times(op: list[int], vec: int) -> int:
-    """A 32 x 32 matrix over GF(2) (its columns: the images of the 32 unit vectors) times
-    ``vec``."""
-    out, i = 0, 0
-    while vec:
-        if vec & 1:
-            out ^= op[i]
-        vec >>= 1
-        i += 1
-    return out
-
-
-class CrcAppend:
-    """``crc32(A + B)`` from ``crc32(A)`` and ``crc32(B)`` for blocks B of a fixed ``length``:
-    CRC-32 is affine in its start value, ``crc32(B, c) == shift(c) ^ crc32(B)``, where
-    ``shift`` (appending ``length`` zero bytes to the state) is linear; it is built once by
-    squaring the one-byte step and applied with four 256-entry tables (a few table look-ups
-    per block instead of zlib's ``crc32_combine`` loop, or a CRC pass over the block)."""
-
-    def __init__(self, length: int) -> None:
-        step = [crc32(b"\0", 1 << i) ^ crc32(b"\0") for i in range(32)]
-        shift = [1 << i for i in range(32)]
-        n = int(length)
-        while n:
-            if n & 1:
-                shift = [_times(step, v) for v in shift]
-            step = [_times(step, v) for v in step]
-            n >>= 1
-        self.tables = [[_times(shift, b << (8 * j)) for b in range(256)] for j in range(4)]
-
-    def __call__(self, crc_a: int, crc_b: int) -> int:
-        t0, t1, t2, t3 = self.tables
-        return (t0[crc_a & 255] ^ t1[(crc_a >> 8) & 255] ^ t2[(crc_a >> 16) & 255]
-                ^ t3[crc_a >> 24] ^ crc_b)
 
 
 class ChunkEncoder:

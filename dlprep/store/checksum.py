@@ -74,6 +74,27 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     return (crc1 ^ crc2) & 0xFFFFFFFF
 
 
+class CrcAppend:
+    """:func:`crc32_combine` for blocks B of one fixed ``length``, as four 256-entry tables:
+    ``crc32(A + B)`` from ``crc32(A)`` and ``crc32(B)`` in a few table look-ups (the shift of
+    ``crc32(A)`` by ``length`` zero bytes is linear, so it is tabled byte by byte once)."""
+
+    def __init__(self, length: int) -> None:
+        ops, k, n = _zero_operators(), 0, int(length)
+        shift = [1 << i for i in range(32)]  # the identity: columns of the unit vectors
+        while n:
+            if n & 1:
+                shift = [_gf2_times(ops[k], v) for v in shift]
+            n >>= 1
+            k += 1
+        self.tables = [[_gf2_times(shift, b << (8 * j)) for b in range(256)] for j in range(4)]
+
+    def __call__(self, crc_a: int, crc_b: int) -> int:
+        t0, t1, t2, t3 = self.tables
+        return (t0[crc_a & 255] ^ t1[(crc_a >> 8) & 255] ^ t2[(crc_a >> 16) & 255]
+                ^ t3[crc_a >> 24] ^ crc_b)
+
+
 def combine_blocks(blocks: list[tuple[int, int, int]], total: int) -> int | None:
     """CRC-32 of ``total`` bytes from ``(offset, length, crc)`` blocks, or None unless they
     tile ``[0, total)`` exactly (any order)."""
