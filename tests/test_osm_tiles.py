@@ -372,6 +372,22 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
         assert np.array_equal(default[key], zeroed[key]), key
 
 
+def _stage_pids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of the writing-stage child processes started from now on (recorded as each
+    ``ProcessStage`` is made; the stage itself runs unchanged)."""
+    from dlprep.prepare import osm_stage
+
+    pids: list[int] = []
+    real_init = osm_stage.ProcessStage.__init__
+
+    def spying_init(self: osm_stage.ProcessStage, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        pids.append(self.pid)
+
+    monkeypatch.setattr(osm_stage.ProcessStage, "__init__", spying_init)
+    return pids
+
+
 @pytest.mark.parametrize("fail_in", ["writing", "counting", "killed", "drawing"])
 def test_a_failure_on_either_side_ends_the_run_in_one_line_leaving_nothing(
         realdata: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, fail_in: str) -> None:
@@ -384,14 +400,7 @@ def test_a_failure_on_either_side_ends_the_run_in_one_line_leaving_nothing(
 
     switch = sys.getswitchinterval()
     calls = {"n": 0}
-    pids: list[int] = []
-    real_init = osm_stage.ProcessStage.__init__
-
-    def spying_init(self: osm_stage.ProcessStage, *args: object, **kwargs: object) -> None:
-        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
-        pids.append(self.pid)
-
-    monkeypatch.setattr(osm_stage.ProcessStage, "__init__", spying_init)
+    pids = _stage_pids(monkeypatch)
     if fail_in == "writing":
         real = TileWriter.store_chunk
 
@@ -531,14 +540,7 @@ def test_large_tiles_of_one_layer_go_through_the_process_stage_with_the_same_byt
     layers.write_text('[roads]\nlines = ["highway"]\n')
     options = {"pbf": str(realdata / "osm" / ANDORRA), **FOREST, "tile_size": "128",
                "layers": str(layers), "min_coverage": "0"}
-    forks: list[int] = []
-    real_init = osm_stage.ProcessStage.__init__
-
-    def spying_init(self: osm_stage.ProcessStage, *args: object, **kwargs: object) -> None:
-        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
-        forks.append(self.pid)
-
-    monkeypatch.setattr(osm_stage.ProcessStage, "__init__", spying_init)
+    forks = _stage_pids(monkeypatch)
     child = _read(_prepare(tmp_path / "child", options))
     assert len(forks) == (1 if osm_stage.can_fork() else 0)
     monkeypatch.setattr(osm_tiles, "STAGE", "inline")
