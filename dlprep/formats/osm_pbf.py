@@ -74,22 +74,22 @@ def _fields(buf: bytes) -> Iterable[tuple[int, int, bytes | int]]:
             raise ValueError(f"unsupported protobuf wire type {wire}")
 
 
-def _peek_data(blob: bytes) -> bytes | None:
-    """The first :data:`PEEK_BYTES` of a ``Blob``'s data (raw or zlib) from the first bytes
-    of the blob, None for lzma, lz4 and zstd blobs (not peeked at: their kind is
+def _blob_data(blob: bytes, limit: int = 0) -> bytes | None:
+    """A ``Blob``'s data (raw or zlib), or its first ``limit`` bytes (from a blob that may be
+    cut short); None for lzma, lz4 and zstd blobs (not decoded here: their kind is
     ``other``)."""
     for num, wire, value in _fields(blob):
         if wire != 2:
             continue
         assert isinstance(value, bytes)
         if num == 1:  # raw
-            return value[:PEEK_BYTES]
+            return value[:limit] if limit else value
         if num == 3:  # zlib_data
-            return zlib.decompressobj().decompress(value, PEEK_BYTES)
+            return zlib.decompressobj().decompress(value, limit) if limit \
+                else zlib.decompress(value)
         if num in (4, 5, 6, 7):
             return None
     return b""
-
 
 def _block_kind(data: bytes, whole: bool) -> str:
     """What the groups of a (possibly cut) ``PrimitiveBlock`` hold, ``other`` when they hold
@@ -158,7 +158,7 @@ def _blob_index(path: Path) -> list[BlobInfo]:
             elif kind_b == b"OSMData":
                 whole = datasize <= READ_BYTES
                 try:
-                    data = _peek_data(fh.read(min(datasize, READ_BYTES)))
+                    data = _blob_data(fh.read(min(datasize, READ_BYTES)), PEEK_BYTES)
                 except (ValueError, zlib.error) as exc:
                     raise FormatError(path, at, f"damaged PBF blob ({exc})") from None
                 kind = "other" if data is None else _block_kind(data, whole)
@@ -229,20 +229,6 @@ def _signed(v: int) -> int:
     return (v >> 1) ^ -(v & 1)
 
 
-def _blob_data(blob: bytes) -> bytes:
-    for num, wire, value in _fields(blob):
-        if wire != 2:
-            continue
-        assert isinstance(value, bytes)
-        if num == 1:
-            return value
-        if num == 3:
-            return zlib.decompress(value)
-        if num in (4, 5, 6, 7):
-            raise ValueError("lzma/lz4/zstd blob (only raw and zlib blobs are decoded here)")
-    return b""
-
-
 def _fixed(coord: np.ndarray, granularity: int, offset: int) -> np.ndarray:
     """int32 1e-7 degrees of PBF coordinates, as libosmium converts them:
     ``(c * granularity + offset) / 100`` truncated toward zero."""
@@ -254,6 +240,8 @@ def node_locations(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids int64, lon int32, lat int32) of the nodes of one ``Blob`` (dense or plain), in
     the block's order; coordinates in 1e-7 degrees, as libosmium reads them."""
     block = _blob_data(data)
+    if block is None:
+        raise ValueError("lzma/lz4/zstd blob (only raw and zlib blobs are decoded here)")
     gran, lat_off, lon_off = 100, 0, 0
     groups: list[bytes] = []
     for num, _, value in _fields(block):
