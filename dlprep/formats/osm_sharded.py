@@ -29,7 +29,7 @@ import json
 import os
 import shutil
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,30 @@ def relation_features(pbf: Path, index: Path, keys: Sequence[str],
         raise corrupt(pbf, "pbf", exc) from exc
 
 
-# --- feature parts: a shard's features on disk (plain arrays; loaded without pickle) ---
+# --- parts: a shard's results on disk (plain arrays; loaded without pickle) ---
+
+def save_part(dest: Path, arrays: Mapping[str, np.ndarray], texts: Mapping[str, Any]) -> None:
+    """Write a part: ``arrays`` and JSON ``texts`` in one ``.npz``, built in memory and
+    written with plain I/O (a full disk is ``ENOSPC`` right there)."""
+    encoded = {k: np.frombuffer(json.dumps(v, separators=(",", ":")).encode(), np.uint8)
+               for k, v in texts.items()}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **encoded)
+    with open(dest, "wb") as fh:
+        fh.write(buf.getbuffer())
+
+
+def load_part(path: Path, arrays: Sequence[str], texts: Sequence[str]) -> dict[str, Any]:
+    """The ``arrays`` and JSON ``texts`` :func:`save_part` wrote (never unpickled); a
+    ``FormatError`` naming the part when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out: dict[str, Any] = {k: z[k] for k in arrays}
+            out.update((k, json.loads(z[k].tobytes())) for k in texts)
+    except (OSError, ValueError, KeyError) as exc:
+        raise FormatError(path, -1, f"unreadable shard part ({exc})") from None
+    return out
+
 
 def write_features(features: Iterator[Feature], dest: Path) -> int:
     """Write ``features`` to ``dest`` (an ``.npz`` of plain arrays, tags as JSON); returns
@@ -204,26 +227,19 @@ def write_features(features: Iterator[Feature], dest: Path) -> int:
         ring_lens.extend(len(r) if o else -len(r) for r, o in zip(f.rings, outer, strict=True))
         points.extend(f.rings)
         tags.append(f.tags)
-    buf = io.BytesIO()
-    np.savez(buf, ids=np.asarray(ids, np.int64), kinds=np.asarray(kinds, np.uint8),
-             n_rings=np.asarray(n_rings, np.int32), ring_lens=np.asarray(ring_lens, np.int32),
-             points=np.concatenate(points).astype(np.int32) if points
-             else np.zeros((0, 2), np.int32),
-             tags=np.frombuffer(json.dumps(tags, separators=(",", ":")).encode(), np.uint8))
-    with open(dest, "wb") as fh:  # plain I/O: a full disk is ENOSPC here
-        fh.write(buf.getbuffer())
+    save_part(dest, {"ids": np.asarray(ids, np.int64), "kinds": np.asarray(kinds, np.uint8),
+                     "n_rings": np.asarray(n_rings, np.int32),
+                     "ring_lens": np.asarray(ring_lens, np.int32),
+                     "points": np.concatenate(points).astype(np.int32) if points
+                     else np.zeros((0, 2), np.int32)}, {"tags": tags})
     return len(ids)
 
 
 def read_features_part(path: Path) -> Iterator[Feature]:
     """The features :func:`write_features` wrote to ``path``, in order."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            ids, kinds, n_rings = z["ids"], z["kinds"], z["n_rings"]
-            ring_lens, points = z["ring_lens"], z["points"]
-            tags = json.loads(z["tags"].tobytes())
-    except (OSError, ValueError, KeyError) as exc:
-        raise FormatError(path, -1, f"unreadable shard part ({exc})") from None
+    z = load_part(path, ("ids", "kinds", "n_rings", "ring_lens", "points"), ("tags",))
+    ids, kinds, n_rings, ring_lens, points, tags = (
+        z[k] for k in ("ids", "kinds", "n_rings", "ring_lens", "points", "tags"))
     ring_at = pt_at = 0
     for osm_id, kind, nr, tag in zip(ids.tolist(), kinds.tolist(), n_rings.tolist(), tags,
                                      strict=True):

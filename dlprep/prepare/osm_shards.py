@@ -15,23 +15,21 @@ same features in the same order.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import DlprepError, FormatError
 from ..formats.osm import ReadStats, sniff_osm
 from ..formats.osm_pbf import BlobInfo, blob_index, shardable, write_subset
 from ..formats.osm_sharded import (
+    load_part,
     node_part,
     read_features_part,
     relation_features,
+    save_part,
     way_features,
     write_features,
     write_node_index,
@@ -226,27 +224,21 @@ def run_parts(job: ShardJob, specs: list[ShardSpec]) -> list[Path]:
     return [part_path(job.parts_dir / "features", s.id) for s in specs]
 
 
+WAY_ARRAYS = ("data", "lengths", "ids", "scales")
+
+
 def write_way_records(rec: Any, dest: Path) -> int:
-    """A ways shard's part: its :class:`~.osm_ways.WayRecords` as plain arrays (``.npz``,
-    label values as JSON); returns the number of ways."""
-    buf = io.BytesIO()
-    np.savez(buf, data=rec.data, lengths=rec.lengths, ids=rec.ids, scales=rec.scales,
-             values=np.frombuffer(json.dumps(rec.values).encode(), np.uint8))
-    with open(dest, "wb") as fh:  # plain I/O: a full disk is ENOSPC here
-        fh.write(buf.getbuffer())
+    """A ways shard's part: its :class:`~.osm_ways.WayRecords` (label values as JSON);
+    returns the number of ways."""
+    save_part(dest, {k: getattr(rec, k) for k in WAY_ARRAYS}, {"values": rec.values})
     return len(rec.lengths)
 
 
 def read_way_records(path: Path) -> Any:
-    """The :class:`~.osm_ways.WayRecords` of a ways shard's part (no pickle)."""
+    """The :class:`~.osm_ways.WayRecords` of a ways shard's part."""
     from .osm_ways import WayRecords
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return WayRecords(z["data"], z["lengths"], json.loads(z["values"].tobytes()),
-                              z["ids"], z["scales"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise FormatError(path, -1, f"unreadable shard part ({exc})") from None
+    return WayRecords(**load_part(path, WAY_ARRAYS, ("values",)))
 
 
 def iter_parts(parts: tuple[str, ...]) -> Any:
