@@ -118,7 +118,7 @@ def _feature_specs(ctx: PrepareContext, index: Path, keys: list[str], areas: boo
     ways = [b for b in blobs if b.kind == "ways"]
     rels = _span([b for b in blobs if b.kind == "relations"]) if areas else [0, 0]
     common: dict[str, Any] = {"header": head, "relations": rels, "index": str(index),
-                              "keys": keys, "areas": areas, "lines": True}
+                              "keys": keys, "areas": areas}
     if ctx.options["format"] == "ways":
         from .osm import _bbox
 
@@ -159,7 +159,7 @@ def run_shard(spec: ShardSpec, part: Path | None) -> dict[str, Any]:
         _subset(spec, pbf, spec.option("relations"))
         if stage == "ways":
             feats = way_features(pbf, index, keys, areas=bool(spec.option("areas")),
-                                 lines=bool(spec.option("lines")), stats=stats)
+                                 lines=True, stats=stats)
         else:
             feats = relation_features(pbf, index, keys, stats)
         if spec.option("sequences"):  # --format ways: the sequences themselves
