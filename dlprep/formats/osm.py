@@ -6,8 +6,9 @@ libosmium: the tag filter (``KeyFilter``) and the entity filter run inside libos
 Python callback; node locations come from libosmium's location index (in memory, or an on-disk
 ``sparse_file_array`` for large files); multipolygon relations and closed ways are assembled into
 areas (with holes) by libosmium's area manager. Only the features that pass the filter reach
-Python, one at a time, as :class:`Feature` records with integer coordinates (1e-7 degrees, the
-precision OSM stores), so a ``.pbf`` and an ``.osm.bz2`` of the same data give identical features.
+Python, as :class:`Feature` records (or ``read_feature_batches``: a batch of them in columns,
+:mod:`dlprep.formats.osm_batch`) with integer coordinates (1e-7 degrees, the precision OSM
+stores), so a ``.pbf`` and an ``.osm.bz2`` of the same data give identical features.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import FormatError, require
 from ..limits import ExtractLimits
 from ..magic import DECOMPRESS_ERRORS, sniff_compression
+
+if TYPE_CHECKING:
+    from . import osm_batch
 
 log = logging.getLogger("dlprep")
 
@@ -146,58 +150,6 @@ class ReadStats:
             self.skipped_ids.append(osm_id)
 
 
-# WKB (hex) characters of read features decoded together: one bytes -> float -> int32
-# conversion per batch instead of a few NumPy calls per feature
-WKB_BATCH_CHARS = 1 << 22
-WKB_BATCH_FEATURES = 4096
-
-
-def _decode_batch(pending: list[tuple[int, str, bool, dict[str, str], str]],
-                  stats: ReadStats) -> Iterator[Feature]:
-    """Features of ``(osm_id, osm_type, area, tags, WKB hex)`` records (a linestring, or a
-    multipolygon for an area), in order; an area without rings is dropped. Coordinates become
-    int32 1e-7 degrees (``rint(deg * 1e7)``), all of a batch in one conversion."""
-    chunks: list[memoryview] = []
-    lens: list[int] = []
-    shapes: list[tuple[int, str, bool, dict[str, str], list[bool]]] = []
-    for osm_id, osm_type, area, tags, hexed in pending:
-        raw = memoryview(bytes.fromhex(hexed))
-        if not area:  # byte order, type, point count, points
-            chunks.append(raw[9:])
-            lens.append((len(raw) - 9) // 16)
-            shapes.append((osm_id, osm_type, False, tags, []))  # a line: one ring, no flags
-            continue
-        outer: list[bool] = []
-        n_polys = int.from_bytes(raw[5:9], "little")
-        at = 9
-        for _ in range(n_polys):
-            n_rings = int.from_bytes(raw[at + 5:at + 9], "little")
-            at += 9
-            for k in range(n_rings):
-                n = int.from_bytes(raw[at:at + 4], "little")
-                chunks.append(raw[at + 4:at + 4 + 16 * n])
-                lens.append(n)
-                outer.append(k == 0)
-                at += 4 + 16 * n
-        if outer:
-            stats.areas += 1
-            shapes.append((osm_id, osm_type, True, tags, outer))
-    pts = np.rint(np.frombuffer(b"".join(chunks), "<f8").reshape(-1, 2) * 1e7).astype(np.int32)
-    at = ring = 0
-    for osm_id, osm_type, area, tags, outer in shapes:
-        rings = []
-        for _ in range(len(outer) if area else 1):
-            n = lens[ring]
-            rings.append(pts[at:at + n])
-            at += n
-            ring += 1
-        yield Feature(osm_id, osm_type, area, tags, rings, outer)
-
-
-def _use_nodes_all() -> Any:
-    return osmium_module().geom.use_nodes.ALL
-
-
 def location_storage(path: Path, mode: str, index_dir: Path | None) -> str:
     """libosmium's index spec: ``flex_mem`` in memory, or ``sparse_file_array,<file>`` on disk
     (``mode`` ``disk``, or ``auto`` for files of ``DISK_INDEX_MIN_BYTES`` and more)."""
@@ -257,6 +209,20 @@ def read_features(path: Path, keys: Sequence[str], *, areas: bool, lines: bool =
     multipolygon relations in the order libosmium completes them (held back until the ways
     are read): the order blob-range shards give too (:mod:`dlprep.formats.osm_sharded`).
     """
+    for batch in read_feature_batches(path, keys, areas=areas, lines=lines,
+                                      node_index=node_index, index_dir=index_dir, stats=stats,
+                                      limits=limits):
+        yield from batch.features()
+
+
+def read_feature_batches(path: Path, keys: Sequence[str], *, areas: bool, lines: bool = True,
+                         node_index: str = "auto", index_dir: Path | None = None,
+                         stats: ReadStats | None = None,
+                         limits: ExtractLimits | None = None) -> Iterator[osm_batch.FeatureBatch]:
+    """:func:`read_features` a :class:`~dlprep.formats.osm_batch.FeatureBatch` at a time (the
+    same features, in the same order)."""
+    from . import osm_batch
+
     osmium = osmium_module()
     path = Path(path)
     fmt = sniff_osm(path)
@@ -271,8 +237,8 @@ def read_features(path: Path, keys: Sequence[str], *, areas: bool, lines: bool =
         source = osmium.io.File(str(path), fmt)
         proc = processor(source, keys, areas=areas,
                          storage=location_storage(path, node_index, index_dir))
-        yield from features_of(proc, keys, lines=lines, stats=stats,
-                               relations="defer" if areas else "drop")
+        yield from osm_batch.feature_batches(proc, keys, lines=lines, stats=stats,
+                                   relations="defer" if areas else "drop")
     except RuntimeError as exc:  # libosmium: truncated PBF, bad XML, bad compression ...
         raise corrupt(path, fmt, exc) from exc
     finally:
@@ -308,55 +274,6 @@ def processor(source: Any, keys: Sequence[str], *, areas: bool, storage: Any) ->
     proc.with_filter(osmium.filter.EntityFilter(kinds))
     proc.with_filter(osmium.filter.KeyFilter(*keys))
     return proc
-
-
-def features_of(objects: Iterable[Any], keys: Sequence[str], *, lines: bool, stats: ReadStats,
-                relations: str = "defer") -> Iterator[Feature]:
-    """:class:`Feature` records of the ways and areas pyosmium yields, in their order.
-
-    ``relations``: what becomes of the areas of multipolygon relations: ``defer`` (after
-    everything else, in the order they came), ``drop`` or ``only`` (nothing else is
-    kept). Ways whose geometry fails (a node without location) are skipped and counted.
-    """
-    wkb = osmium_module().geom.WKBFactory()
-    all_nodes = _use_nodes_all()
-    pending: list[tuple[int, str, bool, dict[str, str], str]] = []
-    held: list[tuple[int, str, bool, dict[str, str], str]] = []
-    only = relations == "only"
-    chars = 0
-    for obj in objects:
-        get = obj.tags.get  # one TagList per feature, not one per key
-        tags = {k: v for k in keys if (v := get(k)) is not None}
-        try:
-            if obj.is_area():
-                from_way = obj.from_way()
-                if (from_way and only) or (not from_way and relations == "drop"):
-                    continue
-                hexed = wkb.create_multipolygon(obj)
-                record = (obj.orig_id(), "way" if from_way else "relation", True, tags, hexed)
-                if not from_way and relations == "defer":
-                    held.append(record)
-                    continue
-                pending.append(record)
-            else:
-                if only:
-                    continue
-                hexed = wkb.create_linestring(obj, all_nodes)
-                stats.ways += 1
-                if not lines:
-                    continue
-                pending.append((obj.id, "way", False, tags, hexed))
-        except Exception:  # noqa: BLE001 - osmium: a node without location, a bad area
-            if not obj.is_area():
-                stats.skip(obj.id)
-            continue
-        chars += len(hexed)
-        if chars >= WKB_BATCH_CHARS or len(pending) >= WKB_BATCH_FEATURES:
-            yield from _decode_batch(pending, stats)
-            pending, chars = [], 0
-    yield from _decode_batch(pending, stats)
-    for at in range(0, len(held), WKB_BATCH_FEATURES):
-        yield from _decode_batch(held[at:at + WKB_BATCH_FEATURES], stats)
 
 
 def release_freed_memory() -> None:

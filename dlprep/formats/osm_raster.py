@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,9 +106,9 @@ class GeometrySpill:
         self.pos = 0
         self.n = 0
         self._items_pos = self._rings_pos = 0
-        self._buf: list[np.ndarray] = []
-        self._meta: list[tuple[int, int, float, int, int]] = []
-        self._ring_lens: list[int] = []
+        self._buf: list[np.ndarray] = []  # points, then their items' records and rings
+        self._recs: list[np.ndarray] = []
+        self._ring_lens: list[np.ndarray] = []
         self._buffered = 0
         empty = np.zeros(0, np.int64)
         self.bounds = np.zeros(0, np.int32)  # 4 per item
@@ -124,18 +124,28 @@ class GeometrySpill:
 
     def add(self, rings: list[np.ndarray], outer: list[bool], *, layer: int, label: int,
             width: float) -> None:
-        if len(rings) == 1:
-            pts = rings[0]
-            self._ring_lens.append(len(pts) if outer[0] else -len(pts))
-        else:
-            pts = np.concatenate(rings)
-            self._ring_lens.extend(len(r) if o else -len(r)
-                                   for r, o in zip(rings, outer, strict=True))
-        self._meta.append((layer, label, width, len(pts), len(rings)))
-        self._buf.append(pts)
-        self._buffered += len(pts)
-        self.pos += 8 * len(pts)
-        self.n += 1
+        """One item: its rings (int (n, 2) fixed-point lon/lat) and their outer flags."""
+        pts = rings[0] if len(rings) == 1 else np.concatenate(rings)
+        lens = np.array([len(r) if o else -len(r) for r, o in zip(rings, outer, strict=True)],
+                        np.int32)
+        self.add_items(pts, lens, [len(pts)], [len(rings)], [layer], [label], [width])
+
+    def add_items(self, points: np.ndarray, ring_lens: np.ndarray, n_points: Sequence[int],
+                  n_rings: Sequence[int], layer: Sequence[int], label: Sequence[int],
+                  width: Sequence[float]) -> None:
+        """Items back to back: ``points`` (int (P, 2)) and ``ring_lens`` (negative for inner
+        rings) of them all; per item its number of points and of rings, layer, label and
+        width. The same as :meth:`add` an item at a time."""
+        rec = np.zeros(len(n_points), _ITEM)
+        for name, values in (("layer", layer), ("label", label), ("width", width),
+                             ("points", n_points), ("rings", n_rings)):
+            rec[name] = values
+        self._buf.append(points)
+        self._recs.append(rec)
+        self._ring_lens.append(np.asarray(ring_lens, np.int32))
+        self._buffered += len(points)
+        self.pos += 8 * len(points)
+        self.n += len(rec)
         if self._buffered >= FLUSH_POINTS:
             self.flush()
 
@@ -143,25 +153,21 @@ class GeometrySpill:
         """Write the buffered points and their items' records (with their bounds)."""
         if not self._buf:
             return
-        lens = [len(p) for p in self._buf]
         pts = np.concatenate(self._buf).astype(np.int32)
-        firsts = np.cumsum([0] + lens[:-1])
-        rec = np.zeros(len(lens), _ITEM)
-        rec["bounds"][:, :2] = np.minimum.reduceat(pts, firsts)
-        rec["bounds"][:, 2:] = np.maximum.reduceat(pts, firsts)
-        meta = list(zip(*self._meta, strict=True))
-        for field, values in zip(("layer", "label", "width", "points", "rings"), meta,
-                                 strict=True):
-            rec[field] = values
+        rec = np.concatenate(self._recs)
+        if len(rec):
+            firsts = np.r_[0, np.cumsum(rec["points"][:-1], dtype=np.int64)]
+            rec["bounds"][:, :2] = np.minimum.reduceat(pts, firsts)
+            rec["bounds"][:, 2:] = np.maximum.reduceat(pts, firsts)
         data = pts.tobytes()
         os.pwrite(self.fd, data, self.pos - len(data))
         for fd, blob, at in ((self._items_fd, rec.tobytes(), "_items_pos"),
-                             (self._rings_fd, np.asarray(self._ring_lens, np.int32).tobytes(),
+                             (self._rings_fd, np.concatenate(self._ring_lens).tobytes(),
                               "_rings_pos")):
             os.pwrite(fd, blob, getattr(self, at))
             setattr(self, at, getattr(self, at) + len(blob))
         self._buf.clear()
-        self._meta.clear()
+        self._recs.clear()
         self._ring_lens.clear()
         self._buffered = 0
 

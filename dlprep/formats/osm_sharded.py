@@ -41,11 +41,11 @@ from .osm import (
     Feature,
     ReadStats,
     corrupt,
-    features_of,
     osmium_module,
     processor,
     queue_limits,
 )
+from .osm_batch import features_of
 from .osm_pbf import iter_blob_data, node_locations
 
 #: libosmium's ``sparse_file_array`` record: node id, then its location (x = lon, y = lat)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import DlprepError, FetchError
 from ..fetch.download import FileSpec, fetch_file, hash_file, local_source
 from ..fetch.http import RetryPolicy
@@ -24,10 +26,11 @@ from ..formats.osm import (
     Feature,
     ReadStats,
     header_box,
-    read_features,
+    read_feature_batches,
     sniff_osm,
     warn_skipped,
 )
+from ..formats.osm_batch import FeatureBatch, batches_of
 from ..formats.osm_layers import load_layers
 from ..redact import redact_url
 from ..sources.osm import (
@@ -192,6 +195,14 @@ def _collect_overpass(ctx: PrepareContext, bbox: tuple[float, float, float, floa
 def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: bool,
                   stats: ReadStats, index_dir: Path | None) -> Iterator[Feature]:
     """The features of the collected source carrying one of ``keys``, within ``--bbox``."""
+    for batch in iter_feature_batches(ctx, keys, areas=areas, lines=lines, stats=stats,
+                                      index_dir=index_dir):
+        yield from batch.features()
+
+
+def iter_feature_batches(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: bool,
+                         stats: ReadStats, index_dir: Path | None) -> Iterator[FeatureBatch]:
+    """:func:`iter_features` a :class:`FeatureBatch` at a time (values of ``keys``)."""
     got = ctx.collected_as(OsmCollected)
     path = got.path
     bbox = _bbox(ctx)
@@ -199,19 +210,26 @@ def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: b
         from .osm_shards import iter_parts
 
         add_part_stats(ctx, stats)
-        source: Iterator[Feature] = iter_parts(got.parts)
+        source = batches_of(iter_parts(got.parts), keys)
     elif got.overpass:
         from ..formats.osm_overpass import read_overpass
 
         wanted = set(keys)
-        source = (
+        source = batches_of((
             f for f in read_overpass(path, stats)
-            if (f.area and areas or not f.area and lines) and wanted & f.tags.keys())
+            if (f.area and areas or not f.area and lines) and wanted & f.tags.keys()), keys)
     else:
-        source = read_features(path, keys, areas=areas, lines=lines,
-                               node_index=got.node_index,
-                               index_dir=index_dir, stats=stats)
-    yield from within(source, bbox)
+        source = read_feature_batches(path, keys, areas=areas, lines=lines,
+                                      node_index=got.node_index, index_dir=index_dir,
+                                      stats=stats)
+    if bbox is None:
+        yield from source
+        return
+    s, w, n, e = (round(v * 1e7) for v in bbox)
+    for batch in source:
+        b = batch.bounds().astype(np.int64)
+        keep = (b[:, 2] >= w) & (b[:, 0] <= e) & (b[:, 3] >= s) & (b[:, 1] <= n)
+        yield batch if keep.all() else batch.take(np.flatnonzero(keep))
 
 
 def within(source: Iterable[Feature], bbox: tuple[float, float, float, float] | None

@@ -40,7 +40,7 @@ from ..formats.osm_draw import (
 from ..formats.osm_layers import load_layers
 from ..formats.osm_raster import GeometrySpill, Grid
 from .core import PrepareContext
-from .osm import _bbox, iter_features, osm_attrs
+from .osm import _bbox, iter_feature_batches, osm_attrs
 from .osm_stage import ProcessStage, Stage, can_fork
 from .osm_store import ChunkEncoder, TileWriter
 from .splits import stratified_split
@@ -69,32 +69,54 @@ SWITCH_INTERVAL = 0.0002
 def _spill_features(ctx: PrepareContext, spill: GeometrySpill, stats: ReadStats,
                     index_dir: Path) -> list[str]:
     """Pass 1: every feature that feeds a layer or the label raster goes into ``spill``;
-    returns the label values by id (id 1 = index 0)."""
+    returns the label values by id (id 1 = index 0).
+
+    A feature's items (layer, label, width) depend only on whether it is an area and on its
+    values of the keys, so they are worked out once per distinct pair; the features come and
+    go into the spill a batch at a time."""
     o = ctx.options
     spec = load_layers(o["layers"])
     label_key = o["label_key"] or "landuse"
     keys = sorted(set(spec.keys()) | {label_key})
+    at_label = keys.index(label_key)
     label_ids: dict[str, int] = {}
     areas_of, lines_of = spec.area_matcher(), spec.line_matcher()
-    for feat in iter_features(ctx, keys, areas=True, lines=True, stats=stats,
-                              index_dir=index_dir):
-        if feat.area:
-            value = feat.tags.get(label_key)
-            label = 0
-            if value is not None:
-                label = label_ids.setdefault(value, len(label_ids) + 1)
-            for li in areas_of(feat.tags):
-                spill.add(feat.rings, feat.outer, layer=li, label=label, width=0.0)
-                label = 0  # the label is drawn with the first layer only
-            if label:
-                spill.add(feat.rings, feat.outer, layer=-1, label=label, width=0.0)
-        else:
-            for li, width in lines_of(feat.tags):
-                spill.add(feat.rings, [True], layer=li, label=0, width=width)
+
+    def items_of(area: bool, values: tuple[str | None, ...]) -> list[tuple[int, int, float]]:
+        tags = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+        if not area:
+            return [(li, 0, width) for li, width in lines_of(tags)]
+        value, label = values[at_label], 0
+        if value is not None:
+            label = label_ids.setdefault(value, len(label_ids) + 1)
+            if label > 65535:
+                raise DlprepError(f"--label-key {label_key}: more than 65535 distinct values")
+        out = []
+        for li in areas_of(tags):
+            out.append((li, label, 0.0))
+            label = 0  # the label is drawn with the first layer only
+        if label:
+            out.append((-1, label, 0.0))
+        return out
+
+    known: dict[tuple[bool, tuple[str | None, ...]], list[tuple[int, int, float]]] = {}
+    for batch in iter_feature_batches(ctx, keys, areas=True, lines=True, stats=stats,
+                                      index_dir=index_dir):
+        which: list[int] = []
+        items: list[tuple[int, int, float]] = []
+        for i, key in enumerate(zip(batch.areas, batch.values, strict=True)):
+            got = known.get(key)
+            if got is None:
+                got = known[key] = items_of(*key)
+            for item in got:
+                which.append(i)
+                items.append(item)
+        if items:
+            points, ring_lens, n_points, n_rings = batch.geometry(np.asarray(which))
+            layer, label, width = zip(*items, strict=True)
+            spill.add_items(points, ring_lens, n_points, n_rings, layer, label, width)
     spill.finish()
     release_freed_memory()
-    if len(label_ids) > 65535:
-        raise DlprepError(f"--label-key {label_key}: more than 65535 distinct values")
     return list(label_ids)
 
 
