@@ -123,3 +123,66 @@ def test_spill_add_items_writes_what_add_writes(realdata: Path, tmp_path: Path) 
     finally:
         one.close()
         many.close()
+
+
+def test_a_pyosmium_without_its_cpp_objects_reads_the_same(realdata: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """Objects without ``_pyosmium_data`` (the C++ object dlprep calls directly) are read
+    through pyosmium's public API instead, to the same features. (pyosmium's geometry
+    factory itself needs the real objects: it is given them.)"""
+
+    class Hidden:
+        def __init__(self, real: object) -> None:
+            self.real = real
+
+        @property
+        def tags(self) -> object:
+            return self.real.tags  # type: ignore[attr-defined]
+
+        @property
+        def id(self) -> int:
+            return self.real.id  # type: ignore[attr-defined]
+
+        def from_way(self) -> bool:
+            return self.real.from_way()  # type: ignore[attr-defined]
+
+        def orig_id(self) -> int:
+            return self.real.orig_id()  # type: ignore[attr-defined]
+
+    class HiddenArea(Hidden, osmium.osm.Area):
+        pass
+
+    class HiddenWay(Hidden, osmium.osm.Way):
+        pass
+
+    real_factory = osmium.geom.WKBFactory
+
+    class Factory:
+        def __init__(self) -> None:
+            self.wkb = real_factory()
+
+        def create_linestring(self, obj: Hidden, *args: object) -> str:
+            return self.wkb.create_linestring(obj.real, *args)
+
+        def create_multipolygon(self, obj: Hidden) -> str:
+            return self.wkb.create_multipolygon(obj.real)
+
+    def hidden(objects: object):  # noqa: ANN202
+        for obj in objects:  # type: ignore[attr-defined]
+            proxy = (HiddenArea if obj.is_area() else HiddenWay)(obj)
+            with pytest.raises(AttributeError):
+                proxy._pyosmium_data  # noqa: B018 - what dlprep looks for is not there
+            yield proxy
+
+    def read(wrap: bool) -> list[tuple]:
+        proc = processor(str(_andorra(realdata)), KEYS, areas=True, storage="flex_mem")
+        stats = ReadStats()
+        out = [(f.osm_id, f.osm_type, f.tags, [r.tolist() for r in f.rings], f.outer)
+               for b in feature_batches(hidden(proc) if wrap else proc, KEYS, lines=True,
+                                        stats=stats) for f in b.features()]
+        return [*out, (stats.ways, stats.areas, stats.skipped_ways)]
+
+    plain = read(False)
+    monkeypatch.setattr(osmium.geom, "WKBFactory", Factory)
+    assert read(True) == plain and len(plain) > 14_000

@@ -143,6 +143,7 @@ _Record = tuple[int, str, bool, tuple[str | None, ...], str]
 # the WKB (hex) of a multipolygon of one polygon of one ring, up to its point count: byte
 # order (little-endian), type 6, 1 polygon; byte order, type 3, 1 ring
 _ONE_RING = "01" "06000000" "01000000" "01" "03000000" "01000000"
+_LINE_HEAD, _AREA_HEAD = slice(18, None), slice(44, None)  # after the header and point count
 
 
 def _decode_batch(keys: tuple[str, ...], pending: list[_Record],
@@ -150,24 +151,24 @@ def _decode_batch(keys: tuple[str, ...], pending: list[_Record],
     """The batch of ``(osm_id, osm_type, area, values, WKB hex)`` records (a linestring, or a
     multipolygon for an area), in order; an area without rings is dropped. Coordinates become
     int32 1e-7 degrees (``rint(deg * 1e7)``), all of a batch in one conversion."""
-    chunks: list[str] = []  # the points' hex, ring by ring
-    lens: list[int] = []
-    counts: list[int] = []
-    kept: list[_Record] = []
-    for record in pending:
-        hexed = record[4]
-        if not record[2]:  # a line: byte order, type, point count (9 bytes), points
+    if not pending:
+        return _batch(keys, [[], [], [], []], [], np.zeros(0, np.int64), [])
+    ids, types, areas, values, hexes = map(list, zip(*pending, strict=True))
+    if all(h.startswith(_ONE_RING) for a, h in zip(areas, hexes, strict=True) if a):
+        # lines and one-ring areas (every area of a closed way): a fixed header each
+        heads = [_AREA_HEAD if a else _LINE_HEAD for a in areas]
+        chunks = list(map(str.__getitem__, hexes, heads))
+        size = np.fromiter(map(len, hexes), np.int64, len(hexes))
+        lens = (size - np.where(np.asarray(areas, bool), 44, 18)) >> 5
+        stats.areas += sum(areas)
+        return _batch(keys, [ids, types, areas, values], chunks, lens, [1] * len(ids))
+    chunks, ring_lens, counts, kept = [], [], [], []
+    for i, (area, hexed) in enumerate(zip(areas, hexes, strict=True)):
+        if not area:  # a line: byte order, type, point count (9 bytes), points
             chunks.append(hexed[18:])
-            lens.append((len(hexed) - 18) >> 5)
+            ring_lens.append((len(hexed) - 18) >> 5)
             counts.append(1)
-            kept.append(record)
-            continue
-        if hexed.startswith(_ONE_RING):  # one polygon of one ring (most areas)
-            chunks.append(hexed[44:])
-            lens.append((len(hexed) - 44) >> 5)
-            stats.areas += 1
-            counts.append(1)
-            kept.append(record)
+            kept.append(i)
             continue
         raw = bytes.fromhex(hexed)
         n_polys = int.from_bytes(raw[5:9], "little")
@@ -179,20 +180,29 @@ def _decode_batch(keys: tuple[str, ...], pending: list[_Record],
             for k in range(n_rings):
                 n = int.from_bytes(raw[at:at + 4], "little")
                 chunks.append(hexed[2 * at + 8:2 * (at + 4 + 16 * n)])
-                lens.append(n if k == 0 else -n)
+                ring_lens.append(n if k == 0 else -n)
                 at += 4 + 16 * n
             rings += n_rings
         if rings:
             stats.areas += 1
             counts.append(rings)
-            kept.append(record)
+            kept.append(i)
+    columns = [[col[i] for i in kept] for col in (ids, types, areas, values)]
+    return _batch(keys, columns, chunks, np.asarray(ring_lens, np.int64), counts)
+
+
+def _batch(keys: tuple[str, ...], columns: list[list[Any]], chunks: list[str],
+           ring_lens: np.ndarray, counts: list[int]) -> FeatureBatch:
+    """A batch of ``columns`` (ids, types, areas, values) whose rings' points are the hex
+    ``chunks`` (little-endian float64 lon, lat), ``ring_lens`` of them, ``counts`` rings
+    per feature."""
     deg = np.frombuffer(bytes.fromhex("".join(chunks)), "<f8").reshape(-1, 2)
     pts = np.rint(deg * 1e7).astype(np.int32)
-    ring_lens = np.asarray(lens, np.int64)
     ring_start = np.r_[0, np.cumsum(counts, dtype=np.int64)]
-    return FeatureBatch(keys, [r[0] for r in kept], [r[1] for r in kept], [r[2] for r in kept],
-                        [r[3] for r in kept], pts, ring_lens, ring_start,
-                        np.r_[0, np.cumsum(np.abs(ring_lens))][ring_start])
+    point_start = np.r_[0, np.cumsum(np.abs(ring_lens))][ring_start]
+    ids, types, areas, values = columns
+    return FeatureBatch(keys, ids, types, areas, values, pts, ring_lens, ring_start,
+                        point_start)
 
 
 def features_of(objects: Iterable[Any], keys: Sequence[str], *, lines: bool, stats: ReadStats,
@@ -201,6 +211,23 @@ def features_of(objects: Iterable[Any], keys: Sequence[str], *, lines: bool, sta
     (:func:`feature_batches`, a feature at a time)."""
     for batch in feature_batches(objects, keys, lines=lines, stats=stats, relations=relations):
         yield from batch.features()
+
+
+class _Public:
+    """What :func:`feature_batches` calls on pyosmium's C++ objects, by the public API."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.tags_get_value_by_key = obj.tags.get
+
+    def id(self) -> int:
+        return int(self.obj.id)
+
+    def from_way(self) -> bool:
+        return bool(self.obj.from_way())
+
+    def orig_id(self) -> int:
+        return int(self.obj.orig_id())
 
 
 def feature_batches(objects: Iterable[Any], keys: Sequence[str], *, lines: bool,
@@ -225,19 +252,20 @@ def feature_batches(objects: Iterable[Any], keys: Sequence[str], *, lines: bool,
     only, drop, defer = relations == "only", relations == "drop", relations == "defer"
     chars = 0
     for obj in objects:
-        try:  # TagList.get without its Python wrapper (one C++ call per key)
-            get = obj._pyosmium_data.tags_get_value_by_key
-        except AttributeError:
-            get = obj.tags.get
+        try:  # the C++ object: tag lookups, id and the rest without their Python wrappers
+            data = obj._pyosmium_data
+        except AttributeError:  # a pyosmium without it: its public API
+            data = _Public(obj)
+        get = data.tags_get_value_by_key
         if isinstance(obj, area_type):
-            from_way = obj.from_way()
+            from_way = data.from_way()
             if (from_way and only) or (not from_way and drop):
                 continue
             try:
                 hexed = multipolygon(obj)
             except Exception:  # noqa: BLE001 - osmium: a bad area
                 continue
-            record = (obj.orig_id(), "way" if from_way else "relation", True,
+            record = (data.orig_id(), "way" if from_way else "relation", True,
                       tuple(map(get, keys, nones)), hexed)
             if not from_way and defer:
                 held.append(record)
@@ -249,12 +277,12 @@ def feature_batches(objects: Iterable[Any], keys: Sequence[str], *, lines: bool,
             try:
                 hexed = linestring(obj, all_nodes)
             except Exception:  # noqa: BLE001 - osmium: a node without location
-                stats.skip(obj.id)
+                stats.skip(data.id())
                 continue
             stats.ways += 1
             if not lines:
                 continue
-            pending.append((obj.id, "way", False, tuple(map(get, keys, nones)), hexed))
+            pending.append((data.id(), "way", False, tuple(map(get, keys, nones)), hexed))
         chars += len(hexed)
         if chars >= WKB_BATCH_CHARS or len(pending) >= WKB_BATCH_FEATURES:
             yield _decode_batch(keys, pending, stats)
