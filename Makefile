@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-out
 
 # torch is pinned and installed first: on these machines torch==2.13.0 is a CPU wheel already on
 # disk, while a bare `torch` requirement would download a multi-GB CUDA build.
-$(STAMP): setup.cfg setup.py pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml dlprep/formats/_osmpack.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[all,dev]'

@@ -5,9 +5,11 @@
    with the same reader set-up (node locations, area assembly, the same entity and key filters)
    that only iterates. Target: at most 2.5x. Beside it, where dlprep's time goes (wall time of
    its phases, measured in the same run): reading the features into the spill, finding the
-   dirty tiles, drawing them (this process), and where visible (``*``: the writing stage on
-   a thread or inline) the clean tiles' values, counting, interleaving, compressing and
-   writing; the CPU time of the process and of the writing stage's child process; and the
+   dirty tiles, drawing them (this process), and where visible (``*``: not seen where it
+   runs in the writing stage's child process) packing them into the file's layout (in the
+   child for 64 px tiles; here on a thread or inline), the clean tiles' values, keeping,
+   compressing and writing; the CPU time of the process and of the writing stage's child
+   process; and the
    same run with the writing stage on a thread and inline (one thread), to show what the
    second core adds.
 2. Peak RSS (``ru_maxrss`` of the process; and the peaks of its anonymous and file-backed
@@ -129,7 +131,8 @@ TILES = _SAMPLER + textwrap.dedent("""
                 phases[label] = phases.get(label, 0.0) + time.perf_counter() - t
         setattr(owner, name, run)
     for name, label in (("_spill_features", "read"), ("dirty_tiles", "dirty"),
-                        ("clean_state", "clean*"), ("_draw_dirty", "draw"),
+                        ("clean_state", "clean*"), ("_draw_canvas", "draw"),
+                        ("pack_block", "pack*"),
                         ("_render", "render wall"), ("_finish", "finish")):
         timed(osm_tiles, name, label)
     for name in ("feed", "end"):

@@ -61,14 +61,18 @@ def test_whole_tile_shortcut_gives_the_bytes_of_drawing_every_tile(
                           '"landuse"]\n')
         options["layers"] = str(layers)
     drawn: dict[str, int] = {"tiles": 0}
-    real_draw = osm_tiles._draw_dirty
 
-    def counting_draw(*args: object, **kwargs: object) -> tuple:  # a spy: the real drawing
-        got = real_draw(*args, **kwargs)  # type: ignore[arg-type]
-        drawn["tiles"] += len(got[0])
-        return got
+    def counting(name: str, at: int) -> None:  # a spy on a block's drawing: the real one
+        real = getattr(osm_tiles, name)
 
-    monkeypatch.setattr(osm_tiles, "_draw_dirty", counting_draw)
+        def draw(*args: object, **kwargs: object) -> object:
+            drawn["tiles"] += int(np.count_nonzero(args[at]))  # the block's dirty tiles
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(osm_tiles, name, draw)
+
+    counting("_draw_dirty", 3)  # packed here
+    counting("_draw_into_slot", 5)  # drawn into shared memory, packed by the child
     fast = _read(_prepare(tmp_path / "fast", options))
     fast_drawn, drawn["tiles"] = drawn["tiles"], 0
     monkeypatch.setattr(osm_tiles, "build_tiles",
@@ -344,23 +348,27 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
     cycle, a cycle of 2 (every other canvas zeroed, stale values in the others) with the
     writing stage inline (one thread), and a cycle of 1 (every canvas zeroed) give the same
     bytes; so do the writing stage's three places (a child process by default on Linux, the
-    cycle of 2 inline, the cycle of 1 on a thread)."""
+    cycle of 2 inline, the cycle of 1 on a thread). In the child process's shared-memory
+    slots (one cycle per slot, blocks of the grid's edges drawn into part of a slot's
+    canvas) a cycle of 2 gives the same bytes too."""
     from dlprep.formats import osm_draw
     from dlprep.prepare import osm_tiles
 
     options = {"pbf": str(realdata / "osm" / ANDORRA), **FOREST, "meters_per_pixel": "4",
                "tile_size": "16", "min_coverage": "0"}
     default = _read(_prepare(tmp_path / "default", options))
-    values: list[int] = []
-    real_binarise = osm_tiles.binarise
-
-    def spying_binarise(tiles: np.ndarray, value: int) -> np.ndarray:
-        values.append(value)
-        return real_binarise(tiles, value)
-
-    monkeypatch.setattr(osm_tiles, "binarise", spying_binarise)
-    monkeypatch.setattr(osm_tiles, "STAGE", "inline")
     monkeypatch.setattr(osm_draw, "LAYER_CYCLE", 2)
+    slots = _read(_prepare(tmp_path / "slots", options))
+    values: list[int] = []
+    real_pack = osm_tiles.pack_block
+
+    def spying_pack(planes: np.ndarray, label: np.ndarray | None, value: int,
+                    *args: object, **kwargs: object) -> tuple:
+        values.append(value)
+        return real_pack(planes, label, value, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(osm_tiles, "pack_block", spying_pack)
+    monkeypatch.setattr(osm_tiles, "STAGE", "inline")
     short = _read(_prepare(tmp_path / "short", options))
     assert values[:4] == [1, 2, 1, 2] and len(values) > 20  # many canvases, reused
     monkeypatch.setattr(osm_draw, "LAYER_CYCLE", 1)
@@ -370,6 +378,7 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
     for key in default:
         assert np.array_equal(default[key], short[key]), key
         assert np.array_equal(default[key], zeroed[key]), key
+        assert np.array_equal(default[key], slots[key]), key
 
 
 def _stage_pids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -412,19 +421,19 @@ def test_a_failure_on_either_side_ends_the_run_in_one_line_leaving_nothing(
 
         monkeypatch.setattr(TileWriter, "store_chunk", failing)
     elif fail_in in ("counting", "killed"):
-        real_stats = osm_tiles._tile_stats
+        real_keep = osm_tiles._Keeper._keep
 
-        def failing_stats(*args: object) -> tuple:  # runs in the child: counts there
+        def failing_keep(*args: object) -> None:  # runs in the child: keeps blocks there
             calls["n"] += 1
             if calls["n"] == 5:
                 if fail_in == "killed":
                     os.kill(os.getpid(), signal.SIGKILL)
                 raise RuntimeError("counting failed")
-            return real_stats(*args)  # type: ignore[arg-type]
+            real_keep(*args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(osm_tiles, "_tile_stats", failing_stats)
+        monkeypatch.setattr(osm_tiles._Keeper, "_keep", failing_keep)
     else:
-        real_draw = osm_tiles._draw_dirty
+        real_draw = osm_tiles._draw_canvas
 
         def failing_draw(*args: object, **kwargs: object) -> tuple:
             calls["n"] += 1
@@ -432,7 +441,7 @@ def test_a_failure_on_either_side_ends_the_run_in_one_line_leaving_nothing(
                 raise MemoryError("drawing failed")
             return real_draw(*args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(osm_tiles, "_draw_dirty", failing_draw)
+        monkeypatch.setattr(osm_tiles, "_draw_canvas", failing_draw)
     proc = invoke_cli("fetch", "osm", "--pbf", str(realdata / "osm" / ANDORRA), "--bbox",
                       FOREST["bbox"], cache_dir=cache_dir)
     err = proc.stderr.strip()

@@ -68,7 +68,7 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
                  cache: dict[int, list[tuple[np.ndarray, bool]]] | None = None,
                  label_dtype: Any = np.uint8, scratch: dict[Any, Any] | None = None,
                  read: Sequence[tuple[int, int]] | None = None,
-                 bounds: np.ndarray | None = None, value: int = 255
+                 bounds: np.ndarray | None = None, value: int = 255, full: bool = False
                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw ``items`` of ``spill`` into a block whose top-left pixel is (x0, y0): uint8
     (C, H, W) layer planes (0 or 255) and a (H, W) label raster of ``label_dtype`` (None: no
@@ -85,7 +85,9 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
     may keep an earlier block's pixels. With ``value`` below 255 the layers are drawn with
     that value and their kept canvases are not zeroed at all (only entirely when ``value``
     is 1): this block's pixels are those equal to ``value`` (the caller takes the values
-    from :func:`next_layer_value` and turns them into 0/255 with :func:`binarise`)."""
+    from :func:`next_layer_value` and turns them into 0/255 with :func:`binarise`). ``full``
+    returns the whole canvases instead, margin included (what
+    :func:`dlprep.formats.osm_pack.pack_tiles` reads)."""
     cv2 = cv2_module()
     line8 = cv2.LINE_8
     m = CANVAS_MARGIN
@@ -150,6 +152,8 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
                 cv2.fillPoly(label_plane, group, label, line8, 0, shift)
     for (layer, thick), paths in lines.items():  # one value per layer: order does not matter
         cv2.polylines(layer_planes[layer], paths, False, value, thick, line8)
+    if full:
+        return planes, label_plane
     inner = (slice(m, height - m), slice(m, width - m))
     return planes[(slice(None), *inner)], None if label_plane is None else label_plane[inner]
 

@@ -215,6 +215,13 @@ class ProcessStage:
             at += -(-size // _ALIGN) * _ALIGN
         return arrays
 
+    @property
+    def reserved_slot(self) -> int:
+        """The slot of the arrays :meth:`reserve` returned last (kept memory: what was
+        written there stays until it is written again)."""
+        assert self._reserved is not None
+        return self._reserved
+
     def submit(self, arrays: list[np.ndarray]) -> None:
         """Hand the reserved slot's ``arrays`` (from :meth:`reserve`) to the child."""
         slot, self._reserved = self._reserved, None

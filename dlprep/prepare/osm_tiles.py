@@ -4,9 +4,10 @@ Pass 1 streams the features once (tag filter inside libosmium) into a :class:`Ge
 on disk. Then, at tile resolution (:mod:`dlprep.formats.osm_cover`), the tiles that some edge
 or line comes near are marked *dirty*; every other tile is one value per layer, found at its
 centre. Pass 2 goes over the grid in blocks of ``BLOCK`` x ``BLOCK`` tiles (row-major): only the
-dirty tiles are drawn (OpenCV, cropped to them), the tiles with at least ``--min-coverage`` of
-drawn pixels are kept (row-major within the block) and go straight into the HDF5 file in
-compressed chunks (:class:`TileWriter`); whole-tile values cost no drawing.
+dirty tiles are drawn (OpenCV), packed into the file's layout (:mod:`dlprep.formats.osm_pack`:
+one compiled pass), the tiles with at least ``--min-coverage`` of drawn pixels are kept
+(row-major within the block) and go straight into the HDF5 file in compressed chunks
+(:class:`TileWriter`); whole-tile values cost no drawing.
 """
 
 from __future__ import annotations
@@ -26,18 +27,9 @@ import numpy as np
 from ..errors import DlprepError
 from ..formats.osm import ReadStats, release_freed_memory
 from ..formats.osm_cover import clean_state, dirty_tiles
-from ..formats.osm_draw import (
-    binarise,
-    cv2_module,
-    gather_labels,
-    gather_planes,
-    interleave,
-    next_layer_value,
-    planar_counts,
-    render_block,
-    tile_labels,
-)
+from ..formats.osm_draw import CANVAS_MARGIN, cv2_module, next_layer_value, render_block
 from ..formats.osm_layers import load_layers
+from ..formats.osm_pack import pack_labels, pack_tiles
 from ..formats.osm_raster import GeometrySpill, Grid
 from .core import PrepareContext
 from .osm import _bbox, iter_feature_batches, osm_attrs
@@ -59,7 +51,7 @@ STAGE_DEPTH = 4  # drawn blocks waiting for the writing stage (memory: a few blo
 # or "inline" (one thread; for measurements and tests)
 STAGE = "process"
 PROCESS_SLOTS = 3  # drawn blocks in flight to the child process (shared memory)
-MAX_SLOT_BYTES = 16 << 20  # larger blocks (tiles over 64 px) use the thread
+MAX_SLOT_BYTES = 16 << 20  # larger blocks (packed tiles of 128 px and more) use the thread
 # The GIL switch interval while both threads run (Python's default 5 ms): a thread back from
 # OpenCV or deflate waits for the GIL until the other one's Python stretch ends or this
 # interval passes, so the default let each thread stall the other by milliseconds at a time.
@@ -227,12 +219,14 @@ class Kept:
         return len(self.cols)
 
 
+Drawn = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray,
                 tr0: int, tc0: int, channels: int, cache: dict[int, list] | None = None,
                 label_dtype: type = np.uint8, scratch: dict | None = None,
-                bounds: np.ndarray | None = None,
-                out: tuple[np.ndarray, np.ndarray] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                bounds: np.ndarray | None = None, need: int | None = None,
+                out: dict | None = None) -> Drawn:
     """Draw the dirty tiles of one block (``dirty``: its bool (rows, cols) mask; top-left tile
     (tr0, tc0)). The canvas is always the whole block (or, for tiles over ``CANVAS_PX /
     BLOCK`` pixels, fixed squares of ``CANVAS_PX // size`` tiles), whichever tiles are
@@ -241,34 +235,26 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
     tile's pixels do not depend on which of its neighbours are drawn (the same bytes as
     drawing every tile). ``bounds`` (items' padded pixel bounds, :class:`BlockIndex`) let a
     smaller canvas skip the items that miss it. Returns, for the dirty tiles in row-major
-    order: rows, cols (in the block), planar pixels uint8 (C, k, s, s) and the label
-    raster's tiles (k, s, s) (None: no label drawn); :func:`_tile_stats` turns them into
-    what is written. ``out``: arrays of those two shapes to fill (and return) instead of new
-    ones (shared memory, :class:`ProcessStage`)."""
+    order (:func:`pack_block`): rows, cols (in the block), the tiles as written (k, s, s, C),
+    drawn pixels per tile and channel (k, C) and in any channel (k,), label ids (k,); for a
+    block drawn as one canvas, in the arrays of ``out`` if given (:func:`pack_block`)."""
     size = grid.tile_size
     r, c = np.nonzero(dirty)
     sub = max(1, CANVAS_PX // size)
-    out_tiles, out_labels = (None, None) if out is None else out
     if not len(items):
-        if out_tiles is None:
-            return r, c, np.zeros((channels, len(r), size, size), np.uint8), None
-        out_tiles[...] = 0
-        return r, c, out_tiles, None
+        empty = _packed_arrays(out, len(r), size, channels)
+        for a in empty:
+            a[...] = 0
+        return (r, c, *empty)
     if sub >= max(dirty.shape):  # one canvas: the whole block
         value = next_layer_value(scratch, channels, dirty.shape[1] * size,
                                  dirty.shape[0] * size)
-        planes, lab = render_block(grid, spill, items, tc0 * size, tr0 * size,
-                                   dirty.shape[1] * size, dirty.shape[0] * size, channels,
-                                   cache, label_dtype, scratch, _tile_rows(dirty, size), bounds,
-                                   value)
-        return (r, c, binarise(gather_planes(planes, size, r, c, out_tiles), value),
-                None if lab is None else gather_labels(lab, size, r, c, out_labels))
-    if out_tiles is None:
-        tiles = np.zeros((channels, len(r), size, size), np.uint8)
-    else:
-        tiles = out_tiles
-        tiles[...] = 0
-    labels: np.ndarray | None = None
+        planes, lab = _draw_canvas(grid, spill, items, dirty, tr0, tc0, channels, cache,
+                                   label_dtype, scratch, bounds, value)
+        return (r, c, *pack_block(planes, lab, value, r, c, size, out, need))
+    tiles = np.zeros((len(r), size, size, channels), np.uint8)
+    per, union = np.zeros((len(r), channels), np.int64), np.zeros(len(r), np.int64)
+    labels = np.zeros(len(r), np.int64)
     at = np.full(dirty.shape, -1, np.int64)
     at[r, c] = np.arange(len(r))  # each dirty tile's place in row-major order
     for sr in range(0, dirty.shape[0], sub):
@@ -286,19 +272,56 @@ def _draw_dirty(grid: Grid, spill: GeometrySpill, items: np.ndarray, dirty: np.n
                 if not len(these):
                     continue
             value = next_layer_value(scratch, channels, w, h)
-            planes, lab = render_block(grid, spill, these, x0, y0, w, h, channels, cache,
-                                       label_dtype, scratch, _tile_rows(part, size), bounds,
-                                       value)
+            planes, lab = _draw_canvas(grid, spill, these, part, tr0 + sr, tc0 + sc,
+                                       channels, cache, label_dtype, scratch, bounds, value)
             pr, pc = np.nonzero(part)
             where = at[pr + sr, pc + sc]
-            tiles[:, where] = binarise(gather_planes(planes, size, pr, pc), value)
-            if lab is not None:
-                if labels is None:
-                    labels = np.zeros((len(r), size, size), lab.dtype) if out_labels is None \
-                        else out_labels
-                    labels[...] = 0
-                labels[where] = gather_labels(lab, size, pr, pc)
-    return r, c, tiles, labels
+            got = pack_block(planes, lab, value, pr, pc, size, need=need)
+            tiles[where], per[where], union[where], labels[where] = got
+    return r, c, tiles, per, union, labels
+
+
+def _draw_canvas(grid: Grid, spill: GeometrySpill, items: np.ndarray, part: np.ndarray,
+                 tr0: int, tc0: int, channels: int, cache: dict[int, list] | None,
+                 label_dtype: type, scratch: dict | None, bounds: np.ndarray | None,
+                 value: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Draw ``items`` into the canvas of the tiles ``part`` (bool (rows, cols), top-left tile
+    (tr0, tc0)) with ``value``: the whole canvases, margin included (layers (C, H, W), the
+    label raster or None), from ``scratch`` (:func:`render_block`)."""
+    size = grid.tile_size
+    return render_block(grid, spill, items, tc0 * size, tr0 * size, part.shape[1] * size,
+                        part.shape[0] * size, channels, cache, label_dtype, scratch,
+                        _tile_rows(part, size), bounds, value, full=True)
+
+
+def pack_block(planes: np.ndarray, label: np.ndarray | None, value: int, rows: np.ndarray,
+               cols: np.ndarray, size: int, out: dict | None = None, need: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The tiles (rows, cols) of a drawn canvas (:func:`_draw_canvas`) as they are written:
+    uint8 (k, s, s, C), drawn pixels per channel int64 (k, C), in any channel (k,) and label
+    ids (k,) (:mod:`dlprep.formats.osm_pack`); in arrays kept in ``out`` (reused by the
+    next call) if given."""
+    tiles, per, union, labels = _packed_arrays(out, len(rows), size, planes.shape[0])
+    pack_tiles(planes, CANVAS_MARGIN, value, rows, cols, size, tiles, per, union, need)
+    if label is None:
+        labels[...] = 0
+    else:
+        pack_labels(label, CANVAS_MARGIN, rows, cols, size, labels)
+    return tiles, per, union, labels
+
+
+def _packed_arrays(out: dict | None, k: int, size: int, channels: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """k tiles' packed arrays (tiles, per, union, labels): those kept in ``out`` (made or
+    grown there when too small), or new ones."""
+    if out is None:
+        out = {}
+    if out.get("k", -1) < k or out.get("shape") != (size, channels):
+        out.update(k=k, shape=(size, channels),
+                   tiles=np.empty((k, size, size, channels), np.uint8),
+                   per=np.empty((k, channels), np.int64), union=np.empty(k, np.int64),
+                   labels=np.empty(k, np.int64))
+    return tuple(out[key][:k] for key in ("tiles", "per", "union", "labels"))  # type: ignore
 
 
 def _tile_rows(dirty: np.ndarray, size: int) -> list[tuple[int, int]]:
@@ -308,16 +331,6 @@ def _tile_rows(dirty: np.ndarray, size: int) -> list[tuple[int, int]]:
     has[1:-1] = dirty.any(axis=1)
     edges = np.flatnonzero(has[1:] != has[:-1]) * size
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-
-
-def _tile_stats(tiles: np.ndarray, labels: np.ndarray | None, need: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Of drawn tiles (planar uint8 (C, k, s, s), label tiles (k, s, s) or None): pixels
-    channels last (k, s, s, C), drawn pixels per channel (k, C), drawn in any channel (k,;
-    exact below ``need``, see :func:`planar_counts`) and the label ids (k,)."""
-    per, union = planar_counts(tiles, need)
-    ids = np.zeros(tiles.shape[1], np.int64) if labels is None else tile_labels(labels)
-    return interleave(tiles), per, union, ids
 
 
 def _blocks(grid: Grid) -> Iterator[tuple[int, int]]:
@@ -330,22 +343,31 @@ def _blocks(grid: Grid) -> Iterator[tuple[int, int]]:
 def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             min_cov: float, exhaustive: bool) -> Kept:
     """Pass 2: block by block (row-major), draw the dirty tiles and write every kept tile
-    (row-major within the block); memory stays within a few blocks of pixels. Two stages
-    on two threads (both spend most of their time in OpenCV, NumPy and deflate, which
-    release the GIL): this one draws (:func:`_draw_dirty`); a :class:`Stage` finds the
-    clean tiles' values, then counts, labels and writes each block in the same order
-    (:class:`_Keeper`), at most ``STAGE_DEPTH`` drawn blocks behind."""
+    (row-major within the block); memory stays within a few blocks of pixels. Two stages:
+    this process draws; the writing stage finds the clean tiles' values, then keeps and
+    deflates each block's tiles in the same order (:class:`_Keeper`). On Linux the writing
+    stage is a forked child process (:data:`STAGE`): blocks of one canvas are drawn into
+    its shared memory (:func:`_draw_into_slot`) and packed there (:func:`pack_block`);
+    larger tiles are drawn and packed here (:func:`_draw_dirty`) and handed over packed.
+    Elsewhere it is a thread (at most ``STAGE_DEPTH`` packed blocks behind) or inline."""
     size = grid.tile_size
     need = max(1, math.ceil(min_cov * size * size)) if min_cov > 0 else 0
     dirty = np.ones((grid.rows, grid.cols), bool) if exhaustive else dirty_tiles(grid, spill)
     kept = Kept()
-    mode, slot = STAGE, _slot_bytes(grid, channels)
+    labels_used = np.frombuffer(spill.label, np.uint16)
+    label_dtype = np.uint8 if not len(labels_used) or \
+        int(labels_used.max()) <= LABEL_L_MAX else np.uint16
+    # the writing stage's process takes whole block canvases (drawn in shared memory) when
+    # a block is one canvas (tiles up to CANVAS_PX / BLOCK pixels); else packed tiles
+    canvases = CANVAS_PX // size >= BLOCK
+    mode, slot = STAGE, _slot_bytes(grid, channels, canvases)
     if mode == "process" and (not can_fork() or slot > MAX_SLOT_BYTES):
         mode = "thread"
     stage: Stage | ProcessStage
     if mode == "process":
         try:
-            stage = _fork_keeper(grid, spill, writer, kept, dirty, need, channels, slot)
+            stage = _fork_keeper(grid, spill, writer, kept, dirty, need, channels, slot,
+                                 label_dtype)
         except OSError as exc:  # no fork here (memory, process limits): the thread instead
             log.debug("osm tiles: no writing stage process (%s); a thread instead", exc)
             mode = "thread"
@@ -358,10 +380,8 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
         index = BlockIndex(grid, spill)
         spill.project(grid)
         release_freed_memory()
-        labels_used = np.frombuffer(spill.label, np.uint16)
-        label_dtype = np.uint8 if not len(labels_used) or \
-            int(labels_used.max()) <= LABEL_L_MAX else np.uint16
         scratch: dict = {}  # the block canvases, reused
+        slots: dict[int, dict] = {}  # per shared-memory slot: its canvases' value cycle
         none = np.zeros(0, np.int64)
         row_items: dict[int, np.ndarray] = {}
         cache: dict[int, list] = {}  # items' pixel rings, kept while later blocks need them
@@ -375,18 +395,16 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             for i in [i for i in cache if index.c1[i] < tc0 // BLOCK]:
                 del cache[i]
             items = row_items.get(tc0 // BLOCK, none)
-            if isinstance(stage, ProcessStage):  # drawn straight into shared memory
-                k, s = int(np.count_nonzero(sd)), grid.tile_size
-                rr, cc, tiles, labels = stage.reserve([
-                    ((k,), np.int64), ((k,), np.int64), ((channels, k, s, s), np.uint8),
-                    ((k, s, s), label_dtype)])
+            if isinstance(stage, ProcessStage) and canvases:
+                _draw_into_slot(stage, slots, grid, spill, items, sd, tr0, tc0, channels,
+                                cache, label_dtype, index.px)
+            elif isinstance(stage, ProcessStage):
                 drawn = _draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
-                                    label_dtype, scratch, index.px, (tiles, labels))
-                rr[:], cc[:] = drawn[0], drawn[1]
-                stage.submit([rr, cc, tiles] + ([labels] if drawn[3] is not None else []))
+                                    label_dtype, scratch, index.px, need)
+                stage.put([np.zeros(_META, np.int64), *drawn])
             else:
                 stage.put(_draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
-                                      label_dtype, scratch, index.px))
+                                      label_dtype, scratch, index.px, need))
         if isinstance(stage, ProcessStage):
             crc, n = struct.unpack("<QQ", stage.close())
             if n != writer.n:
@@ -400,10 +418,54 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     return kept
 
 
-def _slot_bytes(grid: Grid, channels: int) -> int:
-    """The most bytes one drawn block hands over (rows, cols, planar tiles, label tiles)."""
+_META = 8  # int64s heading a slot: value, height, width, label drawn, tiles, 0, 0, canvas
+
+
+def _canvas_specs(grid: Grid, channels: int) -> list[tuple[tuple[int, ...], type]]:
+    """A slot's arrays when it holds a block's canvases: meta, the layers' region (the
+    largest block's canvas), the label raster's region (two bytes a pixel), rows, cols."""
+    px = BLOCK * grid.tile_size + 2 * CANVAS_MARGIN
+    return [((_META,), np.int64), ((channels * px * px,), np.uint8), ((2 * px * px,), np.uint8),
+            ((BLOCK * BLOCK,), np.int64), ((BLOCK * BLOCK,), np.int64)]
+
+
+def _draw_into_slot(stage: ProcessStage, slots: dict[int, dict], grid: Grid,
+                    spill: GeometrySpill, items: np.ndarray, dirty: np.ndarray, tr0: int,
+                    tc0: int, channels: int, cache: dict[int, list], label_dtype: type,
+                    bounds: np.ndarray) -> None:
+    """Draw one block into the canvases of a free shared-memory slot and hand it to the
+    writing stage's process, which packs its dirty tiles (:func:`pack_block`). A slot's
+    canvases are kept: each slot has its own value cycle (:func:`next_layer_value`), its
+    whole layer region zeroed when the cycle starts again (blocks at the grid's edges use
+    a smaller part of it, so what an earlier block left anywhere in it is never equal to
+    the value drawn with)."""
+    meta, region, lregion, rr, cc = stage.reserve(_canvas_specs(grid, channels))
+    value = next_layer_value(slots.setdefault(stage.reserved_slot, {}), channels, 0, 0)
+    if value == 1:
+        region[...] = 0
+    size, m = grid.tile_size, CANVAS_MARGIN
+    h, w = dirty.shape[0] * size + 2 * m, dirty.shape[1] * size + 2 * m
+    dt = np.dtype(label_dtype)
+    planes = region[:channels * h * w].reshape(channels, h, w)
+    label = lregion[:h * w * dt.itemsize].view(dt).reshape(h, w)
+    scratch = {((channels, h, w), np.dtype(np.uint8).str): planes, ((h, w), dt.str): label}
+    _, lab = _draw_canvas(grid, spill, items, dirty, tr0, tc0, channels, cache, label_dtype,
+                          scratch, bounds, value)
+    r, c = np.nonzero(dirty)
+    rr[:len(r)], cc[:len(c)] = r, c
+    meta[:] = [value, h, w, lab is not None, len(r), 0, 0, 1]
+    stage.submit([meta, region, lregion, rr, cc])
+
+
+def _slot_bytes(grid: Grid, channels: int, canvases: bool) -> int:
+    """The most bytes one drawn block hands over: its canvases (:func:`_canvas_specs`), or
+    its packed tiles (meta, rows, cols, tiles, counts per channel, union, label ids)."""
+    if canvases:
+        specs = _canvas_specs(grid, channels)
+        return sum(int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in specs) + \
+            64 * len(specs)
     k, px = BLOCK * BLOCK, grid.tile_size ** 2
-    return 2 * 8 * k + channels * k * px + 2 * k * px + 4 * 64
+    return 8 * _META + 8 * k * (4 + channels) + channels * k * px + 64 * 7
 
 
 class _SendingEncoder(ChunkEncoder):
@@ -424,10 +486,12 @@ class _SendingEncoder(ChunkEncoder):
 
 
 def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kept,
-                 dirty: np.ndarray, need: int, channels: int, slot: int) -> ProcessStage:
-    """The writing stage in a child process: it counts, labels, interleaves and deflates
-    (a :class:`_Keeper` over a :class:`_SendingEncoder`) and sends back, per drawn block,
-    the kept tiles' records and the chunks completed; this process writes the chunks."""
+                 dirty: np.ndarray, need: int, channels: int, slot: int, label_dtype: type
+                 ) -> ProcessStage:
+    """The writing stage in a child process: it packs the drawn canvases' dirty tiles
+    (:func:`pack_block`), keeps and deflates them (a :class:`_Keeper` over a
+    :class:`_SendingEncoder`) and sends back, per drawn block, the kept tiles' records and
+    the chunks completed; this process writes the chunks."""
 
     def child(get: Callable[[], list[np.ndarray] | None], send: Callable[[bytes], None]
               ) -> bytes:
@@ -435,6 +499,8 @@ def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kep
         keeper = _Keeper(grid, spill, encoder, dirty, need, channels)  # type: ignore[arg-type]
         keeper.start()
         shipped = 0
+        size, dt = grid.tile_size, np.dtype(label_dtype)
+        bufs: dict = {}  # the packed tiles' arrays, reused
 
         def ship() -> None:
             nonlocal shipped
@@ -445,7 +511,15 @@ def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kep
             shipped = n
 
         while (item := get()) is not None:
-            keeper.feed((item[0], item[1], item[2], item[3] if len(item) > 3 else None))
+            value, h, w, has_label, k, _, _, canvas = item[0].tolist()
+            if canvas:  # a block's canvases (:func:`_draw_into_slot`)
+                planes = item[1][:channels * h * w].reshape(channels, h, w)
+                label = item[2][:h * w * dt.itemsize].view(dt).reshape(h, w) \
+                    if has_label else None
+                r, c = item[3][:k], item[4][:k]
+                keeper.feed((r, c, *pack_block(planes, label, value, r, c, size, bufs, need)))
+            else:  # packed tiles (:func:`_draw_dirty`)
+                keeper.feed(tuple(item[1:]))
             ship()
         keeper.end()
         encoder.flush()
@@ -512,8 +586,7 @@ class _Keeper:
             counts = ((code[:, None] >> self.shifts) & 1) * full
             labels = self.clean.label[block][kr, kc]
         else:
-            rr, cc, planar, label_tiles = drawn
-            tiles, per, uni, lab = _tile_stats(planar, label_tiles, need)
+            rr, cc, tiles, per, uni, lab = drawn
             union = np.where(bits != 0, full, 0)
             union[rr, cc] = uni
             where = np.full(bits.shape, -1, np.int64)

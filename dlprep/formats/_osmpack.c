@@ -1,0 +1,272 @@
+/* Optional compiled kernels of dlprep.formats.osm_pack (built by setup.py when a C compiler
+ * is there; without it the same results come from NumPy and OpenCV).
+ *
+ * pack(canvas, c, h, w, margin, value, rows, cols, size, out, per, union)
+ *   canvas: uint8 (c, h, w) C-contiguous; rows, cols: int64 (k,); out: uint8 (k, size, size, c);
+ *   per: int64 (k, c); union: int64 (k,). Tile (r, q) starts at pixel (margin + r * size,
+ *   margin + q * size); its pixels equal to `value` become 255, the others 0, channels last.
+ * labels(label, itemsize, h, w, margin, rows, cols, size, out)
+ *   label: uint8 or uint16 (h, w); out: int64 (k,), the id covering most pixels of each tile
+ *   (0 ignored; 0 when none; ties to the smaller id).
+ * Every buffer's size is checked against the shapes; the GIL is released while they run. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static int check(Py_buffer *b, Py_ssize_t need, const char *what) {
+    if (b->len < need) {
+        PyErr_Format(PyExc_ValueError, "_osmpack: %s has %zd bytes, needs %zd", what, b->len,
+                     need);
+        return 0;
+    }
+    return 1;
+}
+
+static int tiles_inside(const int64_t *rows, const int64_t *cols, Py_ssize_t k,
+                        Py_ssize_t h, Py_ssize_t w, Py_ssize_t margin, Py_ssize_t size) {
+    for (Py_ssize_t t = 0; t < k; t++) {
+        if (rows[t] < 0 || cols[t] < 0 || margin + (rows[t] + 1) * size > h ||
+            margin + (cols[t] + 1) * size > w) {
+            PyErr_SetString(PyExc_ValueError, "_osmpack: a tile lies beyond the canvas");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* 16 pixels of four planes at once: compare, count (each mask byte, -1, subtracted from a
+ * byte counter: at most 64 steps per tile row, flushed per row), interleave (unpack bytes,
+ * then pairs) into 64 output bytes. */
+static inline void pack16(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
+                          const uint8_t *p3, __m128i v, uint8_t *o, __m128i *acc) {
+    __m128i m0 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p0), v);
+    __m128i m1 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p1), v);
+    __m128i m2 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p2), v);
+    __m128i m3 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p3), v);
+    acc[0] = _mm_sub_epi8(acc[0], m0);
+    acc[1] = _mm_sub_epi8(acc[1], m1);
+    acc[2] = _mm_sub_epi8(acc[2], m2);
+    acc[3] = _mm_sub_epi8(acc[3], m3);
+    acc[4] = _mm_sub_epi8(acc[4], _mm_or_si128(_mm_or_si128(m0, m1), _mm_or_si128(m2, m3)));
+    __m128i lo01 = _mm_unpacklo_epi8(m0, m1), hi01 = _mm_unpackhi_epi8(m0, m1);
+    __m128i lo23 = _mm_unpacklo_epi8(m2, m3), hi23 = _mm_unpackhi_epi8(m2, m3);
+    _mm_storeu_si128((__m128i *)o, _mm_unpacklo_epi16(lo01, lo23));
+    _mm_storeu_si128((__m128i *)(o + 16), _mm_unpackhi_epi16(lo01, lo23));
+    _mm_storeu_si128((__m128i *)(o + 32), _mm_unpacklo_epi16(hi01, hi23));
+    _mm_storeu_si128((__m128i *)(o + 48), _mm_unpackhi_epi16(hi01, hi23));
+}
+#endif
+
+static void pack4(const uint8_t *cv, Py_ssize_t h, Py_ssize_t w, Py_ssize_t margin,
+                  uint8_t value, const int64_t *rows, const int64_t *cols, Py_ssize_t k,
+                  Py_ssize_t size, uint8_t *out, int64_t *per, int64_t *uni) {
+    const Py_ssize_t plane = h * w;
+    for (Py_ssize_t t = 0; t < k; t++) {
+        const Py_ssize_t y0 = margin + rows[t] * size, x0 = margin + cols[t] * size;
+        uint32_t n[5] = {0, 0, 0, 0, 0};
+        for (Py_ssize_t y = 0; y < size; y++) {
+            const uint8_t *p0 = cv + (y0 + y) * w + x0;
+            const uint8_t *p1 = p0 + plane, *p2 = p1 + plane, *p3 = p2 + plane;
+            uint8_t *o = out + ((t * size + y) * size) * 4;
+            Py_ssize_t x = 0;
+#if defined(__SSE2__)
+            if (size >= 16 && size <= 1024) {
+                const __m128i v = _mm_set1_epi8((char)value), zero = _mm_setzero_si128();
+                __m128i acc[5] = {zero, zero, zero, zero, zero};
+                for (; x + 16 <= size; x += 16)
+                    pack16(p0 + x, p1 + x, p2 + x, p3 + x, v, o + 4 * x, acc);
+                for (int c = 0; c < 5; c++) {
+                    __m128i sad = _mm_sad_epu8(acc[c], zero);
+                    n[c] += (uint32_t)(_mm_cvtsi128_si32(sad) +
+                                       _mm_cvtsi128_si32(_mm_srli_si128(sad, 8)));
+                }
+            }
+#endif
+            for (; x < size; x++) {
+                uint32_t m0 = p0[x] == value, m1 = p1[x] == value, m2 = p2[x] == value,
+                         m3 = p3[x] == value;
+                o[4 * x] = m0 ? 255 : 0;
+                o[4 * x + 1] = m1 ? 255 : 0;
+                o[4 * x + 2] = m2 ? 255 : 0;
+                o[4 * x + 3] = m3 ? 255 : 0;
+                n[0] += m0;
+                n[1] += m1;
+                n[2] += m2;
+                n[3] += m3;
+                n[4] += m0 | m1 | m2 | m3;
+            }
+        }
+        for (int c = 0; c < 4; c++) per[4 * t + c] = n[c];
+        uni[t] = n[4];
+    }
+}
+
+static void pack_any(const uint8_t *cv, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                     Py_ssize_t margin, uint8_t value, const int64_t *rows,
+                     const int64_t *cols, Py_ssize_t k, Py_ssize_t size, uint8_t *out,
+                     int64_t *per, int64_t *uni) {
+    const Py_ssize_t plane = h * w;
+    for (Py_ssize_t t = 0; t < k; t++) {
+        const Py_ssize_t y0 = margin + rows[t] * size, x0 = margin + cols[t] * size;
+        int64_t nu = 0;
+        for (Py_ssize_t ch = 0; ch < c; ch++) per[t * c + ch] = 0;
+        for (Py_ssize_t y = 0; y < size; y++) {
+            const uint8_t *p = cv + (y0 + y) * w + x0;
+            uint8_t *o = out + ((t * size + y) * size) * c;
+            for (Py_ssize_t x = 0; x < size; x++) {
+                int hit = 0;
+                for (Py_ssize_t ch = 0; ch < c; ch++) {
+                    int m = p[ch * plane + x] == value;
+                    o[x * c + ch] = m ? 255 : 0;
+                    per[t * c + ch] += m;
+                    hit |= m;
+                }
+                nu += hit;
+            }
+        }
+        uni[t] = nu;
+    }
+}
+
+static PyObject *py_pack(PyObject *self, PyObject *args) {
+    Py_buffer cv, rows, cols, out, per, uni;
+    Py_ssize_t c, h, w, margin, size;
+    int value;
+    if (!PyArg_ParseTuple(args, "y*nnnniy*y*nw*w*w*", &cv, &c, &h, &w, &margin, &value, &rows,
+                          &cols, &size, &out, &per, &uni))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t k = rows.len / 8;
+    if (c < 1 || size < 1 || margin < 0 || value < 0 || value > 255) {
+        PyErr_SetString(PyExc_ValueError, "_osmpack: bad shape or value");
+        goto done;
+    }
+    if (!check(&cv, c * h * w, "canvas") || !check(&cols, 8 * k, "cols") ||
+        !check(&out, k * size * size * c, "out") || !check(&per, 8 * k * c, "per") ||
+        !check(&uni, 8 * k, "union") ||
+        !tiles_inside((const int64_t *)rows.buf, (const int64_t *)cols.buf, k, h, w, margin,
+                      size))
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (c == 4)
+        pack4((const uint8_t *)cv.buf, h, w, margin, (uint8_t)value,
+              (const int64_t *)rows.buf, (const int64_t *)cols.buf, k, size,
+              (uint8_t *)out.buf, (int64_t *)per.buf, (int64_t *)uni.buf);
+    else
+        pack_any((const uint8_t *)cv.buf, c, h, w, margin, (uint8_t)value,
+                 (const int64_t *)rows.buf, (const int64_t *)cols.buf, k, size,
+                 (uint8_t *)out.buf, (int64_t *)per.buf, (int64_t *)uni.buf);
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&cols);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&per);
+    PyBuffer_Release(&uni);
+    return result;
+}
+
+/* The majority id per tile, for one label type T (uint8_t or uint16_t): a first pass finds
+ * the smallest non-zero and the largest id (vectorised); only tiles with several ids count
+ * them (a table of 2^bits counters, reset after each such tile). */
+#define LABELS(NAME, T)                                                                       \
+    static void NAME(const T *lab, Py_ssize_t w, Py_ssize_t margin, const int64_t *rows,     \
+                     const int64_t *cols, Py_ssize_t k, Py_ssize_t size, int64_t *out,      \
+                     uint32_t *counts) {                                                     \
+        for (Py_ssize_t t = 0; t < k; t++) {                                                 \
+            const Py_ssize_t y0 = margin + rows[t] * size, x0 = margin + cols[t] * size;     \
+            T top = 0, low = (T)~(T)0; /* low: the smallest of (id - 1), 0 wrapping round */ \
+            for (Py_ssize_t y = 0; y < size; y++) {                                          \
+                const T *p = lab + (y0 + y) * w + x0;                                        \
+                for (Py_ssize_t x = 0; x < size; x++) {                                      \
+                    T v = p[x], d = (T)(v - 1);                                              \
+                    top = v > top ? v : top;                                                 \
+                    low = d < low ? d : low;                                                 \
+                }                                                                            \
+            }                                                                                \
+            uint32_t lo = (uint32_t)low + 1;                                                 \
+            if (top == 0 || lo == top) {                                                     \
+                out[t] = top;                                                                \
+                continue;                                                                    \
+            }                                                                                \
+            for (Py_ssize_t y = 0; y < size; y++) {                                          \
+                const T *p = lab + (y0 + y) * w + x0;                                        \
+                for (Py_ssize_t x = 0; x < size; x++) counts[p[x]]++;                       \
+            }                                                                                \
+            uint32_t best = 0, best_n = 0;                                                   \
+            for (uint32_t v = lo; v <= top; v++) { /* ascending: ties keep the smaller id */ \
+                if (counts[v] > best_n) {                                                    \
+                    best_n = counts[v];                                                      \
+                    best = v;                                                                \
+                }                                                                            \
+            }                                                                                \
+            out[t] = best;                                                                   \
+            for (Py_ssize_t y = 0; y < size; y++) {                                          \
+                const T *p = lab + (y0 + y) * w + x0;                                        \
+                for (Py_ssize_t x = 0; x < size; x++) counts[p[x]] = 0;                     \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+LABELS(labels8, uint8_t)
+LABELS(labels16, uint16_t)
+
+static PyObject *py_labels(PyObject *self, PyObject *args) {
+    Py_buffer lab, rows, cols, out;
+    Py_ssize_t itemsize, h, w, margin, size;
+    if (!PyArg_ParseTuple(args, "y*nnnny*y*nw*", &lab, &itemsize, &h, &w, &margin, &rows,
+                          &cols, &size, &out))
+        return NULL;
+    PyObject *result = NULL;
+    uint32_t *counts = NULL;
+    Py_ssize_t k = rows.len / 8;
+    if ((itemsize != 1 && itemsize != 2) || size < 1 || margin < 0) {
+        PyErr_SetString(PyExc_ValueError, "_osmpack: bad label itemsize or shape");
+        goto done;
+    }
+    if (!check(&lab, itemsize * h * w, "label") || !check(&cols, 8 * k, "cols") ||
+        !check(&out, 8 * k, "out") ||
+        !tiles_inside((const int64_t *)rows.buf, (const int64_t *)cols.buf, k, h, w, margin,
+                      size))
+        goto done;
+    counts = PyMem_RawCalloc((size_t)1 << (8 * itemsize), sizeof(uint32_t));
+    if (counts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (itemsize == 2)
+        labels16((const uint16_t *)lab.buf, w, margin, (const int64_t *)rows.buf,
+                 (const int64_t *)cols.buf, k, size, (int64_t *)out.buf, counts);
+    else
+        labels8((const uint8_t *)lab.buf, w, margin, (const int64_t *)rows.buf,
+                (const int64_t *)cols.buf, k, size, (int64_t *)out.buf, counts);
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyMem_RawFree(counts);
+    PyBuffer_Release(&lab);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&cols);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"pack", py_pack, METH_VARARGS, "Dirty tiles of a drawn canvas, packed (see the module)."},
+    {"labels", py_labels, METH_VARARGS, "Majority label id per tile (see the module)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_osmpack",
+                                    "Compiled kernels of dlprep.formats.osm_pack.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__osmpack(void) { return PyModule_Create(&module); }
