@@ -128,6 +128,7 @@ class ProcessStage:
         self._buf = np.frombuffer(self._mem, np.uint8)
         jobs_r, jobs_w = Pipe(False)
         res_r, res_w = Pipe(False)
+        _widen(res_w)  # the child's messages (deflated chunks) wait there, not in the child
         collecting = gc.isenabled()
         gc.disable()  # the child starts without: no finaliser of an inherited object runs there
         try:
@@ -292,6 +293,20 @@ class ProcessStage:
             self._mem.close()
         except BufferError:  # arrays in it are still referenced: freed with the last one
             pass
+
+
+PIPE_BYTES = 1 << 20  # the pipe of the child's messages (Linux's default is 64 KiB)
+
+
+def _widen(conn: Any) -> None:
+    """Let a pipe hold ``PIPE_BYTES`` (Linux; capped by /proc/sys/fs/pipe-max-size), so a
+    child sending a block's deflated chunks does not wait while this process draws."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(conn.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):  # elsewhere, or above the system's cap: as it is
+        pass
 
 
 def can_fork() -> bool:
