@@ -17,8 +17,10 @@ import numpy as np
 from .osm import Feature, ReadStats, osmium_module
 
 # WKB (hex) characters of read features decoded together: one hex -> bytes -> float -> int32
-# conversion per batch instead of a few NumPy calls per feature
-WKB_BATCH_CHARS = 1 << 22
+# conversion per batch instead of a few NumPy calls per feature. A batch's hex is held about
+# three times over while it is decoded (the records, their points cut out, joined), at the
+# reader's peak: 512 K characters (~16,000 points) keep that to a few MB.
+WKB_BATCH_CHARS = 1 << 19
 WKB_BATCH_FEATURES = 4096
 
 
