@@ -194,7 +194,8 @@ def _collect_overpass(ctx: PrepareContext, bbox: tuple[float, float, float, floa
 
 def iter_features(ctx: PrepareContext, keys: list[str], *, areas: bool, lines: bool,
                   stats: ReadStats, index_dir: Path | None) -> Iterator[Feature]:
-    """The features of the collected source carrying one of ``keys``, within ``--bbox``."""
+    """The features of the collected source carrying one of ``keys``, within ``--bbox``
+    (their ``tags``: the values of ``keys`` they have)."""
     for batch in iter_feature_batches(ctx, keys, areas=areas, lines=lines, stats=stats,
                                       index_dir=index_dir):
         yield from batch.features()
