@@ -6,6 +6,7 @@ decompression budget."""
 from __future__ import annotations
 
 import functools
+import itertools
 import lzma
 import os
 import signal
@@ -350,7 +351,8 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
     bytes; so do the writing stage's three places (a child process by default on Linux, the
     cycle of 2 inline, the cycle of 1 on a thread). In the child process's shared-memory
     slots (one cycle per slot, blocks of the grid's edges drawn into part of a slot's
-    canvas) a cycle of 2 gives the same bytes too."""
+    canvas) a cycle of 2 gives the same bytes too, also with every third block packed in the
+    parent (as when the child is behind) and the others packed in the child."""
     from dlprep.formats import osm_draw
     from dlprep.prepare import osm_tiles
 
@@ -359,6 +361,11 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
     default = _read(_prepare(tmp_path / "default", options))
     monkeypatch.setattr(osm_draw, "LAYER_CYCLE", 2)
     slots = _read(_prepare(tmp_path / "slots", options))
+    turns = itertools.count()  # blocks handed to the child as canvases and packed here, in
+    # turn (a slot used for packed tiles starts its value cycle again)
+    monkeypatch.setattr(osm_tiles, "_hand_canvas", lambda stage: next(turns) % 3 != 1)
+    mixed = _read(_prepare(tmp_path / "mixed", options))
+    assert next(turns) > 30
     values: list[int] = []
     real_pack = osm_tiles.pack_block
 
@@ -379,6 +386,7 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
         assert np.array_equal(default[key], short[key]), key
         assert np.array_equal(default[key], zeroed[key]), key
         assert np.array_equal(default[key], slots[key]), key
+        assert np.array_equal(default[key], mixed[key]), key
 
 
 def _stage_pids(monkeypatch: pytest.MonkeyPatch) -> list[int]:

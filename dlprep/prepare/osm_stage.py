@@ -232,12 +232,20 @@ class ProcessStage:
         self._send(slot.to_bytes(4, "little") + json.dumps(layout).encode())
         self._pump()
 
-    def put(self, arrays: list[np.ndarray]) -> None:
-        """Copy ``arrays`` into a free slot (waiting for one) and hand them to the child."""
+    def put(self, arrays: list[np.ndarray]) -> int:
+        """Copy ``arrays`` into a free slot (waiting for one) and hand them to the child;
+        returns the slot."""
         views = self.reserve([(a.shape, a.dtype) for a in arrays])
+        slot = self.reserved_slot
         for view, a in zip(views, arrays, strict=True):
             view[...] = a
         self.submit(views)
+        return slot
+
+    def has_free_slot(self) -> bool:
+        """Whether a slot is free now (the child's waiting messages handled first)."""
+        self._pump()
+        return bool(self._free)
 
     def _send(self, msg: bytes) -> None:
         try:

@@ -382,6 +382,7 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
         release_freed_memory()
         scratch: dict = {}  # the block canvases, reused
         slots: dict[int, dict] = {}  # per shared-memory slot: its canvases' value cycle
+        packed: dict = {}  # a block's packed tiles when this process packs them, reused
         none = np.zeros(0, np.int64)
         row_items: dict[int, np.ndarray] = {}
         cache: dict[int, list] = {}  # items' pixel rings, kept while later blocks need them
@@ -395,13 +396,14 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             for i in [i for i in cache if index.c1[i] < tc0 // BLOCK]:
                 del cache[i]
             items = row_items.get(tc0 // BLOCK, none)
-            if isinstance(stage, ProcessStage) and canvases:
+            if isinstance(stage, ProcessStage) and canvases and _hand_canvas(stage):
                 _draw_into_slot(stage, slots, grid, spill, items, sd, tr0, tc0, channels,
                                 cache, label_dtype, index.px)
-            elif isinstance(stage, ProcessStage):
+            elif isinstance(stage, ProcessStage):  # packed here, then copied into a slot
                 drawn = _draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
-                                    label_dtype, scratch, index.px, need)
-                stage.put([np.zeros(_META, np.int64), *drawn])
+                                    label_dtype, scratch, index.px, need, packed)
+                slots.pop(stage.put([np.zeros(_META, np.int64), *drawn]), None)  # its
+                # canvases are overwritten: the slot's value cycle starts again (zeroed)
             else:
                 stage.put(_draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
                                       label_dtype, scratch, index.px, need))
@@ -416,6 +418,14 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
         stage.abort()
         raise
     return kept
+
+
+def _hand_canvas(stage: ProcessStage) -> bool:
+    """Whether the next block goes to the child as canvases (it packs the tiles) rather
+    than packed here: while a slot is free. When the child is behind, this process would
+    wait for a slot anyway, so it packs the block meanwhile (a balance between the two
+    processes; the same bytes either way)."""
+    return stage.has_free_slot()
 
 
 _META = 8  # int64s heading a slot: value, height, width, label drawn, tiles, 0, 0, canvas
