@@ -352,7 +352,8 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
     cycle of 2 inline, the cycle of 1 on a thread). In the child process's shared-memory
     slots (one cycle per slot, blocks of the grid's edges drawn into part of a slot's
     canvas) a cycle of 2 gives the same bytes too, also with every third block packed in the
-    parent (as when the child is behind) and the others packed in the child."""
+    parent (as when the child is behind) and the others packed in the child, and with the
+    dirty-tile grid handed to the child in many pieces through the same slots."""
     from dlprep.formats import osm_draw
     from dlprep.prepare import osm_tiles
 
@@ -364,6 +365,7 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
     turns = itertools.count()  # blocks handed to the child as canvases and packed here, in
     # turn (a slot used for packed tiles starts its value cycle again)
     monkeypatch.setattr(osm_tiles, "_hand_canvas", lambda stage: next(turns) % 3 != 1)
+    monkeypatch.setattr(osm_tiles, "DIRTY_PIECE_BYTES", 500)  # the grid in many pieces
     mixed = _read(_prepare(tmp_path / "mixed", options))
     assert next(turns) > 30
     values: list[int] = []

@@ -352,7 +352,6 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     Elsewhere it is a thread (at most ``STAGE_DEPTH`` packed blocks behind) or inline."""
     size = grid.tile_size
     need = max(1, math.ceil(min_cov * size * size)) if min_cov > 0 else 0
-    dirty = np.ones((grid.rows, grid.cols), bool) if exhaustive else dirty_tiles(grid, spill)
     kept = Kept()
     labels_used = np.frombuffer(spill.label, np.uint16)
     label_dtype = np.uint8 if not len(labels_used) or \
@@ -363,25 +362,34 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     mode, slot = STAGE, _slot_bytes(grid, channels, canvases)
     if mode == "process" and (not can_fork() or slot > MAX_SLOT_BYTES):
         mode = "thread"
-    stage: Stage | ProcessStage
-    if mode == "process":
-        try:
-            stage = _fork_keeper(grid, spill, writer, kept, dirty, need, channels, slot,
+    stage: Stage | ProcessStage | None = None
+    if mode == "process":  # forked first: the child finds the clean tiles' values while
+        try:  # this process finds the dirty ones
+            stage = _fork_keeper(grid, spill, writer, kept, need, channels, slot,
                                  label_dtype)
         except OSError as exc:  # no fork here (memory, process limits): the thread instead
             log.debug("osm tiles: no writing stage process (%s); a thread instead", exc)
             mode = "thread"
-    if mode != "process":
-        keeper = _Keeper(grid, spill, writer, dirty, need, channels, kept)
-        stage = Stage(keeper.feed, start=keeper.start, end=keeper.end, depth=STAGE_DEPTH,
-                      thread=mode == "thread", name="dlprep-osm-tiles",
-                      switch_interval=SWITCH_INTERVAL)
+    try:
+        dirty = np.ones((grid.rows, grid.cols), bool) if exhaustive else \
+            dirty_tiles(grid, spill)
+        slots: dict[int, dict] = {}  # per shared-memory slot: its canvases' value cycle
+        if isinstance(stage, ProcessStage):
+            _send_dirty(stage, slots, dirty, slot)
+        else:
+            keeper = _Keeper(grid, spill, writer, dirty, need, channels, kept)
+            stage = Stage(keeper.feed, start=keeper.start, end=keeper.end, depth=STAGE_DEPTH,
+                          thread=mode == "thread", name="dlprep-osm-tiles",
+                          switch_interval=SWITCH_INTERVAL)
+    except BaseException:
+        if stage is not None:
+            stage.abort()
+        raise
     try:
         index = BlockIndex(grid, spill)
         spill.project(grid)
         release_freed_memory()
         scratch: dict = {}  # the block canvases, reused
-        slots: dict[int, dict] = {}  # per shared-memory slot: its canvases' value cycle
         packed: dict = {}  # a block's packed tiles when this process packs them, reused
         none = np.zeros(0, np.int64)
         row_items: dict[int, np.ndarray] = {}
@@ -420,6 +428,18 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     return kept
 
 
+def _send_dirty(stage: ProcessStage, slots: dict[int, dict], dirty: np.ndarray,
+                slot_bytes: int) -> None:
+    """Hand the dirty-tile grid to the writing stage's process, in pieces of whole rows
+    that fit a slot (its canvases are overwritten: the slot's value cycle starts again)."""
+    room = slot_bytes - 8 * _META - 128 if DIRTY_PIECE_BYTES is None else DIRTY_PIECE_BYTES
+    step = max(1, room // max(1, dirty.shape[1]))
+    for r0 in range(0, len(dirty), step):
+        r1 = min(len(dirty), r0 + step)
+        meta = np.array([0, 0, 0, 0, 0, r0, r1, _DIRTY], np.int64)
+        slots.pop(stage.put([meta, dirty[r0:r1].view(np.uint8)]), None)
+
+
 def _hand_canvas(stage: ProcessStage) -> bool:
     """Whether the next block goes to the child as canvases (it packs the tiles) rather
     than packed here: while a slot is free. When the child is behind, this process would
@@ -428,7 +448,9 @@ def _hand_canvas(stage: ProcessStage) -> bool:
     return stage.has_free_slot()
 
 
-_META = 8  # int64s heading a slot: value, height, width, label drawn, tiles, 0, 0, canvas
+_META = 8  # int64s heading a slot: value, height, width, label drawn, tiles, r0, r1, kind
+_PACKED, _CANVAS, _DIRTY = 0, 1, 2  # kinds: packed tiles, a block's canvases, dirty rows
+DIRTY_PIECE_BYTES: int | None = None  # the dirty grid's pieces (None: what fits a slot)
 
 
 def _canvas_specs(grid: Grid, channels: int) -> list[tuple[tuple[int, ...], type]]:
@@ -463,7 +485,7 @@ def _draw_into_slot(stage: ProcessStage, slots: dict[int, dict], grid: Grid,
                           scratch, bounds, value)
     r, c = np.nonzero(dirty)
     rr[:len(r)], cc[:len(c)] = r, c
-    meta[:] = [value, h, w, lab is not None, len(r), 0, 0, 1]
+    meta[:] = [value, h, w, lab is not None, len(r), 0, 0, _CANVAS]
     stage.submit([meta, region, lregion, rr, cc])
 
 
@@ -496,9 +518,9 @@ class _SendingEncoder(ChunkEncoder):
 
 
 def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kept,
-                 dirty: np.ndarray, need: int, channels: int, slot: int, label_dtype: type
-                 ) -> ProcessStage:
-    """The writing stage in a child process: it packs the drawn canvases' dirty tiles
+                 need: int, channels: int, slot: int, label_dtype: type) -> ProcessStage:
+    """The writing stage in a child process: it finds the clean tiles' values, takes the
+    dirty-tile grid (:func:`_send_dirty`), then packs the drawn canvases' dirty tiles
     (:func:`pack_block`), keeps and deflates them (a :class:`_Keeper` over a
     :class:`_SendingEncoder`) and sends back, per drawn block, the kept tiles' records and
     the chunks completed; this process writes the chunks."""
@@ -506,6 +528,7 @@ def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kep
     def child(get: Callable[[], list[np.ndarray] | None], send: Callable[[bytes], None]
               ) -> bytes:
         encoder = _SendingEncoder(writer.shape, writer.k)
+        dirty = np.zeros((grid.rows, grid.cols), bool)  # filled in before the first block
         keeper = _Keeper(grid, spill, encoder, dirty, need, channels)  # type: ignore[arg-type]
         keeper.start()
         shipped = 0
@@ -521,8 +544,11 @@ def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kep
             shipped = n
 
         while (item := get()) is not None:
-            value, h, w, has_label, k, _, _, canvas = item[0].tolist()
-            if canvas:  # a block's canvases (:func:`_draw_into_slot`)
+            value, h, w, has_label, k, r0, r1, kind = item[0].tolist()
+            if kind == _DIRTY:
+                dirty[r0:r1] = item[1].view(bool)
+                continue
+            if kind == _CANVAS:  # a block's canvases (:func:`_draw_into_slot`)
                 planes = item[1][:channels * h * w].reshape(channels, h, w)
                 label = item[2][:h * w * dt.itemsize].view(dt).reshape(h, w) \
                     if has_label else None
