@@ -167,24 +167,23 @@ def test_polygons_beyond_the_canvas_edge_leave_no_stray_pixels(tmp_path: Path) -
 def test_far_off_polygon_points_change_no_pixel(realdata: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks are drawn with the points of runs beyond the canvas edge cut out
-    (``outside_runs``); drawing with every point gives the same tiles, byte for byte."""
+    (``cut_outside``); drawing with every point gives the same tiles, byte for byte."""
     from dlprep.formats import osm_draw
 
     options = {"pbf": str(realdata / "osm" / ANDORRA), **FOREST, "meters_per_pixel": "4",
                "min_coverage": "0"}
     cuts = {"points": 0}
-    real_runs = osm_draw.outside_runs
+    real_cut = osm_draw.cut_outside
 
-    def counting_runs(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
-        keep = real_runs(px, size, margin)
-        cuts["points"] += int((~keep).sum())
-        return keep
+    def counting_cut(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
+        kept = real_cut(px, size, margin)
+        cuts["points"] += len(px) - len(kept)
+        return kept
 
-    monkeypatch.setattr(osm_draw, "outside_runs", counting_runs)
+    monkeypatch.setattr(osm_draw, "cut_outside", counting_cut)
     cut = _read(_prepare(tmp_path / "cut", options))
     assert cuts["points"] > 10_000  # many far-off points were dropped
-    monkeypatch.setattr(osm_draw, "outside_runs",
-                        lambda px, size, margin: np.ones(len(px), bool))
+    monkeypatch.setattr(osm_draw, "cut_outside", lambda px, size, margin: px)
     every = _read(_prepare(tmp_path / "every", options))
     for key in cut:
         assert np.array_equal(cut[key], every[key]), key
@@ -198,6 +197,22 @@ def test_outside_runs_keeps_run_ends_and_everything_near_the_canvas() -> None:
     keep = outside_runs(px, (100, 100), 2)
     # above: [5,-10] .. [90,-30] keeps both ends, drops [50,-20]; below: [95,200] .. [5,300]
     assert keep.tolist() == [True, True, False, True, True, True, False, True, True]
+
+
+def test_compiled_cut_keeps_the_points_outside_runs_keeps() -> None:
+    from dlprep.formats.osm_draw import cut_outside, outside_runs
+    from dlprep.formats.osm_pack import compiled
+
+    assert compiled() is not None
+    px = np.array([[5, 5], [5, -10], [50, -20], [90, -30], [95, 5], [95, 200], [96, 300],
+                   [5, 300], [5, 5]], np.int32)
+    assert cut_outside(px, (100, 100), 2).tolist() == px[[0, 1, 3, 4, 5, 7, 8]].tolist()
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 50, 400):
+        for margin in (0.0, 2.0, 3.5):
+            walk = np.cumsum(rng.integers(-40, 41, (n, 2)), axis=0).astype(np.int32) + 50
+            want = walk[outside_runs(walk, (100, 80), margin)]
+            assert np.array_equal(cut_outside(walk, (100, 80), margin), want), (n, margin)
 
 
 def test_tiles_are_chunked_deflate_written_once_and_verify(realdata: Path,

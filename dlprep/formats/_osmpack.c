@@ -259,7 +259,50 @@ done:
     return result;
 }
 
+/* The side of a point beyond the canvas (w, h) and margin: 1 above, 2 below, 3 left, 4 right
+ * (the first that holds), 0 near or inside. */
+static inline int side(const int32_t *p, double w, double h, double m) {
+    const double x = p[0], y = p[1];
+    if (y < -m) return 1;
+    if (y > h + m) return 2;
+    if (x < -m) return 3;
+    if (x > w + m) return 4;
+    return 0;
+}
+
+/* cut(px, n, w, h, margin, out): the points of int32 (n, 2) px worth drawing into the canvas
+ * (dlprep.formats.osm_draw.outside_runs: all but the inner points of runs beyond the margin on
+ * one side) copied into int32 out; returns how many. */
+static PyObject *py_cut(PyObject *self, PyObject *args) {
+    Py_buffer px, out;
+    Py_ssize_t n;
+    double w, h, m;
+    if (!PyArg_ParseTuple(args, "y*ndddw*", &px, &n, &w, &h, &m, &out)) return NULL;
+    PyObject *result = NULL;
+    if (n < 0 || !check(&px, 8 * n, "px") || !check(&out, 8 * n, "out")) goto done;
+    const int32_t *p = (const int32_t *)px.buf;
+    int32_t *o = (int32_t *)out.buf;
+    Py_ssize_t k = 0;
+    int prev = -1, here = n ? side(p, w, h, m) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int next = i + 1 < n ? side(p + 2 * (i + 1), w, h, m) : -1;
+        if (i == 0 || i == n - 1 || here == 0 || here != prev || here != next) {
+            o[2 * k] = p[2 * i];
+            o[2 * k + 1] = p[2 * i + 1];
+            k++;
+        }
+        prev = here;
+        here = next;
+    }
+    result = PyLong_FromSsize_t(k);
+done:
+    PyBuffer_Release(&px);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"cut", py_cut, METH_VARARGS, "Points of a path worth drawing into a canvas."},
     {"pack", py_pack, METH_VARARGS, "Dirty tiles of a drawn canvas, packed (see the module)."},
     {"labels", py_labels, METH_VARARGS, "Majority label id per tile (see the module)."},
     {NULL, NULL, 0, NULL},

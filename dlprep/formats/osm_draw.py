@@ -127,14 +127,14 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
                 thick = thickness[line_w] = cv_thickness(max(1, int(round(line_w / mpp))))
             pts = rings[0][0] - origin
             if not is_near and len(pts) > CUT_MIN_POINTS:
-                pts = pts[outside_runs(pts, (width, height), thick / 2 + 2)]
+                pts = cut_outside(pts, (width, height), thick / 2 + 2)
             lines.setdefault((layer, thick), []).append(pts)
             continue
         if is_near:
             polys = [pts for pts, _ in rings if len(pts) >= 3]
             shift = offset
         else:
-            polys = [p[outside_runs(p, (width, height), 2)] if len(p) > CUT_MIN_POINTS else p
+            polys = [cut_outside(p, (width, height), 2) if len(p) > CUT_MIN_POINTS else p
                      for p in (pts - origin for pts, _ in rings if len(pts) >= 3)]
             shift = (0, 0)
         if not polys:
@@ -198,6 +198,18 @@ def binarise(tiles: np.ndarray, value: int) -> np.ndarray:
         flat = tiles.reshape(-1, tiles.shape[-1]) if tiles.ndim > 1 else tiles.reshape(1, -1)
         cv2.compare(flat, value, cv2.CMP_EQ, dst=flat)
     return tiles
+
+
+def cut_outside(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
+    """The points of ``px`` (int32 (n, 2)) that :func:`outside_runs` keeps: one compiled
+    pass where the package's C kernels are built, else NumPy."""
+    from .osm_pack import compiled
+
+    lib = compiled()
+    if lib is None or px.dtype != np.int32 or not px.flags.c_contiguous:
+        return px[outside_runs(px, size, margin)]
+    out = np.empty_like(px)
+    return out[:lib.cut(px, len(px), float(size[0]), float(size[1]), float(margin), out)]
 
 
 def outside_runs(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
