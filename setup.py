@@ -24,6 +24,6 @@ class BuildPyWithRecipes(build_py):
 
 
 OSMPACK = Extension("dlprep.formats._osmpack", ["dlprep/formats/_osmpack.c"],
-                    extra_compile_args=["-O3"], optional=True)
+                    extra_compile_args=["-O3", "-ffp-contract=off"], optional=True)
 
 setup(cmdclass={"build_py": BuildPyWithRecipes}, ext_modules=[OSMPACK])

@@ -96,7 +96,34 @@ def test_the_kernels_refuse_tiles_beyond_the_canvas_and_short_buffers() -> None:
 
 def test_without_the_extension_or_when_switched_off_the_numpy_path_runs(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(osm_pack, "_LOADED", {})
     monkeypatch.setenv("DLPREP_OSM_COMPILED", "0")
     assert osm_pack.compiled() is None
     monkeypatch.delenv("DLPREP_OSM_COMPILED")
+    assert osm_pack.compiled() is None  # read once
+    monkeypatch.setattr(osm_pack, "_LOADED", {})
     assert osm_pack.compiled() is not None
+
+
+def test_compiled_ring_parity_equals_the_numpy_one() -> None:
+    """The tile centres inside a ring (clean tiles' values): the compiled even-odd pass gives
+    the NumPy one's cells, for open and closed rings, rings beyond the range, and centres
+    met exactly."""
+    from dlprep.formats import osm_cover
+
+    assert osm_pack.compiled() is not None
+    rng = np.random.default_rng(11)
+    checked = 0
+    for n in (0, 1, 2, 3, 7, 60, 500):
+        for size in (16.0, 64.0):
+            ring = rng.uniform(-200, 1400, (n, 2))
+            if n > 3 and n % 2:
+                ring[-1] = ring[0]  # closed
+            if n == 7:
+                ring = np.round(ring / size - 0.5) * size + size / 2  # on centres exactly
+            for r_lo, r_hi, c_lo, c_hi in ((0, 20, 0, 25), (3, 9, 5, 6), (0, 0, 0, 4)):
+                got = osm_cover._ring_parity(ring, r_lo, r_hi, c_lo, c_hi, size)
+                want = osm_cover._ring_parity_numpy(ring, r_lo, r_hi, c_lo, c_hi, size)
+                assert got.dtype == bool and np.array_equal(got, want), (n, size, r_lo)
+                checked += int(want.sum())
+    assert checked > 100  # centres were inside

@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 static int check(Py_buffer *b, Py_ssize_t need, const char *what) {
@@ -301,7 +302,59 @@ done:
     return result;
 }
 
+/* parity(px, n, r_lo, r_hi, c_lo, c_hi, size, out): the tile centres inside the closed ring
+ * float64 (n, 2) px (pixels) by the even-odd rule, into uint8 out (h, w + 1) as 0/1 in its
+ * first w columns (h = r_hi - r_lo, w = c_hi - c_lo): dlprep.formats.osm_cover._ring_parity,
+ * the same arithmetic in the same order (built without contraction into fused multiply-adds). */
+static void toggle(const double *a, const double *b, Py_ssize_t r_lo, Py_ssize_t r_hi,
+                   Py_ssize_t c_lo, Py_ssize_t c_hi, double size, uint8_t *t, Py_ssize_t w1) {
+    const double x0 = a[0], y0 = a[1], x1 = b[0], y1 = b[1];
+    const double lo = y0 < y1 ? y0 : y1, hi = y0 < y1 ? y1 : y0;
+    double first = ceil(lo / size - 0.5), stop = ceil(hi / size - 0.5);
+    if (first < (double)r_lo) first = (double)r_lo;
+    if (stop > (double)r_hi) stop = (double)r_hi;
+    for (int64_t r = (int64_t)first; r < (int64_t)stop; r++) {
+        const double yc = ((double)r + 0.5) * size;
+        const double xc = x0 + (yc - y0) * (x1 - x0) / (y1 - y0);
+        double c = floor(xc / size - 0.5) + 1.0;
+        if (c < (double)c_lo) c = (double)c_lo;
+        if (c > (double)c_hi) c = (double)c_hi;
+        t[(r - r_lo) * w1 + ((int64_t)c - c_lo)] ^= 1;
+    }
+}
+
+static PyObject *py_parity(PyObject *self, PyObject *args) {
+    Py_buffer px, out;
+    Py_ssize_t n, r_lo, r_hi, c_lo, c_hi;
+    double size;
+    if (!PyArg_ParseTuple(args, "y*nnnnndw*", &px, &n, &r_lo, &r_hi, &c_lo, &c_hi, &size,
+                          &out))
+        return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t h = r_hi - r_lo, w = c_hi - c_lo;
+    if (n < 0 || h < 0 || w < 0 || !(size > 0) || !check(&px, 16 * n, "px") ||
+        !check(&out, h * (w + 1), "out"))
+        goto done;
+    const double *p = (const double *)px.buf;
+    uint8_t *t = (uint8_t *)out.buf;
+    memset(t, 0, (size_t)(h * (w + 1)));
+    for (Py_ssize_t i = 0; i + 1 < n; i++) toggle(p + 2 * i, p + 2 * i + 2, r_lo, r_hi, c_lo, c_hi, size, t, w + 1);
+    if (n && (p[0] != p[2 * n - 2] || p[1] != p[2 * n - 1]))  /* closed as drawn */
+        toggle(p + 2 * n - 2, p, r_lo, r_hi, c_lo, c_hi, size, t, w + 1);
+    for (Py_ssize_t r = 0; r < h; r++) {
+        uint8_t acc = 0, *row = t + r * (w + 1);
+        for (Py_ssize_t c = 0; c < w; c++) row[c] = acc ^= row[c];
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&px);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"parity", py_parity, METH_VARARGS, "Tile centres inside a ring (even-odd)."},
     {"cut", py_cut, METH_VARARGS, "Points of a path worth drawing into a canvas."},
     {"pack", py_pack, METH_VARARGS, "Dirty tiles of a drawn canvas, packed (see the module)."},
     {"labels", py_labels, METH_VARARGS, "Majority label id per tile (see the module)."},

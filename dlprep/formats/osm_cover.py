@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .osm_pack import compiled
 from .osm_raster import GeometrySpill, Grid
 
 EDGE_PAD_PX = 2.0  # vertices are rounded to whole pixels; polygon outlines are drawn too
@@ -103,7 +104,20 @@ class CleanState:
 def _ring_parity(px: np.ndarray, r_lo: int, r_hi: int, c_lo: int, c_hi: int, size: float
                  ) -> np.ndarray:
     """bool (r_hi - r_lo, c_hi - c_lo): tile centres inside the closed ring ``px`` (float
-    (n, 2) pixels), by the even-odd rule."""
+    (n, 2) pixels), by the even-odd rule (one compiled pass where the package's C kernels
+    are built: the same arithmetic)."""
+    lib = compiled()
+    if lib is not None and px.dtype == np.float64 and px.flags.c_contiguous:
+        w = c_hi - c_lo
+        out = np.empty((r_hi - r_lo, w + 1), np.uint8)
+        lib.parity(px, len(px), r_lo, r_hi, c_lo, c_hi, float(size), out)
+        return out[:, :w].view(bool)
+    return _ring_parity_numpy(px, r_lo, r_hi, c_lo, c_hi, size)
+
+
+def _ring_parity_numpy(px: np.ndarray, r_lo: int, r_hi: int, c_lo: int, c_hi: int,
+                       size: float) -> np.ndarray:
+    """:func:`_ring_parity` in NumPy."""
     h, w = r_hi - r_lo, c_hi - c_lo
     x0, y0 = px[:-1, 0], px[:-1, 1]
     x1, y1 = px[1:, 0], px[1:, 1]

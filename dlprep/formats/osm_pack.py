@@ -21,18 +21,23 @@ import numpy as np
 
 log = logging.getLogger("dlprep")
 
+_LOADED: dict[str, Any] = {}
+
+
 def compiled() -> Any:
     """The compiled kernels (the ``_osmpack`` extension module), or None: not built here, or
-    ``DLPREP_OSM_COMPILED=0``."""
-    if os.environ.get("DLPREP_OSM_COMPILED", "1").strip().lower() in ("0", "no", "false",
-                                                                         "off"):
-        return None
-    try:
-        from . import _osmpack  # type: ignore[attr-defined]
-    except ImportError as exc:
-        log.debug("osm tiles: no compiled kernels (%s); NumPy/OpenCV instead", exc)
-        return None
-    return _osmpack
+    ``DLPREP_OSM_COMPILED=0`` (read once, at the first call)."""
+    if "lib" not in _LOADED:
+        _LOADED["lib"] = None
+        if os.environ.get("DLPREP_OSM_COMPILED", "1").strip().lower() not in (
+                "0", "no", "false", "off"):
+            try:
+                from . import _osmpack  # type: ignore[attr-defined]
+
+                _LOADED["lib"] = _osmpack
+            except ImportError as exc:
+                log.debug("osm tiles: no compiled kernels (%s); NumPy/OpenCV instead", exc)
+    return _LOADED["lib"]
 
 
 def pack_tiles(canvas: np.ndarray, margin: int, value: int, rows: np.ndarray,
