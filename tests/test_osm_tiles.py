@@ -582,3 +582,32 @@ def test_large_tiles_of_one_layer_go_through_the_process_stage_with_the_same_byt
     assert child["images"].shape[1:] == (128, 128, 1) and len(child["images"]) > 500
     for key in child:
         assert np.array_equal(child[key], inline[key]), key
+
+
+def test_compiled_dirty_marking_equals_the_numpy_one(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dirty tiles marked by the compiled pass (_osmpack.mark) are the NumPy pass's, for
+    random lines of several widths, rings with holes, single points and long segments that
+    are cut into pieces, partly beyond the grid."""
+    from dlprep.formats import osm_cover, osm_pack
+    from dlprep.formats.osm_raster import Grid
+
+    grid = Grid(42.40, 1.40, 42.43, 1.44, meters_per_pixel=4.0, tile_size=16)
+    rng = np.random.default_rng(5)
+    items = []
+    for k in range(120):
+        n = int(rng.integers(1, 30))
+        pts = np.cumsum(rng.normal(0, 40 if k % 3 else 400, (n, 2)), axis=0) + \
+            rng.uniform(-100, 900, 2)
+        ring = [(float(x), float(y)) for x, y in pts]
+        if k % 4 == 0:
+            items.append(([ring + ring[:1], ring[::-1] + ring[-1:]], [True, False], 0, 1, 0.0))
+        else:
+            items.append(([ring], [True], 1, 0, float(rng.choice([0.0, 2.0, 9.0, 30.0]))))
+    spill = _spill_of(grid, tmp_path, items)
+    lib = osm_pack.compiled()
+    assert lib is not None
+    got = osm_cover.dirty_tiles(grid, spill, max_points=200)  # several batches
+    monkeypatch.setattr(osm_cover, "compiled", lambda: None)
+    want = osm_cover.dirty_tiles(grid, spill, max_points=200)
+    assert 100 < int(want.sum()) < want.size and np.array_equal(got, want)

@@ -353,7 +353,64 @@ done:
     return result;
 }
 
+/* mark(px, pad, seg, m, rows, cols, size, piece, out): the tiles near the points and segments
+ * of float64 (m, 2) px (pixels) set to 1 in uint8 out (rows, cols): dlprep.formats.osm_cover's
+ * dirty_tiles. Each point marks the tiles its box (pad[i] around it) meets; a point with
+ * seg[i] set also starts a segment to point i + 1, cut into pieces at most `piece` long, and
+ * each piece marks the tiles its bounding box, widened by pad[i], meets. */
+static inline void mark_box(double x0, double x1, double y0, double y1, double size,
+                            Py_ssize_t rows, Py_ssize_t cols, uint8_t *out) {
+    double c0 = floor(x0 / size), c1 = floor(x1 / size);
+    double r0 = floor(y0 / size), r1 = floor(y1 / size);
+    c0 = c0 < 0 ? 0 : (c0 > (double)cols ? (double)cols : c0);
+    c1 = c1 < -1 ? -1 : (c1 > (double)(cols - 1) ? (double)(cols - 1) : c1);
+    r0 = r0 < 0 ? 0 : (r0 > (double)rows ? (double)rows : r0);
+    r1 = r1 < -1 ? -1 : (r1 > (double)(rows - 1) ? (double)(rows - 1) : r1);
+    for (Py_ssize_t r = (Py_ssize_t)r0; r <= (Py_ssize_t)r1; r++)
+        for (Py_ssize_t c = (Py_ssize_t)c0; c <= (Py_ssize_t)c1; c++) out[r * cols + c] = 1;
+}
+
+static PyObject *py_mark(PyObject *self, PyObject *args) {
+    Py_buffer px, pad, seg, out;
+    Py_ssize_t m, rows, cols;
+    double size, piece;
+    if (!PyArg_ParseTuple(args, "y*y*y*nnnddw*", &px, &pad, &seg, &m, &rows, &cols, &size,
+                          &piece, &out))
+        return NULL;
+    PyObject *result = NULL;
+    if (m < 0 || rows < 0 || cols < 0 || !(size > 0) || !(piece > 0) ||
+        !check(&px, 16 * m, "px") || !check(&pad, 8 * m, "pad") || !check(&seg, m, "seg") ||
+        !check(&out, rows * cols, "out"))
+        goto done;
+    const double *p = (const double *)px.buf, *pd = (const double *)pad.buf;
+    const uint8_t *sg = (const uint8_t *)seg.buf;
+    uint8_t *o = (uint8_t *)out.buf;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        const double x = p[2 * i], y = p[2 * i + 1], pp = pd[i];
+        mark_box(x - pp, x + pp, y - pp, y + pp, size, rows, cols, o);
+        if (!sg[i] || i + 1 >= m) continue;
+        const double dx = p[2 * i + 2] - x, dy = p[2 * i + 3] - y;
+        double nf = ceil(hypot(dx, dy) / piece);
+        const int64_t n = nf < 1 ? 1 : (int64_t)nf;
+        for (int64_t k = 0; k < n; k++) {
+            const double t0 = (double)k / (double)n, t1 = (double)(k + 1) / (double)n;
+            const double ax = x + dx * t0, ay = y + dy * t0, bx = x + dx * t1, by = y + dy * t1;
+            mark_box((ax < bx ? ax : bx) - pp, (ax < bx ? bx : ax) + pp,
+                     (ay < by ? ay : by) - pp, (ay < by ? by : ay) + pp, size, rows, cols, o);
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&px);
+    PyBuffer_Release(&pad);
+    PyBuffer_Release(&seg);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"mark", py_mark, METH_VARARGS, "Tiles near points and segments (dirty tiles)."},
     {"parity", py_parity, METH_VARARGS, "Tile centres inside a ring (even-odd)."},
     {"cut", py_cut, METH_VARARGS, "Points of a path worth drawing into a canvas."},
     {"pack", py_pack, METH_VARARGS, "Dirty tiles of a drawn canvas, packed (see the module)."},

@@ -56,6 +56,7 @@ def dirty_tiles(grid: Grid, spill: GeometrySpill, max_points: int = 1 << 15) -> 
         + EDGE_PAD_PX
     ring_lens = np.abs(np.frombuffer(spill.ring_lens, np.int32)).astype(np.int64)
     ring_start = np.frombuffer(spill.ring_start, np.int64)
+    lib = compiled()
     for i0, i1, pts in spill.batches(max_points):
         px = grid.to_pixels(pts)
         lens = ring_lens[ring_start[i0]:ring_start[i1]]
@@ -65,6 +66,11 @@ def dirty_tiles(grid: Grid, spill: GeometrySpill, max_points: int = 1 << 15) -> 
         last = np.cumsum(lens) - 1
         seg = np.ones(len(px), bool)
         seg[last] = False
+        if lib is not None:  # the same boxes, marked in one compiled pass
+            lib.mark(np.ascontiguousarray(px, np.float64), np.ascontiguousarray(pad, np.float64),
+                     seg.view(np.uint8), len(px), rows, cols, size, PIECE_PX,
+                     dirty.view(np.uint8))
+            continue
         a = np.flatnonzero(seg)
         p0, p1, pp = px[a], px[a + 1], pad[a]
         n = np.maximum(1, np.ceil(np.hypot(*(p1 - p0).T) / PIECE_PX)).astype(np.int64)
