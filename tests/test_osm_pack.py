@@ -127,3 +127,45 @@ def test_compiled_ring_parity_equals_the_numpy_one() -> None:
                 assert got.dtype == bool and np.array_equal(got, want), (n, size, r_lo)
                 checked += int(want.sum())
     assert checked > 100  # centres were inside
+
+
+def test_compiled_chunk_assembly_writes_the_chunks_of_run_by_run_writing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ChunkEncoder.add_block`` (kept tiles assembled into chunks by the compiled kernel,
+    whole chunks of one value or of neighbouring drawn tiles taken as before) hands on the
+    same deflated chunks, tile counts and CRC as writing run by run."""
+    from dlprep.prepare.osm_store import ChunkEncoder
+
+    class Collect(ChunkEncoder):
+        def __init__(self) -> None:
+            super().__init__((4, 4, 3), chunk_rows=4)
+            self.chunks: list[tuple[bytes, int]] = []
+
+        def _write_chunk(self, data: bytes, rows: int) -> None:
+            self.chunks.append((data, rows))
+            self.n += rows
+
+    rng = np.random.default_rng(2)
+    blocks = []
+    for _ in range(40):
+        m = int(rng.integers(0, 30))
+        tiles = rng.integers(0, 2, (m, 4, 4, 3)).astype(np.uint8) * 255
+        n = int(rng.integers(0, 40))
+        code = np.where(rng.random(n) < 0.5, -1, rng.choice([0, 5, 7], n))
+        code[: n // 3] = code[0] if n else 0  # long runs too
+        drawn = np.flatnonzero(code < 0)
+        at = np.full(n, -1, np.int64)
+        at[drawn] = np.sort(rng.choice(max(m, 1), len(drawn))) if m else -1
+        code[(code < 0) & (at < 0)] = 3
+        blocks.append((code.astype(np.int64), at, tiles if m else None))
+
+    def write() -> Collect:
+        enc = Collect()
+        for code, at, tiles in blocks:
+            enc.add_block(code, at, tiles)
+        enc.flush()
+        return enc
+
+    got, ref = _both(monkeypatch, write)
+    assert got.chunks == ref.chunks and got.crc == ref.crc and got.n == ref.n > 100
+    assert len({data for data, _ in got.chunks}) > 10

@@ -409,7 +409,61 @@ done:
     return result;
 }
 
+/* assemble(buf, fill, k, tile_bytes, channels, codes, ats, i, n, tiles): kept tiles i, i + 1,
+ * ... copied into the chunk buffer (k tiles of tile_bytes) from tile `fill` on, until it is full
+ * or tile n is reached: codes[j] < 0 a drawn tile, tiles[ats[j]]; else a whole-tile value,
+ * channel c 255 where bit c of codes[j] is set, else 0. Returns (next tile, fill). */
+static void uniform_tile(uint8_t *dst, int64_t bits, Py_ssize_t channels, Py_ssize_t tb) {
+    for (Py_ssize_t c = 0; c < channels; c++) dst[c] = (bits >> c) & 1 ? 255 : 0;
+    Py_ssize_t done = channels;
+    while (done < tb) {  /* doubling copies of the pixel pattern */
+        Py_ssize_t take = done < tb - done ? done : tb - done;
+        memcpy(dst + done, dst, (size_t)take);
+        done += take;
+    }
+}
+
+static PyObject *py_assemble(PyObject *self, PyObject *args) {
+    Py_buffer buf, codes, ats, tiles;
+    Py_ssize_t fill, k, tb, channels, i, n;
+    if (!PyArg_ParseTuple(args, "w*nnnny*y*nny*", &buf, &fill, &k, &tb, &channels, &codes,
+                          &ats, &i, &n, &tiles))
+        return NULL;
+    PyObject *result = NULL;
+    if (k < 1 || tb < 1 || channels < 1 || channels > 62 || fill < 0 || fill > k || i < 0 ||
+        n < i || !check(&buf, k * tb, "buf") || !check(&codes, 8 * n, "codes") ||
+        !check(&ats, 8 * n, "ats"))
+        goto done;
+    const int64_t *cd = (const int64_t *)codes.buf, *at = (const int64_t *)ats.buf;
+    const Py_ssize_t m = tiles.len / tb;
+    for (Py_ssize_t j = i; j < n && j < i + (k - fill); j++) {
+        if (cd[j] < 0 && (at[j] < 0 || at[j] >= m)) {
+            PyErr_SetString(PyExc_ValueError, "_osmpack: a drawn tile beyond the tiles");
+            goto done;
+        }
+    }
+    uint8_t *b = (uint8_t *)buf.buf;
+    const uint8_t *t = (const uint8_t *)tiles.buf;
+    while (i < n && fill < k) {
+        uint8_t *dst = b + fill * tb;
+        if (cd[i] < 0)
+            memcpy(dst, t + at[i] * tb, (size_t)tb);
+        else
+            uniform_tile(dst, cd[i], channels, tb);
+        fill++;
+        i++;
+    }
+    result = Py_BuildValue("nn", i, fill);
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&codes);
+    PyBuffer_Release(&ats);
+    PyBuffer_Release(&tiles);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"assemble", py_assemble, METH_VARARGS, "Kept tiles copied into a chunk buffer."},
     {"mark", py_mark, METH_VARARGS, "Tiles near points and segments (dirty tiles)."},
     {"parity", py_parity, METH_VARARGS, "Tile centres inside a ring (even-odd)."},
     {"cut", py_cut, METH_VARARGS, "Points of a path worth drawing into a canvas."},

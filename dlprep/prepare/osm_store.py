@@ -75,6 +75,52 @@ class ChunkEncoder:
             if self.fill == self.k:
                 self._flush()
 
+    def add_block(self, code: np.ndarray, at: np.ndarray, tiles: np.ndarray | None) -> None:
+        """Append a block's kept tiles in order: ``code`` (int64) per tile, the layer bits of
+        a whole-tile value (:meth:`proto`), or -1 for a drawn tile, ``tiles[at]``. The same
+        chunks as :meth:`add` and :meth:`add_uniform` over its runs, assembled by the
+        compiled kernels where they are built (one call per chunk, not per run)."""
+        from ..formats.osm_pack import compiled
+
+        lib = compiled()
+        code, at = np.ascontiguousarray(code, np.int64), np.ascontiguousarray(at, np.int64)
+        if lib is None or (tiles is not None and not tiles.flags.c_contiguous):
+            return self._add_runs(code, at, tiles)
+        src = np.empty(0, np.uint8) if tiles is None else tiles
+        k, n, i = self.k, len(code), 0
+        while i < n:
+            if not self.fill and n - i >= k:  # a whole chunk from here?
+                c, last = int(code[i]), i + k - 1
+                if c >= 0 and (code[i:i + k] == c).all():  # one whole-tile value
+                    self.add_uniform(c, k)
+                    i += k
+                    continue
+                if c < 0 and int(at[last]) - int(at[i]) == k - 1 and \
+                        (code[i:i + k] < 0).all() and (np.diff(at[i:i + k]) == 1).all():
+                    assert tiles is not None  # drawn neighbours: deflated in place
+                    self.add(tiles[int(at[i]):int(at[i]) + k])
+                    i += k
+                    continue
+            i, self.fill = lib.assemble(self.buf, self.fill, k, self.tile_bytes, self.shape[2],
+                                        code, at, i, n, src)
+            if self.fill == k:
+                self._flush()
+
+    def _add_runs(self, code: np.ndarray, at: np.ndarray, tiles: np.ndarray | None) -> None:
+        """:meth:`add_block` a run at a time (:meth:`add`, :meth:`add_uniform`)."""
+        # a run ends where the code changes, or between drawn tiles that are not neighbours
+        # in ``tiles`` (a dropped one between them)
+        cut = np.flatnonzero((code[1:] != code[:-1]) |
+                             ((code[1:] < 0) & (at[1:] != at[:-1] + 1)))
+        ends = (cut + 1).tolist()
+        codes, ats = code[[0, *ends]].tolist(), at[[0, *ends]].tolist()
+        for a, b, c, t in zip([0, *ends], [*ends, len(code)], codes, ats, strict=True):
+            if c < 0:
+                assert tiles is not None
+                self.add(tiles[t:t + b - a])
+            else:
+                self.add_uniform(c, b - a)
+
     def add_uniform(self, bits: int, count: int) -> None:
         """Append ``count`` copies of :meth:`proto` ``(bits)``."""
         tile = self.proto(bits)

@@ -639,30 +639,12 @@ class _Keeper:
             labels[drawn_k] = lab[at[drawn_k]]
         if not len(kr):
             return
-        _emit(self.writer, code, at, tiles)
+        self.writer.add_block(code, at, tiles)
         kept = self.kept
         kept.cols.frombytes((kc + tc0).astype(np.int32).tobytes())
         kept.rows.frombytes((kr + tr0).astype(np.int32).tobytes())
         kept.labels.frombytes(labels.astype(np.int32).tobytes())
         kept.counts.frombytes(counts.astype(np.int32).tobytes())
-
-
-def _emit(writer: TileWriter, code: np.ndarray, at: np.ndarray, tiles: np.ndarray | None
-          ) -> None:
-    """Write a block's kept tiles in row-major order: ``code`` per tile, the layer bits of a
-    clean tile (runs of one value are written as uniform runs) or -1 for a drawn one, whose
-    pixels are ``tiles[at]`` (row-major too)."""
-    # a run ends where the code changes, or between drawn tiles that are not neighbours in
-    # ``tiles`` (a dropped one between them)
-    cut = np.flatnonzero((code[1:] != code[:-1]) | ((code[1:] < 0) & (at[1:] != at[:-1] + 1)))
-    ends = (cut + 1).tolist()
-    codes, ats = code[[0, *ends]].tolist(), at[[0, *ends]].tolist()
-    for a, b, c, t in zip([0, *ends], [*ends, len(code)], codes, ats, strict=True):
-        if c < 0:
-            assert tiles is not None
-            writer.add(tiles[t:t + b - a])
-        else:
-            writer.add_uniform(c, b - a)
 
 
 def _finish(ctx: PrepareContext, writer: TileWriter, kept: Kept, label_values: list[str],
