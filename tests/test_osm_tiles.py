@@ -367,8 +367,9 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
     cycle of 2 inline, the cycle of 1 on a thread). In the child process's shared-memory
     slots (one cycle per slot, blocks of the grid's edges drawn into part of a slot's
     canvas) a cycle of 2 gives the same bytes too, also with every third block packed in the
-    parent (as when the child is behind) and the others packed in the child, and with the
-    dirty-tile grid handed to the child in many pieces through the same slots."""
+    parent (as when the child is behind), some drawn by the child itself (as when it has
+    caught up) and the others packed in the child, and with the dirty-tile grid handed to
+    the child in many pieces through the same slots."""
     from dlprep.formats import osm_draw
     from dlprep.prepare import osm_tiles
 
@@ -381,8 +382,11 @@ def test_kept_canvases_drawn_with_cycling_values_give_the_same_bytes(
     # turn (a slot used for packed tiles starts its value cycle again)
     monkeypatch.setattr(osm_tiles, "_hand_canvas", lambda stage: next(turns) % 3 != 1)
     monkeypatch.setattr(osm_tiles, "DIRTY_PIECE_BYTES", 500)  # the grid in many pieces
+    blocks, child_drew = itertools.count(), itertools.count()
+    monkeypatch.setattr(osm_tiles, "_child_draws",  # every fourth block drawn by the child
+                        lambda stage: next(blocks) % 4 == 3 and next(child_drew) >= 0)
     mixed = _read(_prepare(tmp_path / "mixed", options))
-    assert next(turns) > 30
+    assert next(turns) > 30 and next(child_drew) > 10
     values: list[int] = []
     real_pack = osm_tiles.pack_block
 

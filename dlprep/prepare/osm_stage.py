@@ -145,6 +145,7 @@ class ProcessStage:
         jobs_r.close()
         res_w.close()
         self._jobs, self._res = jobs_w, res_r
+        self.slots = slots
         self._free = list(range(slots))
         self._final: bytes | None = None
         self._reserved: int | None = None
@@ -241,6 +242,11 @@ class ProcessStage:
             view[...] = a
         self.submit(views)
         return slot
+
+    def free_slots(self) -> int:
+        """How many slots are free now (the child's waiting messages handled first)."""
+        self._pump()
+        return len(self._free)
 
     def has_free_slot(self) -> bool:
         """Whether a slot is free now (the child's waiting messages handled first)."""

@@ -362,11 +362,14 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     mode, slot = STAGE, _slot_bytes(grid, channels, canvases)
     if mode == "process" and (not can_fork() or slot > MAX_SLOT_BYTES):
         mode = "thread"
+    index = BlockIndex(grid, spill)
+    spill.project(grid)  # before the fork: both processes draw from the projected points
+    release_freed_memory()
     stage: Stage | ProcessStage | None = None
     if mode == "process":  # forked first: the child finds the clean tiles' values while
         try:  # this process finds the dirty ones
             stage = _fork_keeper(grid, spill, writer, kept, need, channels, slot,
-                                 label_dtype)
+                                 label_dtype, index)
         except OSError as exc:  # no fork here (memory, process limits): the thread instead
             log.debug("osm tiles: no writing stage process (%s); a thread instead", exc)
             mode = "thread"
@@ -386,35 +389,27 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
             stage.abort()
         raise
     try:
-        index = BlockIndex(grid, spill)
-        spill.project(grid)
-        release_freed_memory()
-        scratch: dict = {}  # the block canvases, reused
+        blocks = _Blocks(grid, spill, index, channels, label_dtype)
         packed: dict = {}  # a block's packed tiles when this process packs them, reused
-        none = np.zeros(0, np.int64)
-        row_items: dict[int, np.ndarray] = {}
-        cache: dict[int, list] = {}  # items' pixel rings, kept while later blocks need them
         for tr0, tc0 in _blocks(grid):
-            if tc0 == 0:
-                row_items = index.row(tr0 // BLOCK)
-                cache = {}
             sd = dirty[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK]
             if not sd.any():
                 continue
-            for i in [i for i in cache if index.c1[i] < tc0 // BLOCK]:
-                del cache[i]
-            items = row_items.get(tc0 // BLOCK, none)
+            if isinstance(stage, ProcessStage) and canvases and _child_draws(stage):
+                meta, = stage.reserve([((_META,), np.int64)])  # the slot's canvases stay
+                meta[:] = [0, 0, 0, 0, 0, tr0, tc0, _DRAW]
+                stage.submit([meta])
+                continue
+            items, cache = blocks.items(tr0, tc0)
             if isinstance(stage, ProcessStage) and canvases and _hand_canvas(stage):
                 _draw_into_slot(stage, slots, grid, spill, items, sd, tr0, tc0, channels,
                                 cache, label_dtype, index.px)
             elif isinstance(stage, ProcessStage):  # packed here, then copied into a slot
-                drawn = _draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
-                                    label_dtype, scratch, index.px, need, packed)
+                drawn = blocks.draw(items, sd, tr0, tc0, need, packed)
                 slots.pop(stage.put([np.zeros(_META, np.int64), *drawn]), None)  # its
                 # canvases are overwritten: the slot's value cycle starts again (zeroed)
             else:
-                stage.put(_draw_dirty(grid, spill, items, sd, tr0, tc0, channels, cache,
-                                      label_dtype, scratch, index.px, need))
+                stage.put(blocks.draw(items, sd, tr0, tc0, need))
         if isinstance(stage, ProcessStage):
             crc, n = struct.unpack("<QQ", stage.close())
             if n != writer.n:
@@ -440,6 +435,46 @@ def _send_dirty(stage: ProcessStage, slots: dict[int, dict], dirty: np.ndarray,
         slots.pop(stage.put([meta, dirty[r0:r1].view(np.uint8)]), None)
 
 
+class _Blocks:
+    """What drawing a block needs, kept from block to block in one process: the items of
+    the current block row (:class:`BlockIndex`), their pixel rings while later blocks of
+    the row need them, and the canvases (``scratch``)."""
+
+    def __init__(self, grid: Grid, spill: GeometrySpill, index: BlockIndex, channels: int,
+                 label_dtype: type) -> None:
+        self.grid, self.spill, self.index = grid, spill, index
+        self.channels, self.label_dtype = channels, label_dtype
+        self.scratch: dict = {}
+        self.cache: dict[int, list] = {}
+        self.row_items: dict[int, np.ndarray] = {}
+        self.block_row = -1
+        self.none = np.zeros(0, np.int64)
+
+    def items(self, tr0: int, tc0: int) -> tuple[np.ndarray, dict[int, list]]:
+        """The items of block (tr0, tc0) (blocks come in row-major order) and the cache."""
+        br, bc = tr0 // BLOCK, tc0 // BLOCK
+        if br != self.block_row:
+            self.row_items, self.cache, self.block_row = self.index.row(br), {}, br
+        c1 = self.index.c1
+        for i in [i for i in self.cache if c1[i] < bc]:
+            del self.cache[i]
+        return self.row_items.get(bc, self.none), self.cache
+
+    def draw(self, items: np.ndarray, dirty: np.ndarray, tr0: int, tc0: int,
+             need: int | None, out: dict | None = None) -> Drawn:
+        """:func:`_draw_dirty` of the block."""
+        return _draw_dirty(self.grid, self.spill, items, dirty, tr0, tc0, self.channels,
+                           self.cache, self.label_dtype, self.scratch, self.index.px, need,
+                           out)
+
+
+def _child_draws(stage: ProcessStage) -> bool:
+    """Whether the writing stage's process draws the next block itself: when it has caught
+    up (every slot free), it has time to spare, and this process, which draws the other
+    blocks, bounds the run (the same bytes either way)."""
+    return stage.free_slots() == stage.slots
+
+
 def _hand_canvas(stage: ProcessStage) -> bool:
     """Whether the next block goes to the child as canvases (it packs the tiles) rather
     than packed here: while a slot is free. When the child is behind, this process would
@@ -449,7 +484,8 @@ def _hand_canvas(stage: ProcessStage) -> bool:
 
 
 _META = 8  # int64s heading a slot: value, height, width, label drawn, tiles, r0, r1, kind
-_PACKED, _CANVAS, _DIRTY = 0, 1, 2  # kinds: packed tiles, a block's canvases, dirty rows
+# kinds: packed tiles, a block's canvases, dirty rows, a block the child draws itself
+_PACKED, _CANVAS, _DIRTY, _DRAW = 0, 1, 2, 3
 DIRTY_PIECE_BYTES: int | None = None  # the dirty grid's pieces (None: what fits a slot)
 
 
@@ -518,7 +554,8 @@ class _SendingEncoder(ChunkEncoder):
 
 
 def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kept,
-                 need: int, channels: int, slot: int, label_dtype: type) -> ProcessStage:
+                 need: int, channels: int, slot: int, label_dtype: type, index: BlockIndex
+                 ) -> ProcessStage:
     """The writing stage in a child process: it finds the clean tiles' values, takes the
     dirty-tile grid (:func:`_send_dirty`), then packs the drawn canvases' dirty tiles
     (:func:`pack_block`), keeps and deflates them (a :class:`_Keeper` over a
@@ -534,6 +571,7 @@ def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kep
         shipped = 0
         size, dt = grid.tile_size, np.dtype(label_dtype)
         bufs: dict = {}  # the packed tiles' arrays, reused
+        blocks = _Blocks(grid, spill, index, channels, label_dtype)  # those drawn here
 
         def ship() -> None:
             nonlocal shipped
@@ -548,7 +586,12 @@ def _fork_keeper(grid: Grid, spill: GeometrySpill, writer: TileWriter, kept: Kep
             if kind == _DIRTY:
                 dirty[r0:r1] = item[1].view(bool)
                 continue
-            if kind == _CANVAS:  # a block's canvases (:func:`_draw_into_slot`)
+            if kind == _DRAW:  # a block to draw here (:func:`_child_draws`)
+                tr0, tc0 = r0, r1
+                items, _ = blocks.items(tr0, tc0)
+                keeper.feed(blocks.draw(items, dirty[tr0:tr0 + BLOCK, tc0:tc0 + BLOCK],
+                                        tr0, tc0, need, bufs))
+            elif kind == _CANVAS:  # a block's canvases (:func:`_draw_into_slot`)
                 planes = item[1][:channels * h * w].reshape(channels, h, w)
                 label = item[2][:h * w * dt.itemsize].view(dt).reshape(h, w) \
                     if has_label else None
