@@ -74,6 +74,7 @@ def test_whole_tile_shortcut_gives_the_bytes_of_drawing_every_tile(
 
     counting("_draw_dirty", 3)  # packed here
     counting("_draw_into_slot", 5)  # drawn into shared memory, packed by the child
+    monkeypatch.setattr(osm_tiles, "_child_draws", lambda stage: False)  # all drawn here
     fast = _read(_prepare(tmp_path / "fast", options))
     fast_drawn, drawn["tiles"] = drawn["tiles"], 0
     monkeypatch.setattr(osm_tiles, "build_tiles",
@@ -471,6 +472,7 @@ def test_a_failure_on_either_side_ends_the_run_in_one_line_leaving_nothing(
             return real_draw(*args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(osm_tiles, "_draw_canvas", failing_draw)
+        monkeypatch.setattr(osm_tiles, "_child_draws", lambda stage: False)  # drawn here
     proc = invoke_cli("fetch", "osm", "--pbf", str(realdata / "osm" / ANDORRA), "--bbox",
                       FOREST["bbox"], cache_dir=cache_dir)
     err = proc.stderr.strip()

@@ -51,6 +51,8 @@ STAGE_DEPTH = 4  # drawn blocks waiting for the writing stage (memory: a few blo
 # or "inline" (one thread; for measurements and tests)
 STAGE = "process"
 PROCESS_SLOTS = 3  # drawn blocks in flight to the child process (shared memory)
+# The writing stage's process draws a block itself while at most this many blocks wait for it
+CHILD_DRAWS_PENDING = 1
 MAX_SLOT_BYTES = 16 << 20  # larger blocks (packed tiles of 128 px and more) use the thread
 # The GIL switch interval while both threads run (Python's default 5 ms): a thread back from
 # OpenCV or deflate waits for the GIL until the other one's Python stretch ends or this
@@ -469,10 +471,11 @@ class _Blocks:
 
 
 def _child_draws(stage: ProcessStage) -> bool:
-    """Whether the writing stage's process draws the next block itself: when it has caught
-    up (every slot free), it has time to spare, and this process, which draws the other
-    blocks, bounds the run (the same bytes either way)."""
-    return stage.free_slots() == stage.slots
+    """Whether the writing stage's process draws the next block itself: when it has nearly
+    caught up (at most ``CHILD_DRAWS_PENDING`` blocks waiting for it), it has time to
+    spare, and this process, which draws the other blocks, bounds the run (the same bytes
+    either way)."""
+    return stage.free_slots() >= stage.slots - CHILD_DRAWS_PENDING
 
 
 def _hand_canvas(stage: ProcessStage) -> bool:
