@@ -52,7 +52,7 @@ STAGE_DEPTH = 4  # drawn blocks waiting for the writing stage (memory: a few blo
 STAGE = "process"
 PROCESS_SLOTS = 3  # drawn blocks in flight to the child process (shared memory)
 # The writing stage's process draws a block itself while at most this many blocks wait for it
-CHILD_DRAWS_PENDING = 1
+CHILD_DRAWS_PENDING = 0
 MAX_SLOT_BYTES = 16 << 20  # larger blocks (packed tiles of 128 px and more) use the thread
 # The GIL switch interval while both threads run (Python's default 5 ms): a thread back from
 # OpenCV or deflate waits for the GIL until the other one's Python stretch ends or this
@@ -471,10 +471,10 @@ class _Blocks:
 
 
 def _child_draws(stage: ProcessStage) -> bool:
-    """Whether the writing stage's process draws the next block itself: when it has nearly
-    caught up (at most ``CHILD_DRAWS_PENDING`` blocks waiting for it), it has time to
-    spare, and this process, which draws the other blocks, bounds the run (the same bytes
-    either way)."""
+    """Whether the writing stage's process draws the next block itself: when it has caught
+    up (at most ``CHILD_DRAWS_PENDING`` blocks waiting for it; 1 measured slower than 0), it
+    has time to spare, and this process, which draws the other blocks, bounds the run (the
+    same bytes either way)."""
     return stage.free_slots() >= stage.slots - CHILD_DRAWS_PENDING
 
 
