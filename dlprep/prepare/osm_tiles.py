@@ -50,7 +50,7 @@ STAGE_DEPTH = 4  # drawn blocks waiting for the writing stage (memory: a few blo
 # Where the writing stage runs: "process" (a forked child, Linux; else a thread), "thread",
 # or "inline" (one thread; for measurements and tests)
 STAGE = "process"
-PROCESS_SLOTS = 3  # drawn blocks in flight to the child process (shared memory)
+PROCESS_SLOTS = 8  # blocks in flight to the child process (shared memory; 3 measured slower)
 # The writing stage's process draws a block itself while at most this many blocks wait for it
 CHILD_DRAWS_PENDING = 0
 MAX_SLOT_BYTES = 16 << 20  # larger blocks (packed tiles of 128 px and more) use the thread
