@@ -250,8 +250,7 @@ class ProcessStage:
 
     def has_free_slot(self) -> bool:
         """Whether a slot is free now (the child's waiting messages handled first)."""
-        self._pump()
-        return bool(self._free)
+        return self.free_slots() > 0
 
     def _send(self, msg: bytes) -> None:
         try:

@@ -349,9 +349,12 @@ def _render(grid: Grid, spill: GeometrySpill, writer: TileWriter, channels: int,
     this process draws; the writing stage finds the clean tiles' values, then keeps and
     deflates each block's tiles in the same order (:class:`_Keeper`). On Linux the writing
     stage is a forked child process (:data:`STAGE`): blocks of one canvas are drawn into
-    its shared memory (:func:`_draw_into_slot`) and packed there (:func:`pack_block`);
-    larger tiles are drawn and packed here (:func:`_draw_dirty`) and handed over packed.
-    Elsewhere it is a thread (at most ``STAGE_DEPTH`` packed blocks behind) or inline."""
+    its shared memory (:func:`_draw_into_slot`) and packed there (:func:`pack_block`); the
+    two processes balance the work: this one packs a block itself when no slot is free
+    (:func:`_hand_canvas`), the child draws one itself when it has caught up
+    (:func:`_child_draws`). Larger tiles are drawn and packed here (:func:`_draw_dirty`)
+    and handed over packed. Elsewhere the writing stage is a thread (at most
+    ``STAGE_DEPTH`` packed blocks behind) or inline."""
     size = grid.tile_size
     need = max(1, math.ceil(min_cov * size * size)) if min_cov > 0 else 0
     kept = Kept()
