@@ -29,6 +29,7 @@ def test_wheel_carries_recipes_and_runs_offline(tmp_path: Path) -> None:
     for recipe in (ROOT / "recipes").glob("*.toml"):
         assert f"dlprep/builtin_recipes/{recipe.name}" in names
     assert "dlprep/_data/mnist-sample/train-images-idx3-ubyte.gz" in names
+    assert [n for n in names if n.startswith("dlprep/formats/_osmpack") and n.endswith(".so")]
     assert [n for n in names if n.endswith((".dist-info/licenses/LICENSE", ".dist-info/LICENSE"))]
     assert not [n for n in names if n.startswith("tests/") or "/realdata/" in n]  # no test data
 
