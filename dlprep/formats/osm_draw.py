@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingDependencyError
+from .osm_pack import compiled
 from .osm_raster import GeometrySpill, Grid
 
 # Pixels drawn around a block and dropped: without them OpenCV's polygon fill puts stray
@@ -85,8 +86,8 @@ def render_block(grid: Grid, spill: GeometrySpill, items: np.ndarray, x0: int, y
     may keep an earlier block's pixels. With ``value`` below 255 the layers are drawn with
     that value and their kept canvases are not zeroed at all (only entirely when ``value``
     is 1): this block's pixels are those equal to ``value`` (the caller takes the values
-    from :func:`next_layer_value` and turns them into 0/255 with :func:`binarise`). ``full``
-    returns the whole canvases instead, margin included (what
+    from :func:`next_layer_value`; :func:`dlprep.formats.osm_pack.pack_tiles` turns them into
+    0/255). ``full`` returns the whole canvases instead, margin included (what
     :func:`dlprep.formats.osm_pack.pack_tiles` reads)."""
     cv2 = cv2_module()
     line8 = cv2.LINE_8
@@ -203,8 +204,6 @@ def binarise(tiles: np.ndarray, value: int) -> np.ndarray:
 def cut_outside(px: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
     """The points of ``px`` (int32 (n, 2)) that :func:`outside_runs` keeps: one compiled
     pass where the package's C kernels are built, else NumPy."""
-    from .osm_pack import compiled
-
     lib = compiled()
     if lib is None or px.dtype != np.int32 or not px.flags.c_contiguous:
         return px[outside_runs(px, size, margin)]

@@ -248,10 +248,6 @@ class ProcessStage:
         self._pump()
         return len(self._free)
 
-    def has_free_slot(self) -> bool:
-        """Whether a slot is free now (the child's waiting messages handled first)."""
-        return self.free_slots() > 0
-
     def _send(self, msg: bytes) -> None:
         try:
             self._jobs.send_bytes(msg)

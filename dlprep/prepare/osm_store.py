@@ -19,6 +19,7 @@ import numpy as np
 from isal import isal_zlib
 
 from ..errors import StoreError
+from ..formats.osm_pack import compiled
 from ..pixelstats import mean_std
 from ..store.checksum import CrcAppend, crc32, seal
 from ..store.h5file import abandon_file, create_file
@@ -80,8 +81,6 @@ class ChunkEncoder:
         a whole-tile value (:meth:`proto`), or -1 for a drawn tile, ``tiles[at]``. The same
         chunks as :meth:`add` and :meth:`add_uniform` over its runs, assembled by the
         compiled kernels where they are built (one call per chunk, not per run)."""
-        from ..formats.osm_pack import compiled
-
         lib = compiled()
         code, at = np.ascontiguousarray(code, np.int64), np.ascontiguousarray(at, np.int64)
         if lib is None or (tiles is not None and not tiles.flags.c_contiguous):

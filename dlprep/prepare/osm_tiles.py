@@ -486,7 +486,7 @@ def _hand_canvas(stage: ProcessStage) -> bool:
     than packed here: while a slot is free. When the child is behind, this process would
     wait for a slot anyway, so it packs the block meanwhile (a balance between the two
     processes; the same bytes either way)."""
-    return stage.has_free_slot()
+    return stage.free_slots() > 0
 
 
 _META = 8  # int64s heading a slot: value, height, width, label drawn, tiles, r0, r1, kind
